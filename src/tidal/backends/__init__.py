@@ -1,0 +1,1 @@
+"""Where runners run. `base` names the protocol every backend implements."""

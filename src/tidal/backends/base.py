@@ -1,0 +1,91 @@
+"""The backend protocol and the runner record every part of the platform shares."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from tidal.spec import AppSpec
+
+
+class RunnerState(enum.StrEnum):
+    STARTING = "starting"  # process launched, server not answering yet
+    READY = "ready"  # answering; takes requests
+    DRAINING = "draining"  # takes no new requests; stops when in-flight work is done
+    GONE = "gone"  # stopped on purpose (idle, deleted, replaced)
+    FAILED = "failed"  # died or never became ready; `reason` says why
+
+
+LIVE_STATES = frozenset({RunnerState.STARTING, RunnerState.READY, RunnerState.DRAINING})
+
+
+@dataclass(frozen=True)
+class Address:
+    """How the gateway reaches a runner's server. `netns_pid` set: inside that
+    process's private network namespace, so connect from there."""
+
+    host: str
+    port: int
+    netns_pid: int | None = None
+
+
+@dataclass
+class Runner:
+    id: str
+    app: str
+    revision: int
+    backend: str
+    log_path: Path
+    address: Address | None = None
+    state: RunnerState = RunnerState.STARTING
+    reason: str = ""
+    pid: int | None = None
+    created_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    ended_at: float | None = None
+    in_flight: int = 0
+    served: int = 0
+    # Monotonic time of the last request's end (or of ready): what keep_alive counts from.
+    idle_since: float = field(default_factory=time.monotonic)
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+@dataclass(frozen=True)
+class RunnerLaunch:
+    """What a backend needs to start one runner."""
+
+    runner_id: str
+    spec: AppSpec
+    revision: int
+    bundle_dir: Path
+    log_path: Path
+    env: dict[str, str]
+    isolate_network: bool
+
+
+class Backend(Protocol):
+    name: str
+
+    async def start(self, launch: RunnerLaunch) -> Runner:
+        """Launch the runner and return it in STARTING; readiness is probed by the caller."""
+        ...
+
+    async def wait_exit(self, runner: Runner) -> int:
+        """Return the runner's exit status once it has exited."""
+        ...
+
+    async def stop(self, runner: Runner, grace: float) -> None:
+        """Ask the runner to finish (SIGTERM), then kill it after `grace` seconds."""
+        ...
+
+    def exited(self, runner: Runner) -> bool: ...
+
+    def can_share_port(self) -> bool:
+        """Whether two runners with the same exposed_port can run side by side here."""
+        ...

@@ -1,0 +1,1 @@
+"""The `tidal` command: parses arguments and calls the API client, nothing more."""

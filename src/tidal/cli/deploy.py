@@ -1,0 +1,70 @@
+"""From `FILE::NAME` on the user's disk to a revision on the platform."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tidal.cli.client import Client, CLIError
+from tidal.control.bundles import BundleError, make_bundle
+from tidal.sdk.function import Function
+from tidal.sdk.loader import load_module
+from tidal.spec import AppSpec, InvalidOptionError
+
+APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+BUNDLE_LIMIT = 50 * 1024 * 1024
+
+
+def load_target(target: str) -> tuple[Path, str, Function[Any, Any]]:
+    """Import the user's file here, as fal does, so option errors show before anything uploads."""
+    file_part, _, name = target.partition("::")
+    path = Path(file_part).resolve()
+    if not path.is_file():
+        raise CLIError(f"{file_part} is not a file; give the app as FILE.py::NAME")
+    try:
+        module = load_module(path.parent, path.name)
+    except InvalidOptionError as exc:
+        raise CLIError(f"{path.name}: {exc}") from None
+    except Exception as exc:
+        raise CLIError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
+    found = {k: v for k, v in vars(module).items() if isinstance(v, Function)}
+    if not name:
+        if len(found) != 1:
+            names = ", ".join(sorted(found)) or "none"
+            raise CLIError(
+                f"{path.name} defines {len(found)} tidal apps ({names}); name one as {path.name}::NAME"
+            )
+        name = next(iter(found))
+    if name not in found:
+        raise CLIError(
+            f"{path.name} has no @tidal.function named {name!r} (found: {', '.join(sorted(found)) or 'none'})"
+        )
+    return path, name, found[name]
+
+
+def deploy(client: Client, target: str, app_name: str | None, console: Console) -> dict[str, Any]:
+    with console.status("Loading the app…") as status:
+        path, name, fn = load_target(target)
+        app = app_name or name.replace("_", "-")
+        if not APP_NAME.match(app):
+            raise CLIError(
+                f"{app!r} is not a valid app name: use letters, digits, '-' and '_' (up to 63)"
+            )
+        status.update("Bundling the code…")
+        try:
+            data, digest = make_bundle(path.parent, BUNDLE_LIMIT)
+        except BundleError as exc:
+            raise CLIError(str(exc)) from None
+        if not client.has_bundle(digest):
+            status.update(f"Uploading the code bundle ({len(data) / 1024:.0f} KiB)…")
+            client.put_bundle(digest, data)
+        status.update(f"Deploying {app}…")
+        spec = AppSpec(name=app, entry=f"{path.name}::{name}", kind="function",
+                       options=fn.options, bundle_digest=digest)  # fmt: skip
+        view: dict[str, Any] = client.post(
+            "/api/v1/apps", json={"spec": spec.model_dump(mode="json")}
+        )
+    return view

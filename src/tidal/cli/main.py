@@ -1,0 +1,333 @@
+"""`tidal`: deploy and run apps, and inspect a platform."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tidal import __version__
+from tidal.cli.client import Client, CLIError, platform_url
+from tidal.cli.deploy import deploy as deploy_app
+from tidal.config import DEFAULT_HOST, DEFAULT_PORT, PlatformConfig, default_data_dir
+
+app = typer.Typer(help="tidal: a self-hostable serverless platform for servers and ML apps.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+apps_cmd = typer.Typer(help="List, show, scale and delete apps.", no_args_is_help=True)
+runners_cmd = typer.Typer(help="List and stop runners.", no_args_is_help=True)
+app.add_typer(apps_cmd, name="apps")
+app.add_typer(runners_cmd, name="runners")
+
+console = Console()
+err_console = Console(stderr=True)
+_state: dict[str, Any] = {"debug": False, "url": None}
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def client() -> Client:
+    return Client(platform_url(_state["url"]))
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+@app.callback()
+def _global(
+    url: Annotated[
+        str | None,
+        typer.Option(help="Platform URL (default: $TIDAL_URL or the embedded platform's)."),
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    _state["url"], _state["debug"] = url, debug
+
+
+@app.command()
+def version() -> None:
+    """Print tidal's version."""
+    console.print(__version__)
+
+
+@app.command()
+def server(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the database, bundles and logs live.")
+    ] = None,
+) -> None:
+    """Run the embedded platform: control API, gateway and local runners, on one port."""
+    from tidal.server import serve
+
+    config = PlatformConfig(
+        data_dir=(data_dir or default_data_dir()).resolve(), host=host, port=port
+    )
+    console.print(
+        f"[bold green]tidal platform[/] on [bold]{config.url}[/]  (data: {config.data_dir})"
+    )
+    console.print(f"Point the CLI at it with: export TIDAL_URL={config.url}")
+    serve(config)
+
+
+@app.command()
+def deploy(
+    target: Annotated[str, typer.Argument(help="FILE.py::NAME of a @tidal.function.")],
+    app_name: Annotated[
+        str | None, typer.Option("--app-name", help="Name of the app (default: the function's).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Deploy an app (a new revision if it exists) and print its URL."""
+    view = deploy_app(client(), target, app_name, err_console if as_json else console)
+    if as_json:
+        print_json(view)
+        return
+    console.print(
+        f"[green]✓[/] Deployed [bold]{view['owner']}/{view['name']}[/] revision {view['revision']}"
+    )
+    for note in view["notes"]:
+        console.print(f"  [yellow]note:[/] {note}")
+    console.print(f"  URL: [bold]{view['url']}[/]")
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="FILE.py::NAME of a @tidal.function.")],
+    app_name: Annotated[str | None, typer.Option("--app-name")] = None,
+) -> None:
+    """Deploy an ephemeral app, stream its logs, and remove it on Ctrl-C.
+
+    Starts an embedded platform for the session when none answers at TIDAL_URL.
+    """
+    api = client()
+    platform: subprocess.Popen[bytes] | None = None
+    data_dir: str | None = None
+    if not api.reachable():
+        data_dir = tempfile.mkdtemp(prefix="tidal-run-")
+        port = _free_port()
+        with console.status("Starting an embedded platform…"):
+            with (Path(data_dir) / "platform.log").open("wb") as platform_log:
+                platform = subprocess.Popen(
+                    [sys.executable, "-m", "tidal", "server", "--port", str(port), "--data-dir", data_dir],
+                    stdout=subprocess.DEVNULL, stderr=platform_log,
+                )  # fmt: skip
+            api = Client(f"http://{DEFAULT_HOST}:{port}")
+            deadline = time.monotonic() + 30
+            while not api.reachable():
+                if platform.poll() is not None or time.monotonic() > deadline:
+                    raise CLIError(
+                        f"the embedded platform did not start; see {data_dir}/platform.log"
+                    )
+                time.sleep(0.1)
+    view: dict[str, Any] | None = None
+    try:
+        view = deploy_app(api, target, app_name, console)
+        console.print(
+            f"[green]✓[/] Running [bold]{view['name']}[/] at [bold]{view['url']}[/]  (Ctrl-C to stop)"
+        )
+        for line in api.stream_lines(
+            f"/api/v1/apps/{view['name']}/logs", {"follow": True, "lines": 0}
+        ):
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if view is not None:
+            with contextlib.suppress(CLIError):
+                api.delete(f"/api/v1/apps/{view['name']}")
+                console.print(f"Removed {view['name']}.")
+        if platform is not None:
+            platform.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                platform.wait(30)
+            if platform.poll() is None:
+                platform.kill()
+            if data_dir:
+                shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    from tidal.backends.local import free_port
+
+    return free_port()
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    secs = int(time.time() - ts)
+    return (
+        f"{secs}s"
+        if secs < 120
+        else f"{secs // 60}m"
+        if secs < 7200
+        else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+    )
+
+
+@apps_cmd.command("list")
+def apps_list(as_json: JsonFlag = False) -> None:
+    """List deployed apps."""
+    views = client().get("/api/v1/apps")
+    if as_json:
+        print_json(views)
+        return
+    table = Table("app", "revision", "ready", "starting", "waiting", "url", "updated")
+    for v in views:
+        table.add_row(f"{v['owner']}/{v['name']}", str(v["revision"]), str(v["runners"]["ready"]),
+                      str(v["runners"]["starting"]), str(v["waiting"]), v["url"], _ago(v["updated_at"]))  # fmt: skip
+    console.print(
+        table if views else "No apps deployed. Deploy one with `tidal deploy FILE.py::NAME`."
+    )
+
+
+@apps_cmd.command("show")
+def apps_show(name: str, as_json: JsonFlag = False) -> None:
+    """Show an app's options, runners and notes."""
+    v = client().get(f"/api/v1/apps/{name}")
+    if as_json:
+        print_json(v)
+        return
+    console.print(f"[bold]{v['owner']}/{v['name']}[/]  revision {v['revision']}  {v['entry']}")
+    console.print(f"URL: {v['url']}")
+    console.print(f"runners: {v['runners']['ready']} ready, {v['runners']['starting']} starting, "
+                  f"{v['runners']['draining']} draining; at most {v['max_runners']}")  # fmt: skip
+    table = Table("option", "value", title="options")
+    for key, value in sorted(v["options"].items()):
+        mark = "  (live change)" if key in v["scaling_overrides"] else ""
+        table.add_row(key, json.dumps(value) + mark)
+    console.print(table)
+    for note in v["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+@apps_cmd.command("delete")
+def apps_delete(name: str) -> None:
+    """Delete an app and stop its runners."""
+    client().delete(f"/api/v1/apps/{name}")
+    console.print(f"Deleted {name}.")
+
+
+@apps_cmd.command("scale")
+def apps_scale(
+    name: str,
+    keep_alive: Annotated[int | None, typer.Option()] = None,
+    min_concurrency: Annotated[int | None, typer.Option()] = None,
+    max_concurrency: Annotated[int | None, typer.Option()] = None,
+    concurrency_buffer: Annotated[int | None, typer.Option()] = None,
+    concurrency_buffer_perc: Annotated[int | None, typer.Option()] = None,
+    scaling_delay: Annotated[int | None, typer.Option()] = None,
+    request_timeout: Annotated[int | None, typer.Option()] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change scaling options of a live app; takes effect at once, no redeploy."""
+    changes = {k: v for k, v in {
+        "keep_alive": keep_alive, "min_concurrency": min_concurrency,
+        "max_concurrency": max_concurrency, "concurrency_buffer": concurrency_buffer,
+        "concurrency_buffer_perc": concurrency_buffer_perc, "scaling_delay": scaling_delay,
+        "request_timeout": request_timeout,
+    }.items() if v is not None}  # fmt: skip
+    if not changes:
+        raise CLIError("give at least one option to change, e.g. --keep-alive 60")
+    v = client().patch(f"/api/v1/apps/{name}/scaling", json=changes)
+    if as_json:
+        print_json(v)
+    else:
+        console.print(
+            f"[green]✓[/] {name}: " + ", ".join(f"{k}={val}" for k, val in changes.items())
+        )
+
+
+@runners_cmd.command("list")
+def runners_list(
+    app_name: Annotated[str | None, typer.Argument(help="Only this app's runners.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List runners (live ones and those that ended recently, with why)."""
+    views = client().get(f"/api/v1/apps/{app_name}/runners" if app_name else "/api/v1/runners")
+    if as_json:
+        print_json(views)
+        return
+    table = Table("runner", "app", "rev", "state", "in flight", "served", "age", "reason")
+    colors = {
+        "ready": "green",
+        "starting": "cyan",
+        "draining": "yellow",
+        "failed": "red",
+        "gone": "dim",
+    }
+    for r in views:
+        state = f"[{colors.get(r['state'], 'white')}]{r['state']}[/]"
+        table.add_row(r["id"], r["app"], str(r["revision"]), state, str(r["in_flight"]),
+                      str(r["served"]), _ago(r["created_at"]), r["reason"])  # fmt: skip
+    console.print(table if views else "No runners.")
+
+
+@runners_cmd.command("stop")
+def runners_stop(runner_id: str) -> None:
+    """Stop a runner gracefully."""
+    client().post(f"/api/v1/runners/{runner_id}/stop")
+    console.print(f"Stopped {runner_id}.")
+
+
+@app.command()
+def logs(
+    name: str,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", help="Lines per runner to show first.")
+    ] = 100,
+) -> None:
+    """Print an app's runner logs."""
+    with contextlib.suppress(KeyboardInterrupt):
+        for line in client().stream_lines(
+            f"/api/v1/apps/{name}/logs", {"follow": follow, "lines": lines}
+        ):
+            console.print(line, markup=False, highlight=False)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except CLIError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors carry their own message
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if _state["debug"] or os.environ.get("TIDAL_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]Error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The registry of apps and revisions, and the control-plane HTTP API."""

@@ -1,0 +1,200 @@
+"""The control-plane HTTP API under /api/v1. The CLI is only a client of it."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+
+from tidal import __version__
+from tidal.backends.base import Runner
+from tidal.control.bundles import BundleError, store_bundle
+from tidal.control.registry import AppRecord, NotFound
+from tidal.observe.logs import app_log_files, follow, tail
+from tidal.spec import AppSpec, InvalidOptionError
+
+if TYPE_CHECKING:
+    from tidal.server import Platform
+
+
+class DeployRequest(BaseModel):
+    spec: AppSpec
+
+
+def runner_view(r: Runner) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "app": r.app,
+        "revision": r.revision,
+        "state": r.state.value,
+        "reason": r.reason,
+        "backend": r.backend,
+        "pid": r.pid,
+        "address": f"{r.address.host}:{r.address.port}" if r.address else None,
+        "isolated_network": bool(r.address and r.address.netns_pid),
+        "in_flight": r.in_flight,
+        "served": r.served,
+        "created_at": r.created_at,
+        "ready_at": r.ready_at,
+        "ended_at": r.ended_at,
+        "idle_seconds": round(time.monotonic() - r.idle_since, 1) if r.in_flight == 0 else 0.0,
+    }
+
+
+def build_api(platform: Platform) -> FastAPI:
+    api = FastAPI(
+        title="tidal control plane",
+        version=__version__,
+        docs_url="/api/v1/docs",
+        openapi_url="/api/v1/openapi.json",
+        redoc_url=None,
+    )
+    owner = platform.owner
+    data_dir = platform.config.data_dir
+
+    @api.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @api.exception_handler(InvalidOptionError)
+    async def _invalid(request: Request, exc: InvalidOptionError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @api.exception_handler(BundleError)
+    async def _bundle(request: Request, exc: BundleError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=413 if "limit" in str(exc) else 400)
+
+    def app_view(record: AppRecord, request: Request) -> dict[str, Any]:
+        dep = platform.controller.deployments.get((record.owner, record.name))
+        live = list(dep.runners.values()) if dep else []
+        notes = []
+        if dep and (note := platform.controller.port_note(dep)):
+            notes.append(note)
+        if record.scaling_overrides:
+            changed = ", ".join(f"{k}={v}" for k, v in sorted(record.scaling_overrides.items()))
+            notes.append(f"live scaling changes override the code's options: {changed}")
+        base = str(request.base_url).rstrip("/")
+        return {
+            "owner": record.owner,
+            "name": record.name,
+            "url": f"{base}/{record.owner}/{record.name}",
+            "revision": record.revision,
+            "kind": record.spec.kind,
+            "entry": record.spec.entry,
+            "bundle_digest": record.spec.bundle_digest,
+            "options": record.options.model_dump(mode="json"),
+            "scaling_overrides": record.scaling_overrides,
+            "max_runners": platform.controller.ceiling(dep) if dep else None,
+            "runners": {
+                "ready": sum(r.state.value == "ready" for r in live),
+                "starting": sum(r.state.value == "starting" for r in live),
+                "draining": sum(r.state.value == "draining" for r in live),
+            },
+            "waiting": len(dep.router.waits(time.monotonic())) if dep else 0,
+            "notes": notes,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+        }
+
+    @api.get("/api/v1/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "backend": platform.backend.name,
+            "data_dir": str(data_dir),
+        }
+
+    @api.head("/api/v1/bundles/{digest}")
+    async def has_bundle(digest: str) -> Response:
+        found = (data_dir / "bundles" / digest).is_dir()
+        return Response(status_code=200 if found else 404)
+
+    @api.put("/api/v1/bundles/{digest}")
+    async def put_bundle(digest: str, request: Request) -> dict[str, str]:
+        limit = platform.config.bundle_limit_bytes
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > limit:
+            raise BundleError(
+                f"the code bundle is {declared // 2**20} MB, above the {limit // 2**20} MB limit"
+            )
+        data = await request.body()
+        store_bundle(data_dir / "bundles", digest, data, limit)
+        return {"digest": digest}
+
+    @api.post("/api/v1/apps", status_code=201)
+    async def deploy(body: DeployRequest, request: Request) -> dict[str, Any]:
+        spec = body.spec
+        if not spec.bundle_digest or not (data_dir / "bundles" / spec.bundle_digest).is_dir():
+            raise HTTPException(400, "upload the code bundle (PUT /api/v1/bundles/{digest}) first")
+        if spec.kind == "function" and spec.options.exposed_port is None:
+            raise InvalidOptionError(
+                "this platform serves functions in direct server mode only: give "
+                "@tidal.function an exposed_port (the port your server listens on)"
+            )
+        record = platform.registry.deploy(owner, spec)
+        platform.controller.apply(record)
+        return app_view(record, request)
+
+    @api.get("/api/v1/apps")
+    async def list_apps(request: Request) -> list[dict[str, Any]]:
+        return [app_view(r, request) for r in platform.registry.list()]
+
+    @api.get("/api/v1/apps/{name}")
+    async def show_app(name: str, request: Request) -> dict[str, Any]:
+        return app_view(platform.registry.get(owner, name), request)
+
+    @api.delete("/api/v1/apps/{name}")
+    async def delete_app(name: str) -> dict[str, str]:
+        platform.registry.delete(owner, name)
+        await platform.controller.remove(owner, name)
+        return {"deleted": name}
+
+    @api.patch("/api/v1/apps/{name}/scaling")
+    async def scale_app(name: str, changes: dict[str, Any], request: Request) -> dict[str, Any]:
+        record = platform.registry.scale(owner, name, changes)
+        platform.controller.apply(record)
+        return app_view(record, request)
+
+    def runners_of(name: str | None) -> list[dict[str, Any]]:
+        out = []
+        for (_, app), dep in platform.controller.deployments.items():
+            if name is None or app == name:
+                out += [runner_view(r) for r in (*dep.runners.values(), *dep.ended)]
+        return sorted(out, key=lambda v: v["created_at"])
+
+    @api.get("/api/v1/apps/{name}/runners")
+    async def app_runners(name: str) -> list[dict[str, Any]]:
+        platform.registry.get(owner, name)
+        return runners_of(name)
+
+    @api.get("/api/v1/runners")
+    async def all_runners() -> list[dict[str, Any]]:
+        return runners_of(None)
+
+    @api.post("/api/v1/runners/{runner_id}/stop")
+    async def stop_runner(runner_id: str) -> dict[str, Any]:
+        runner = await platform.controller.stop_runner(runner_id)
+        if runner is None:
+            raise HTTPException(404, f"no live runner {runner_id!r}; see `tidal runners list`")
+        return runner_view(runner)
+
+    @api.get("/api/v1/apps/{name}/logs")
+    async def logs(
+        name: str, lines: int = 100, follow_: bool = Query(False, alias="follow")
+    ) -> Response:
+        if not app_log_files(data_dir, owner, name):
+            platform.registry.get(owner, name)  # 404 for an unknown app
+        if follow_:
+            return StreamingResponse(follow(data_dir, owner, name, lines), media_type="text/plain")
+        text = "".join(
+            f"[{p.stem}] {line}\n"
+            for p in app_log_files(data_dir, owner, name)
+            for line in tail(p, lines)
+        )
+        return Response(text, media_type="text/plain")
+
+    return api

@@ -1,0 +1,77 @@
+"""Code bundles: a zip of the app's folder's Python files, stored by content digest."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+SKIP_DIRS = frozenset({"__pycache__", "node_modules", "venv", "site-packages"})
+
+
+class BundleError(ValueError):
+    pass
+
+
+def make_bundle(folder: Path, limit: int) -> tuple[bytes, str]:
+    """Zip the Python files under `folder` (not hidden or virtualenv folders)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = Path(root) / name
+                    info = zipfile.ZipInfo(
+                        path.relative_to(folder).as_posix(), (1980, 1, 1, 0, 0, 0)
+                    )
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    zf.writestr(info, path.read_bytes())
+                    if buf.tell() > limit:
+                        raise BundleError(_too_big(folder, buf.tell(), limit))
+    data = buf.getvalue()
+    if len(data) > limit:
+        raise BundleError(_too_big(folder, len(data), limit))
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _too_big(folder: Path, size: int, limit: int) -> str:
+    return (
+        f"the code bundle from {folder} is over {size // 2**20} MB, above the "
+        f"{limit // 2**20} MB limit. tidal ships every .py file under the entry file's "
+        "folder: deploy from a folder holding only the app's code, and load weights "
+        "and data at runtime (from /data or a download) instead of bundling them."
+    )
+
+
+def store_bundle(root: Path, digest: str, data: bytes, limit: int) -> Path:
+    """Check and unpack an uploaded bundle into `root/<digest>/`; idempotent."""
+    if len(data) > limit:
+        raise BundleError(_too_big(Path("the upload"), len(data), limit))
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise BundleError("the bundle's content does not match its digest; upload it again")
+    target = root / digest
+    if target.is_dir():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            for member in zf.namelist():
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise BundleError(f"the bundle holds an unsafe path: {member!r}")
+            zf.extractall(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():  # else a concurrent upload of the same bundle won
+                raise
+    except zipfile.BadZipFile:
+        raise BundleError("the bundle is not a zip file") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,91 @@
+"""Tables and the migration path: numbered steps, applied in order, recorded in
+`schema_version`, so an older data directory upgrades in place."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, ForeignKey, String, Text, create_engine, event, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AppRow(Base):
+    __tablename__ = "apps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    current_revision: Mapped[int] = mapped_column(default=0)
+    # Options changed live with `tidal apps scale`; they override the revision's.
+    scaling_json: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[float] = mapped_column(default=time.time)
+    updated_at: Mapped[float] = mapped_column(default=time.time)
+
+
+class RevisionRow(Base):
+    __tablename__ = "revisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    number: Mapped[int]
+    spec_json: Mapped[str] = mapped_column(Text)
+    bundle_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(default=time.time)
+
+
+def _v1(conn: Connection) -> None:
+    conn.execute(
+        text(
+            "CREATE TABLE apps (id INTEGER PRIMARY KEY, owner VARCHAR(64) NOT NULL, "
+            "name VARCHAR(128) NOT NULL, current_revision INTEGER NOT NULL DEFAULT 0, "
+            "scaling_json TEXT NOT NULL DEFAULT '{}', created_at FLOAT NOT NULL, "
+            "updated_at FLOAT NOT NULL, UNIQUE (owner, name))"
+        )
+    )
+    conn.execute(
+        text(
+            "CREATE TABLE revisions (id INTEGER PRIMARY KEY, "
+            "app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE, "
+            "number INTEGER NOT NULL, spec_json TEXT NOT NULL, bundle_digest VARCHAR(64) NOT NULL, "
+            "created_at FLOAT NOT NULL, UNIQUE (app_id, number))"
+        )
+    )
+
+
+# Append only: a released step never changes.
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+
+
+def schema_version(conn: Connection) -> int:
+    conn.execute(text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"))
+    row = conn.execute(text("SELECT max(version) FROM schema_version")).scalar()
+    return int(row or 0)
+
+
+def migrate(engine: Engine) -> int:
+    with engine.begin() as conn:
+        current = schema_version(conn)
+        for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
+            step(conn)
+            conn.execute(text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": number})
+        return len(MIGRATIONS)
+
+
+def open_database(path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.close()
+
+    migrate(engine)
+    return engine

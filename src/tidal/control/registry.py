@@ -1,0 +1,136 @@
+"""Apps and their revisions, stored in the platform's database."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.orm import Session
+
+from tidal.control.db import AppRow, RevisionRow
+from tidal.spec import (
+    SCALING_FIELDS,
+    AppOptions,
+    AppSpec,
+    InvalidOptionError,
+    ScalingOptions,
+    describe_validation_error,
+)
+
+
+@dataclass
+class AppRecord:
+    owner: str
+    name: str
+    revision: int
+    spec: AppSpec
+    created_at: float
+    updated_at: float
+    scaling_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def options(self) -> AppOptions:
+        """The revision's options with live changes from `tidal apps scale` applied."""
+        return self.spec.options.model_copy(update=self.scaling_overrides)
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Registry:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def deploy(self, owner: str, spec: AppSpec) -> AppRecord:
+        if spec.bundle_digest is None:
+            raise ValueError("a revision needs its code bundle")
+        now = time.time()
+        with Session(self._engine) as s, s.begin():
+            row = s.scalar(select(AppRow).where(AppRow.owner == owner, AppRow.name == spec.name))
+            if row is None:
+                row = AppRow(owner=owner, name=spec.name, created_at=now, updated_at=now)
+                s.add(row)
+                s.flush()
+            last = s.scalar(
+                select(func.max(RevisionRow.number)).where(RevisionRow.app_id == row.id)
+            )
+            number = (last or 0) + 1
+            s.add(
+                RevisionRow(
+                    app_id=row.id,
+                    number=number,
+                    spec_json=spec.model_dump_json(),
+                    bundle_digest=spec.bundle_digest,
+                    created_at=now,
+                )
+            )
+            row.current_revision = number
+            row.updated_at = now
+            s.flush()
+            return self._record(s, row)
+
+    def get(self, owner: str, name: str) -> AppRecord:
+        with Session(self._engine) as s:
+            row = s.scalar(select(AppRow).where(AppRow.owner == owner, AppRow.name == name))
+            if row is None:
+                raise NotFound(f"no app named {name!r} (owner {owner!r})")
+            return self._record(s, row)
+
+    def list(self) -> list[AppRecord]:
+        with Session(self._engine) as s:
+            rows = s.scalars(select(AppRow).order_by(AppRow.owner, AppRow.name)).all()
+            return [self._record(s, r) for r in rows]
+
+    def delete(self, owner: str, name: str) -> None:
+        with Session(self._engine) as s, s.begin():
+            row = s.scalar(select(AppRow).where(AppRow.owner == owner, AppRow.name == name))
+            if row is None:
+                raise NotFound(f"no app named {name!r} (owner {owner!r})")
+            s.execute(delete(RevisionRow).where(RevisionRow.app_id == row.id))
+            s.delete(row)
+
+    def scale(self, owner: str, name: str, changes: dict[str, Any]) -> AppRecord:
+        unknown = sorted(set(changes) - SCALING_FIELDS)
+        if unknown:
+            raise InvalidOptionError(
+                f"{unknown[0]!r} cannot change on a live app; scalable options: "
+                f"{', '.join(sorted(SCALING_FIELDS))}. Redeploy to change the others."
+            )
+        with Session(self._engine) as s, s.begin():
+            row = s.scalar(select(AppRow).where(AppRow.owner == owner, AppRow.name == name))
+            if row is None:
+                raise NotFound(f"no app named {name!r} (owner {owner!r})")
+            record = self._record(s, row)
+            merged = {**record.scaling_overrides, **changes}
+            current = {k: getattr(record.spec.options, k) for k in SCALING_FIELDS}
+            try:
+                ScalingOptions.model_validate({**current, **merged})
+            except ValidationError as exc:
+                raise InvalidOptionError(describe_validation_error(exc, changes)) from None
+            row.scaling_json = json.dumps(merged)
+            row.updated_at = time.time()
+            s.flush()
+            return self._record(s, row)
+
+    @staticmethod
+    def _record(s: Session, row: AppRow) -> AppRecord:
+        rev = s.scalar(
+            select(RevisionRow).where(
+                RevisionRow.app_id == row.id, RevisionRow.number == row.current_revision
+            )
+        )
+        assert rev is not None
+        return AppRecord(
+            owner=row.owner,
+            name=row.name,
+            revision=rev.number,
+            spec=AppSpec.model_validate_json(rev.spec_json),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            scaling_overrides=json.loads(row.scaling_json),
+        )

@@ -1,0 +1,1 @@
+"""The data path: route each request to a runner's free slot and proxy it."""

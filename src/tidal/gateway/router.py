@@ -1,0 +1,118 @@
+"""Per-app slots: which ready runner takes the next request, and who waits.
+
+Holding requests while no runner has a free slot is the normal mode of the
+data path (scale from zero is the same case as "all busy"): they wait in a
+bounded FIFO and are handed a runner as soon as a slot frees or a runner
+becomes ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+from tidal.backends.base import Runner, RunnerState
+
+
+class RouterError(Exception):
+    """A request that cannot be given a runner; carries the HTTP answer."""
+
+    def __init__(self, status: int, error_type: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error_type = error_type
+        self.detail = detail
+
+
+class AppRouter:
+    def __init__(
+        self, max_multiplexing: int, max_waiting: int, on_change: Callable[[], None]
+    ) -> None:
+        self.max_multiplexing = max_multiplexing
+        self.max_waiting = max_waiting
+        self.runners: dict[str, Runner] = {}
+        self._waiters: deque[tuple[float, asyncio.Future[Runner]]] = deque()
+        self._on_change = on_change  # wakes the scaling controller
+
+    # -- what the controller reads -----------------------------------------
+    def waits(self, now: float) -> tuple[float, ...]:
+        return tuple(now - t for t, fut in self._waiters if not fut.done())
+
+    @property
+    def executing(self) -> int:
+        return sum(r.in_flight for r in self.runners.values())
+
+    # -- the request path --------------------------------------------------
+    def _free_runner(self) -> Runner | None:
+        best: Runner | None = None
+        for r in self.runners.values():
+            if (
+                r.state is RunnerState.READY
+                and r.in_flight < self.max_multiplexing
+                and (best is None or r.in_flight < best.in_flight)
+            ):
+                best = r
+        return best
+
+    async def acquire(self) -> Runner:
+        runner = self._free_runner() if not self._waiters else None
+        if runner is not None:
+            runner.in_flight += 1
+            return runner
+        if len(self._waiters) >= self.max_waiting:
+            raise RouterError(
+                429,
+                "queue_full",
+                f"the app's wait queue is full ({self.max_waiting} requests); retry later",
+            )
+        fut: asyncio.Future[Runner] = asyncio.get_running_loop().create_future()
+        entry = (time.monotonic(), fut)
+        self._waiters.append(entry)
+        self._on_change()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result())  # handed a slot just as we gave up
+            raise
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    def release(self, runner: Runner) -> None:
+        runner.in_flight -= 1
+        runner.served += 1
+        if runner.in_flight == 0:
+            runner.idle_since = time.monotonic()
+        self.dispatch()
+        self._on_change()
+
+    def dispatch(self) -> None:
+        """Hand free slots to waiters, oldest first."""
+        while self._waiters:
+            _, fut = self._waiters[0]
+            if fut.done():
+                self._waiters.popleft()
+                continue
+            runner = self._free_runner()
+            if runner is None:
+                return
+            self._waiters.popleft()
+            runner.in_flight += 1
+            fut.set_result(runner)
+
+    # -- what the controller changes ---------------------------------------
+    def add(self, runner: Runner) -> None:
+        self.runners[runner.id] = runner
+        self.dispatch()
+
+    def remove(self, runner: Runner) -> None:
+        self.runners.pop(runner.id, None)
+
+    def fail_waiters(self, error: RouterError) -> None:
+        while self._waiters:
+            _, fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(error)

@@ -1,0 +1,1 @@
+"""What happened: runner logs (request records and metrics come later)."""

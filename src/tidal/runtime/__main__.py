@@ -1,0 +1,3 @@
+from tidal.runtime.main import main
+
+main()

@@ -1,0 +1,61 @@
+"""`python -m tidal.runtime`: what a backend runs for each runner.
+
+It prints nothing the platform parses; the platform learns readiness by
+probing the server over HTTP. SIGTERM reaches the whole process group, so the
+user's server shuts down on its own; this process then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from types import FrameType
+
+from tidal.sdk.function import Function
+from tidal.sdk.loader import load_entry
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tidal.runtime")
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--entry", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--isolate-network", action="store_true")
+    args = parser.parse_args(argv)
+
+    stopping = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    if args.isolate_network:
+        from tidal.netns import unshare_network
+
+        unshare_network()
+
+    print(f"tidal runtime: loading {args.entry}", flush=True)
+    try:
+        module, target = load_entry(args.bundle, args.entry)
+        if not isinstance(target, Function):
+            raise TypeError(f"{args.entry} is not a @tidal.function")
+        if target.options.setup_function:
+            getattr(module, target.options.setup_function)()
+        target.func()
+    except BaseException as exc:
+        if stopping.is_set():
+            sys.exit(0)
+        traceback.print_exc()
+        print(f"tidal runtime: {args.entry} failed: {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(1)
+    if stopping.is_set():
+        return
+    # The body returned but may have left its server running in the background.
+    print(f"tidal runtime: {args.entry} returned; serving until stopped", flush=True)
+    while not stopping.wait(1.0):
+        pass

@@ -1,0 +1,72 @@
+"""The scaling decision as a pure function of (options, load, runners).
+
+No clock and no I/O: callers pass ages in seconds, so the live controller and
+tests (and a simulator) run exactly the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tidal.spec import ScalingOptions
+
+
+@dataclass(frozen=True)
+class RunnerView:
+    id: str
+    ready: bool  # False: still starting (counts toward desired, takes no work yet)
+    in_flight: int
+    idle_for: float  # seconds since its last request ended (or since ready)
+
+
+@dataclass(frozen=True)
+class Load:
+    executing: int  # requests running on runners
+    waits: tuple[float, ...] = ()  # how long each waiting request has waited, seconds
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    start: int
+    stop: tuple[str, ...]
+
+
+def decide(
+    options: ScalingOptions,
+    *,
+    max_multiplexing: int,
+    ceiling: int,
+    load: Load,
+    runners: tuple[RunnerView, ...],
+) -> Decision:
+    """How many runners to start and which idle ones to stop.
+
+    `ceiling` is the effective max_concurrency (the app's, or the platform's
+    default, capped further when the host cannot run more than one).
+    """
+    # scaling_delay: a waiting request asks for capacity only after waiting that
+    # long, except when nothing runs at all (scale from zero never waits).
+    if runners:
+        waiting = sum(1 for age in load.waits if age >= options.scaling_delay)
+    else:
+        waiting = len(load.waits)
+    needed = math.ceil((load.executing + waiting) / max_multiplexing)
+    buffer = max(
+        options.concurrency_buffer,
+        math.ceil(options.concurrency_buffer_perc * needed / 100),
+    )
+    top = min(ceiling, options.max_concurrency or ceiling)
+    desired = max(options.min_concurrency, min(needed + buffer, top))
+    desired = min(desired, top)
+
+    if desired > len(runners):
+        return Decision(desired, desired - len(runners), ())
+    surplus = len(runners) - desired
+    idle = sorted(
+        (r for r in runners if r.ready and r.in_flight == 0 and r.idle_for >= options.keep_alive),
+        key=lambda r: r.idle_for,
+        reverse=True,  # the longest idle goes first
+    )
+    return Decision(desired, 0, tuple(r.id for r in idle[:surplus]))

@@ -1,0 +1,1 @@
+"""What users write against. Imports no platform code."""

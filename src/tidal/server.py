@@ -1,0 +1,93 @@
+"""One platform process: control API, gateway, scaling and a backend, on one port."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import uvicorn
+
+from tidal.backends.local import LocalBackend
+from tidal.config import LOCAL_OWNER, PlatformConfig
+from tidal.control.api import build_api
+from tidal.control.db import open_database
+from tidal.control.registry import Registry
+from tidal.gateway.proxy import Gateway
+from tidal.scaling.controller import Controller
+
+log = logging.getLogger("tidal")
+
+
+class Platform:
+    """The ASGI app of `tidal server`: /api/v1/* is the control plane, the rest the gateway."""
+
+    owner = LOCAL_OWNER
+
+    def __init__(self, config: PlatformConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(open_database(config.data_dir / "tidal.db"))
+        self.backend = LocalBackend(config.data_dir / "runners", isolate=config.isolate_network)
+        self.controller = Controller(config, self.backend)
+        self.gateway = Gateway(self.controller)
+        self.controller.on_runner_ended.append(self.gateway.forget)
+        self.api = build_api(self)
+
+    async def startup(self) -> None:
+        reaped = self.backend.reap_orphans()
+        if reaped:
+            log.warning("stopped %d runner(s) left over from an earlier platform process", reaped)
+        for record in self.registry.list():
+            self.controller.apply(record)
+
+    async def shutdown(self) -> None:
+        await self.controller.shutdown()
+        await self.gateway.close()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if scope["path"].startswith("/api/"):
+                await self.api(scope, receive, send)
+            else:
+                await self.gateway(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def uvicorn_config(platform: Platform) -> uvicorn.Config:
+    return uvicorn.Config(
+        platform,
+        host=platform.config.host,
+        port=platform.config.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        # The gateway returns the runner's own Server and Date headers, not ours.
+        server_header=False,
+        date_header=False,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(platform.config.stop_grace_seconds) + 5,
+    )
+
+
+def serve(config: PlatformConfig) -> None:
+    uvicorn.Server(uvicorn_config(Platform(config))).run()

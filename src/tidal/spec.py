@@ -1,0 +1,140 @@
+"""AppSpec: the one contract between the SDK, the control plane and runners.
+
+It imports nothing of the platform. Every option of fal's parameter table is a
+field here with fal's default; an unknown or invalid option fails when the
+user's code is defined, with a message naming the option.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class InvalidOptionError(ValueError):
+    """An app option that tidal cannot accept; the message names it and the fix."""
+
+
+class ImageSpec(BaseModel):
+    """A container image: Dockerfile text, a Dockerfile path, or a registry reference."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["dockerfile_str", "dockerfile", "registry"]
+    dockerfile: str | None = None
+    path: str | None = None
+    ref: str | None = None
+    build_args: dict[str, str] = Field(default_factory=dict)
+    # Registry credentials are never inlined: this names a platform secret.
+    auth_secret: str | None = None
+
+
+class ScalingOptions(BaseModel):
+    """Options that can change on a live app without a redeploy (`tidal apps scale`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    keep_alive: int = Field(default=10, ge=0)
+    min_concurrency: int = Field(default=0, ge=0)
+    # None: the platform's default ceiling (config `default_max_concurrency`).
+    max_concurrency: int | None = Field(default=None, ge=1)
+    concurrency_buffer: int = Field(default=0, ge=0)
+    concurrency_buffer_perc: int = Field(default=0, ge=0, le=100)
+    scaling_delay: int = Field(default=0, ge=0)
+    request_timeout: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> ScalingOptions:
+        if self.max_concurrency is not None and self.min_concurrency > self.max_concurrency:
+            raise ValueError(
+                f"min_concurrency ({self.min_concurrency}) is greater than "
+                f"max_concurrency ({self.max_concurrency}); lower min_concurrency "
+                "or raise max_concurrency"
+            )
+        return self
+
+
+SCALING_FIELDS = frozenset(ScalingOptions.model_fields)
+
+
+class AppOptions(ScalingOptions):
+    """Every option of fal's `function` parameter table, with fal's defaults."""
+
+    image: ImageSpec | None = None
+    machine_type: str | list[str] = "XS"
+    num_gpus: int | None = Field(default=None, ge=0)
+    exposed_port: int | None = Field(default=None, ge=1, le=65535)
+    requirements: list[str] = Field(default_factory=list)
+    max_multiplexing: int = Field(default=1, ge=1)
+    startup_timeout: int | None = Field(default=None, ge=1)
+    # The name of the function to run before serving; stored by name, resolved in the runner.
+    setup_function: str | None = None
+    regions: list[str] | None = None
+    serve: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    local_python_modules: list[str] = Field(default_factory=list)
+    python_version: str | None = None
+
+    @model_validator(mode="after")
+    def _machine_type_named(self) -> AppOptions:
+        types = [self.machine_type] if isinstance(self.machine_type, str) else self.machine_type
+        if not types or any(not t for t in types):
+            raise ValueError("machine_type must be a name such as 'S' or a non-empty list of names")
+        return self
+
+
+OPTION_NAMES = frozenset(AppOptions.model_fields)
+
+
+class AppSpec(BaseModel):
+    """What the control plane stores per revision and hands to the runner."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    entry: str  # "file.py::object_name", relative to the code bundle's root
+    kind: Literal["function", "app"] = "function"
+    options: AppOptions = Field(default_factory=AppOptions)
+    openapi: dict[str, Any] | None = None
+    bundle_digest: str | None = None
+
+    @property
+    def entry_file(self) -> str:
+        return self.entry.split("::", 1)[0]
+
+    @property
+    def entry_name(self) -> str:
+        return self.entry.split("::", 1)[1]
+
+
+def build_options(options: dict[str, Any], *, defaults: dict[str, Any] | None = None) -> AppOptions:
+    """Validate user-given options into AppOptions, or raise InvalidOptionError naming one."""
+    unknown = sorted(set(options) - OPTION_NAMES)
+    if unknown:
+        raise InvalidOptionError(_unknown_option_message(unknown[0]))
+    try:
+        return AppOptions.model_validate({**(defaults or {}), **options})
+    except ValidationError as exc:
+        raise InvalidOptionError(describe_validation_error(exc, options)) from None
+
+
+def describe_validation_error(exc: ValidationError, given: dict[str, Any]) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        msg = err["msg"].removeprefix("Value error, ")
+        if loc:
+            name = loc[0]
+            value = given.get(name, err.get("input"))
+            parts.append(f"invalid option {name}={value!r}: {msg}")
+        else:
+            parts.append(f"invalid options: {msg}")
+    return "; ".join(parts)
+
+
+def _unknown_option_message(name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(OPTION_NAMES), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown option {name!r}.{hint} Valid options: {', '.join(sorted(OPTION_NAMES))}."
