@@ -1,0 +1,123 @@
+"""Test helpers shipped with the product: a real platform process on a free
+loopback port, and a CLI runner pointed at it. Users' own tests can use them too."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import httpx
+
+from tidal.backends.local import free_port
+from tidal.config import PlatformConfig
+
+if TYPE_CHECKING:
+    from tidal.server import Platform
+
+T = TypeVar("T")
+
+
+@dataclass
+class PlatformProcess:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def cli(
+        self, *args: str, cwd: Path | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `tidal ARGS` against this platform, as a user would from a shell."""
+        env = {**os.environ, "TIDAL_URL": self.url, "COLUMNS": "200", "NO_COLOR": "1"}
+        done = subprocess.run(
+            [sys.executable, "-m", "tidal", *args],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"tidal {' '.join(args)} exited {done.returncode}\n"
+                f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+            )
+        return done
+
+    def http(self, timeout: float = 60) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def runner_pids(self) -> list[int]:
+        return [int(p.read_text()) for p in (self.data_dir / "runners").glob("*.pid")]
+
+
+def wait_for(check: Callable[[], T], timeout: float = 30, interval: float = 0.1, what: str = "") -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def start_platform(data_dir: Path, extra_args: Sequence[str] = ()) -> Iterator[PlatformProcess]:
+    """Start `tidal server` on a free port; stop it (and so its runners) on exit."""
+    port = free_port()
+    log_path = data_dir / "platform.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tidal", "server", "--port", str(port),
+             "--data-dir", str(data_dir), *extra_args],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    running = PlatformProcess(f"http://127.0.0.1:{port}", data_dir, process, log_path)
+    try:
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"the platform exited: {log_path.read_text()}")
+            try:
+                return httpx.get(f"{running.url}/api/v1/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=30, what="the platform to answer")
+        yield running
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def platform_in_thread(config: PlatformConfig) -> Iterator[Platform]:
+    """Run a Platform in this process (its own thread and event loop) on config.port."""
+    import threading
+
+    import uvicorn
+
+    from tidal.server import Platform, uvicorn_config
+
+    platform = Platform(config)
+    server = uvicorn.Server(uvicorn_config(platform))
+    thread = threading.Thread(target=server.run, name="tidal-platform", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), timeout=30, what="the platform")
+        if not server.started:
+            raise RuntimeError("the in-process platform failed to start")
+        yield platform
+    finally:
+        server.should_exit = True
+        thread.join(60)

@@ -1,0 +1,92 @@
+"""A server with the features a proxy must not break."""
+
+import asyncio
+import hashlib
+import os
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+
+app = FastAPI()
+BLOCK = bytes(range(256)) * 4096  # 1 MiB, deterministic
+
+
+@app.middleware("http")
+async def stamp(request: Request, call_next):  # type: ignore[no-untyped-def]
+    response = await call_next(request)
+    response.headers["x-middleware"] = "stamped"
+    return response
+
+
+@app.api_route("/echo/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+async def echo(rest: str, request: Request) -> dict[str, object]:
+    body = await request.body()
+    return {
+        "method": request.method,
+        "path": request.url.path,
+        "raw_query": request.url.query,
+        "headers": dict(request.headers),
+        "cookies": request.cookies,
+        "body": body.decode("latin-1"),
+    }
+
+
+@app.get("/whoami")
+async def whoami(sleep: float = 0.0) -> dict[str, object]:
+    await asyncio.sleep(sleep)
+    return {"runner": os.environ.get("TIDAL_RUNNER_ID"), "pid": os.getpid()}
+
+
+@app.get("/cookies")
+async def set_cookies() -> Response:
+    response = JSONResponse({"ok": True})
+    response.set_cookie("session", "abc123", httponly=True)
+    response.set_cookie("theme", "dark")
+    return response
+
+
+@app.get("/redirect")
+async def redirect() -> Response:
+    return RedirectResponse("/target?x=1", status_code=302)
+
+
+@app.get("/status/{code}")
+async def status(code: int) -> Response:
+    return JSONResponse({"status": code}, status_code=code)
+
+
+@app.get("/stream")
+async def stream(events: int = 5, gap: float = 0.3) -> StreamingResponse:
+    async def gen():  # type: ignore[no-untyped-def]
+        for i in range(events):
+            yield f"data: event {i}\n\n".encode()
+            await asyncio.sleep(gap)
+
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
+@app.post("/upload")
+async def upload(request: Request) -> dict[str, object]:
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.stream():
+        digest.update(chunk)
+        size += len(chunk)
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+@app.get("/download")
+async def download(mib: int = 50) -> StreamingResponse:
+    async def gen():  # type: ignore[no-untyped-def]
+        for _ in range(mib):
+            yield BLOCK
+
+    return StreamingResponse(
+        gen(), media_type="application/octet-stream",
+        headers={"content-length": str(mib * len(BLOCK))},
+    )
+
+
+@app.get("/crash")
+async def crash() -> None:
+    os._exit(3)
