@@ -34,7 +34,9 @@ def main() -> None:
                 started = time.perf_counter()
                 resp = http.get(url)
                 cold = time.perf_counter() - started
-                console.print(f"HTTP {resp.status_code} {resp.text}  [dim](cold start {cold:.2f}s)[/]")
+                console.print(
+                    f"HTTP {resp.status_code} {resp.text}  [dim](cold start {cold:.2f}s)[/]"
+                )
                 started = time.perf_counter()
                 resp = http.get(url)
                 warm = (time.perf_counter() - started) * 1000

@@ -55,7 +55,9 @@ class PlatformProcess:
         return [int(p.read_text()) for p in (self.data_dir / "runners").glob("*.pid")]
 
 
-def wait_for(check: Callable[[], T], timeout: float = 30, interval: float = 0.1, what: str = "") -> T:
+def wait_for(
+    check: Callable[[], T], timeout: float = 30, interval: float = 0.1, what: str = ""
+) -> T:
     """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tidal.testing import PlatformProcess, wait_for
@@ -201,7 +200,7 @@ def test_server_crash_mid_request_gives_502_then_new_runner(
         after = http.get("/local/crashy/whoami")
         assert after.status_code == 200
         assert after.json()["runner"] != before
-    failed = [r for r in runners(platform, "crashy") if r["id"] == before][0]
+    failed = next(r for r in runners(platform, "crashy") if r["id"] == before)
     assert failed["state"] == "failed"
 
 

@@ -93,7 +93,9 @@ def test_scale_changes_live_options_and_says_so(api: httpx.Client) -> None:
     resp = api.patch("/api/v1/apps/hello/scaling", json={"exposed_port": 9000})
     assert resp.status_code == 422
     assert "cannot change on a live app" in resp.json()["detail"]
-    resp = api.patch("/api/v1/apps/hello/scaling", json={"min_concurrency": 5, "max_concurrency": 2})
+    resp = api.patch(
+        "/api/v1/apps/hello/scaling", json={"min_concurrency": 5, "max_concurrency": 2}
+    )
     assert resp.status_code == 422
     assert "min_concurrency (5) is greater than max_concurrency (2)" in resp.json()["detail"]
     resp = api.patch("/api/v1/apps/hello/scaling", json={"keep_alive": 5})

@@ -82,7 +82,8 @@ async def download(mib: int = 50) -> StreamingResponse:
             yield BLOCK
 
     return StreamingResponse(
-        gen(), media_type="application/octet-stream",
+        gen(),
+        media_type="application/octet-stream",
         headers={"content-length": str(mib * len(BLOCK))},
     )
 
