@@ -40,6 +40,7 @@ TIDAL_CLI = PYTHON.parent / "tidal"
 HOST = "127.0.0.1"
 OWNER = "local"
 FUNCTION_NAME = "bench_upstream"
+ISOLATED_LABEL = "gateway (isolation on, netns)"
 APP_NAME = FUNCTION_NAME.replace("_", "-")
 WARMUP_REQUESTS = 200
 WRK_THREADS = 1  # the machine has 2 cores: leave the other to the servers
@@ -80,16 +81,23 @@ def {name}():
     )
 """
 
-# Used when `tidal server` has no --isolation flag: the same serve() the CLI calls.
-SERVE_WITHOUT_ISOLATION = (
-    "import sys; from pathlib import Path; "
-    "from tidal.config import PlatformConfig; from tidal.server import serve; "
-    "serve(PlatformConfig(data_dir=Path(sys.argv[1]).resolve(), port=int(sys.argv[2]), "
-    "isolate_network=False))"
-)
+# Used when `tidal server` has no --isolation flag: the same serve() the CLI calls. uvicorn
+# re-raises the SIGINT it handled once shut down; the CLI exits 130 on it, and so does this.
+SERVE_WITHOUT_ISOLATION = """\
+import sys
+from pathlib import Path
+
+from tidal.config import PlatformConfig
+from tidal.server import serve
+
+try:
+    serve(PlatformConfig(data_dir=Path(sys.argv[1]), port=int(sys.argv[2]), isolate_network=False))
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
 
 # Piped output gets a width that fits the table instead of 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 132)
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 class BenchError(Exception):
@@ -451,8 +459,8 @@ def pick_load_generator(choice: str) -> str:
             return "wrk"
         console.print(
             "[yellow]wrk not found[/] (install it with `apt-get install -y wrk`); falling back to "
-            "a Python asyncio load generator, which tops out far below wrk: its req/s are a "
-            "lower bound and the % of direct req/s understates the gap"
+            "a Python asyncio load generator (one process, one core), which can top out below "
+            "wrk: its direct req/s in particular may be a lower bound"
         )
         return "python"
     return choice
@@ -499,17 +507,16 @@ def deployed(
 def measure_shared(session: Session, root: Path, args: argparse.Namespace) -> list[Row]:
     with deployed(session, root, False, args) as (platform, port):
         direct = measure_row("direct (uvicorn)", f"http://{HOST}:{port}/", args)
-        gateway = measure_row("gateway, isolation off", gateway_url(platform), args)
+        gateway = measure_row("gateway (isolation off)", gateway_url(platform), args)
     return [direct, gateway]
 
 
 def measure_isolated(session: Session, root: Path, args: argparse.Namespace) -> Row:
-    label = "gateway, isolation on (netns)"
     if os.geteuid() != 0:
-        return Row(label, note="skipped: a private network namespace needs root")
+        return Row(ISOLATED_LABEL, note="skipped: a private network namespace needs root")
     with deployed(session, root, True, args) as (platform, _port):
         note = "" if runner_is_isolated(platform) else "runner was NOT isolated (host network)"
-        return measure_row(label, gateway_url(platform), args, note)
+        return measure_row(ISOLATED_LABEL, gateway_url(platform), args, note)
 
 
 # -- the report -------------------------------------------------------------------------------------
@@ -552,7 +559,7 @@ def render(rows: list[Row], args: argparse.Namespace) -> None:
         f"{args.connections} connections for {args.duration:g} s ({args.load_generator}); "
         f"max_multiplexing={args.max_multiplexing or '1 (default)'}"
     )
-    table.add_column("path")
+    table.add_column("path", no_wrap=True)
     for name in (
         "seq p50 ms",
         "seq p99 ms",
@@ -592,7 +599,9 @@ def render_targets(gateway_rows: list[Row], direct: Row) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="What tidal's gateway adds on top of a trivial upstream."
+    )
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests per row")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of concurrent load")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
@@ -623,14 +632,14 @@ def run(args: argparse.Namespace, session: Session) -> list[Row]:
     session.temp_dirs.append(root)
     rows = measure_shared(session, root, args)
     if args.skip_isolated:
-        rows.append(Row("gateway, isolation on (netns)", note="skipped (--skip-isolated)"))
+        rows.append(Row(ISOLATED_LABEL, note="skipped (--skip-isolated)"))
     else:
         try:
             rows.append(measure_isolated(session, root, args))
         except BenchError as exc:
             console.print(f"[red]the isolation-on row failed:[/] {exc}")
             first = str(exc).splitlines()[0]
-            rows.append(Row("gateway, isolation on (netns)", note=f"failed: {first}"))
+            rows.append(Row(ISOLATED_LABEL, note=f"failed: {first}"))
     return rows
 
 

@@ -84,6 +84,8 @@ def uvicorn_config(platform: Platform) -> uvicorn.Config:
         server_header=False,
         date_header=False,
         access_log=False,
+        # The gateway sets X-Forwarded-* itself from the socket; trusting a caller's is wrong.
+        proxy_headers=False,
         log_level="warning",
         timeout_graceful_shutdown=int(platform.config.stop_grace_seconds) + 5,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 
 class InvalidOptionError(ValueError):
@@ -36,14 +36,14 @@ class ScalingOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    keep_alive: int = Field(default=10, ge=0)
-    min_concurrency: int = Field(default=0, ge=0)
+    keep_alive: StrictInt = Field(default=10, ge=0)
+    min_concurrency: StrictInt = Field(default=0, ge=0)
     # None: the platform's default ceiling (config `default_max_concurrency`).
-    max_concurrency: int | None = Field(default=None, ge=1)
-    concurrency_buffer: int = Field(default=0, ge=0)
-    concurrency_buffer_perc: int = Field(default=0, ge=0, le=100)
-    scaling_delay: int = Field(default=0, ge=0)
-    request_timeout: int | None = Field(default=None, ge=1)
+    max_concurrency: StrictInt | None = Field(default=None, ge=1)
+    concurrency_buffer: StrictInt = Field(default=0, ge=0)
+    concurrency_buffer_perc: StrictInt = Field(default=0, ge=0, le=100)
+    scaling_delay: StrictInt = Field(default=0, ge=0)
+    request_timeout: StrictInt | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> ScalingOptions:
@@ -64,11 +64,11 @@ class AppOptions(ScalingOptions):
 
     image: ImageSpec | None = None
     machine_type: str | list[str] = "XS"
-    num_gpus: int | None = Field(default=None, ge=0)
-    exposed_port: int | None = Field(default=None, ge=1, le=65535)
+    num_gpus: StrictInt | None = Field(default=None, ge=0)
+    exposed_port: StrictInt | None = Field(default=None, ge=1, le=65535)
     requirements: list[str] = Field(default_factory=list)
-    max_multiplexing: int = Field(default=1, ge=1)
-    startup_timeout: int | None = Field(default=None, ge=1)
+    max_multiplexing: StrictInt = Field(default=1, ge=1)
+    startup_timeout: StrictInt | None = Field(default=None, ge=1)
     # The name of the function to run before serving; stored by name, resolved in the runner.
     setup_function: str | None = None
     regions: list[str] | None = None

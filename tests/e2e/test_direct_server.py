@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -280,3 +281,25 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_runner_killed_while_idle_is_replaced_without_an_error(
+    platform: PlatformProcess, apps_dir: Path
+) -> None:
+    deploy(platform, apps_dir / "echo", "app.py::echo", "--app-name", "fragile")
+    with platform.http() as http:
+        first = http.get("/local/fragile/whoami").json()
+        os.kill(first["pid"], signal.SIGKILL)  # the user's server, not the runtime
+        wait_for(lambda: not _alive(first["pid"]), timeout=10, what="the server to die")
+        # Nothing was sent to the dead server: the gateway routes around it.
+        after = http.get("/local/fragile/whoami")
+    assert after.status_code == 200
+    assert after.json()["runner"] != first["runner"]
+    wait_for(
+        lambda: any(
+            r["id"] == first["runner"] and r["state"] == "failed"
+            for r in runners(platform, "fragile")
+        ),
+        timeout=15,
+        what="the killed runner to be marked failed",
+    )

@@ -47,6 +47,8 @@ class Runner:
     ready_at: float | None = None
     ended_at: float | None = None
     in_flight: int = 0
+    # A connection to it failed; takes no requests until a probe says it still answers.
+    suspect: bool = False
     served: int = 0
     # Monotonic time of the last request's end (or of ready): what keep_alive counts from.
     idle_since: float = field(default_factory=time.monotonic)

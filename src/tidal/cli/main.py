@@ -70,12 +70,25 @@ def server(
     data_dir: Annotated[
         Path | None, typer.Option(help="Where the database, bundles and logs live.")
     ] = None,
+    isolation: Annotated[
+        str,
+        typer.Option(
+            help="Network isolation of exposed_port runners: 'auto' (a private network "
+            "namespace each, where the host allows) or 'off' (runners share the host's "
+            "network, so an exposed_port app runs one runner at most)."
+        ),
+    ] = "auto",
 ) -> None:
     """Run the embedded platform: control API, gateway and local runners, on one port."""
     from tidal.server import serve
 
+    if isolation not in ("auto", "off"):
+        raise CLIError(f"--isolation must be 'auto' or 'off', not {isolation!r}")
     config = PlatformConfig(
-        data_dir=(data_dir or default_data_dir()).resolve(), host=host, port=port
+        data_dir=(data_dir or default_data_dir()).resolve(),
+        host=host,
+        port=port,
+        isolate_network=isolation == "auto",
     )
     console.print(
         f"[bold green]tidal platform[/] on [bold]{config.url}[/]  (data: {config.data_dir})"
@@ -304,27 +317,20 @@ def logs(
 
 
 def main() -> None:
+    # Standalone mode: typer prints usage errors itself (exit 2); ours are one paragraph.
     try:
-        app(standalone_mode=False)
+        app()
     except CLIError as exc:
         if _state["debug"]:
             raise
         err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
         sys.exit(1)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors carry their own message
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
+    except Exception as exc:
         if _state["debug"] or os.environ.get("TIDAL_DEBUG"):
             raise
         err_console.print(
-            f"[bold red]Error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+            f"[bold red]Error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            highlight=False,
         )
         sys.exit(1)
 

@@ -83,71 +83,95 @@ class Gateway:
         owner, app = parts[1], parts[2]
         dep = self.controller.deployments.get((owner, app))
         if dep is None:
-            await send_json(
-                send,
-                404,
-                "app_not_found",
-                f"no app {app!r} deployed for owner {owner!r}; see `tidal apps list`",
-            )
+            await send_json(send, 404, "app_not_found",
+                            f"no app {app!r} deployed for owner {owner!r}; see `tidal apps list`")  # fmt: skip
             return
         request_id = uuid.uuid4().hex
-        options = dep.record.options
-        timeout = options.request_timeout or self.controller.config.default_request_timeout
+        timeout = (
+            dep.record.options.request_timeout or self.controller.config.default_request_timeout
+        )
         progress = _Progress()
         try:
             async with asyncio.timeout(timeout):
-                runner = await dep.router.acquire()
-                try:
-                    await self._forward(scope, receive, send, dep, runner, request_id, progress)
-                finally:
-                    dep.router.release(runner)
+                upstream = await _Upstream.from_scope(scope, receive, dep, request_id)
+                # A connection that could not be made sent nothing: safe to try another
+                # runner once, when the body can be sent again.
+                attempts = 2 if upstream.replayable else 1
+                for attempt in range(attempts):
+                    runner = await dep.router.acquire()
+                    progress.runner_id = runner.id
+                    try:
+                        await self._forward(send, runner, upstream, progress)
+                        return
+                    except aiohttp.ClientConnectorError:
+                        self.controller.suspect(dep, runner)
+                        if attempt + 1 == attempts:
+                            raise
+                    except (aiohttp.ClientError, OSError):
+                        self.controller.suspect(dep, runner)
+                        raise
+                    finally:
+                        dep.router.release(runner)
         except RouterError as exc:
             await send_json(send, exc.status, exc.error_type, exc.detail, request_id)
         except TimeoutError:
             if not progress.started:
-                await send_json(
-                    send,
-                    504,
-                    "request_timeout",
-                    f"the request did not finish within request_timeout ({timeout}s)",
-                    request_id,
-                )
+                await send_json(send, 504, "request_timeout",
+                                f"the request did not finish within request_timeout ({timeout}s)",
+                                request_id)  # fmt: skip
         except ClientGone:
             pass
         except (aiohttp.ClientError, OSError) as exc:
             if not progress.started:
-                await send_json(
-                    send,
-                    502,
-                    "runner_connection_error",
-                    f"runner {progress.runner_id} closed the connection before answering "
-                    f"({type(exc).__name__}: {exc}); the request was not retried",
-                    request_id,
-                )
+                await send_json(send, 502, "runner_connection_error",
+                                f"runner {progress.runner_id} closed the connection before "
+                                f"answering ({type(exc).__name__}: {exc}); the request was "
+                                "not retried", request_id)  # fmt: skip
 
     async def _forward(
-        self,
-        scope: Scope,
-        receive: Any,
-        send: Any,
-        dep: Deployment,
-        runner: Runner,
-        request_id: str,
-        progress: _Progress,
+        self, send: Any, runner: Runner, upstream: _Upstream, progress: _Progress
     ) -> None:
         assert runner.address is not None
-        progress.runner_id = runner.id
-        prefix_len = len(dep.record.owner) + len(dep.record.name) + 2
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        path = raw_path[prefix_len:].decode("latin-1") or "/"
         url = URL.build(
-            scheme="http",
-            host=runner.address.host,
-            port=runner.address.port,
-            path=path,
-            query_string=scope["query_string"].decode("latin-1"),
-            encoded=True,
-        )
+            scheme="http", host=runner.address.host, port=runner.address.port,
+            path=upstream.path, query_string=upstream.query, encoded=True,
+        )  # fmt: skip
+        async with self._session(runner).request(
+            upstream.method, url, headers=upstream.headers, data=upstream.data,
+            allow_redirects=False, compress=False,
+        ) as resp:  # fmt: skip
+            out = [(k, v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP]
+            out.append((REQUEST_ID_HEADER, upstream.request_id.encode()))
+            await send({"type": "http.response.start", "status": resp.status, "headers": out})
+            progress.started = True
+            if upstream.method != "HEAD":
+                async for chunk in resp.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _Upstream:
+    """The request as the runner will get it."""
+
+    __slots__ = ("data", "headers", "method", "path", "query", "request_id")
+
+    def __init__(
+        self, method: str, path: str, query: str, headers: list[tuple[str, str]],
+        data: bytes | AsyncIterator[bytes] | None, request_id: str,
+    ) -> None:  # fmt: skip
+        self.method, self.path, self.query = method, path, query
+        self.headers, self.data, self.request_id = headers, data, request_id
+
+    @property
+    def replayable(self) -> bool:
+        return self.data is None or isinstance(self.data, bytes)
+
+    @classmethod
+    async def from_scope(
+        cls, scope: Scope, receive: Any, dep: Deployment, request_id: str
+    ) -> _Upstream:
+        prefix = f"/{dep.record.owner}/{dep.record.name}"
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         headers: list[tuple[str, str]] = []
         length: int | None = None
         chunked = False
@@ -156,46 +180,23 @@ class Gateway:
                 length = int(value)
             elif name == b"transfer-encoding":
                 chunked = True
-            if name in HOP_BY_HOP:
-                continue
-            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+            if name not in HOP_BY_HOP:
+                headers.append((name.decode("latin-1"), value.decode("latin-1")))
         client = scope.get("client")
         if client:
             headers.append(("x-forwarded-for", client[0]))
         headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
-        headers.append(("x-forwarded-prefix", f"/{dep.record.owner}/{dep.record.name}"))
+        headers.append(("x-forwarded-prefix", prefix))
         headers.append(("x-tidal-request-id", request_id))
-
         data: bytes | AsyncIterator[bytes] | None = None
         if chunked or (length is not None and length > BUFFER_LIMIT):
             data = _stream_body(receive)
         elif length:
             data = await _read_body(receive)
-
-        try:
-            async with self._session(runner).request(
-                scope["method"],
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                compress=False,
-            ) as resp:
-                out = [(k, v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP]
-                out.append((REQUEST_ID_HEADER, request_id.encode()))
-                await send({"type": "http.response.start", "status": resp.status, "headers": out})
-                progress.started = True
-                if scope["method"] != "HEAD":
-                    async for chunk in resp.content.iter_any():
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (aiohttp.ClientError, OSError):
-            self._spawn_check(dep, runner)
-            raise
-
-    def _spawn_check(self, dep: Deployment, runner: Runner) -> None:
-        task = asyncio.ensure_future(self.controller.runner_lost(dep, runner))
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        return cls(
+            scope["method"], raw_path[len(prefix):].decode("latin-1") or "/",
+            scope["query_string"].decode("latin-1"), headers, data, request_id,
+        )  # fmt: skip
 
 
 class _Progress:

@@ -50,6 +50,7 @@ class AppRouter:
         for r in self.runners.values():
             if (
                 r.state is RunnerState.READY
+                and not r.suspect
                 and r.in_flight < self.max_multiplexing
                 and (best is None or r.in_flight < best.in_flight)
             ):
@@ -75,7 +76,9 @@ class AppRouter:
             return await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.release(fut.result())  # handed a slot just as we gave up
+                # Handed a slot just as we gave up: give it back; it served nothing.
+                fut.result().in_flight -= 1
+                self.dispatch()
             raise
         finally:
             if entry in self._waiters:

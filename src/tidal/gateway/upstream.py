@@ -63,13 +63,18 @@ def session_for(address: Address) -> aiohttp.ClientSession:
         )
     else:
         connector = NamespaceConnector(address, limit=0, keepalive_timeout=KEEPALIVE_SECONDS)
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,  # bodies pass through byte-identical
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         cookie_jar=aiohttp.DummyCookieJar(),  # cookies belong to the caller, not the gateway
     )
+    # aiohttp resends an idempotent request when a reused connection drops. A request
+    # that reached the runner is never sent twice (a GET that crashed one runner must
+    # not crash the next); the gateway itself retries only connections never made.
+    session._retry_connection = False
+    return session
 
 
 async def answers_http(address: Address, timeout: float = 2.0) -> bool:

@@ -121,17 +121,22 @@ class Controller:
                 return runner
         return None
 
-    async def runner_lost(self, dep: Deployment, runner: Runner) -> None:
-        """The gateway lost a connection mid-request: keep the runner only if it still answers."""
-        if runner.address and await answers_http(runner.address, timeout=1.0):
+    def suspect(self, dep: Deployment, runner: Runner) -> None:
+        """A connection to the runner failed: route around it until a probe tells
+        whether it still answers (then back in rotation) or not (then replaced)."""
+        if runner.suspect or runner.id not in dep.runners:
             return
-        if runner.id in dep.runners and runner.id not in dep.stopping:
-            await self._stop(
-                dep,
-                runner,
-                RunnerState.FAILED,
-                "the server stopped answering while serving a request",
-            )
+        runner.suspect = True
+        dep.wake.set()
+        self._spawn(self._check_suspect(dep, runner))
+
+    async def _check_suspect(self, dep: Deployment, runner: Runner) -> None:
+        if runner.address and await answers_http(runner.address, timeout=1.0):
+            runner.suspect = False
+            dep.router.dispatch()
+            return
+        await self._stop(dep, runner, RunnerState.FAILED,
+                         "the server stopped answering while serving a request")  # fmt: skip
 
     # -- the loop ------------------------------------------------------------
     async def _loop(self, dep: Deployment) -> None:
@@ -162,6 +167,7 @@ class Controller:
             for r in dep.runners.values()
             if r.revision == current
             and r.id not in dep.stopping
+            and not r.suspect
             and r.state in (RunnerState.STARTING, RunnerState.READY)
         ]
         views += [RunnerView(f"pending-{i}", False, 0, 0.0) for i in range(dep.pending_starts)]

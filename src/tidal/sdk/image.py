@@ -19,11 +19,13 @@ class ContainerImage:
 
     @staticmethod
     def from_dockerfile(path: str | Path, build_args: dict[str, str] | None = None) -> ImageSpec:
+        if not str(path).strip():
+            raise ValueError("ContainerImage.from_dockerfile: give the Dockerfile's path")
         return ImageSpec(kind="dockerfile", path=str(path), build_args=build_args or {})
 
     @staticmethod
     def from_registry(ref: str, auth: str | None = None) -> ImageSpec:
         """`auth` names a platform secret holding the registry credentials."""
-        if not ref or " " in ref:
+        if not ref or any(c.isspace() for c in ref):
             raise ValueError(f"ContainerImage.from_registry: {ref!r} is not an image reference")
         return ImageSpec(kind="registry", ref=ref, auth_secret=auth)

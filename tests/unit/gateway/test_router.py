@@ -342,11 +342,6 @@ def test_waiter_cancelled_after_being_handed_a_slot_gives_it_back() -> None:
     _run(main())
 
 
-@pytest.mark.xfail(
-    reason="a waiter cancelled after dispatch handed it a slot returns the slot through "
-    "release(), which counts it in runner.served although it served no request",
-    strict=True,
-)
 def test_abandoned_handoff_is_not_counted_as_served() -> None:
     async def main() -> None:
         r = _runner("r")
