@@ -9,71 +9,54 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-from yarl import URL
-
 from tidal.backends.base import Runner
+from tidal.gateway.http1 import UpstreamConnectError, UpstreamConnection, UpstreamPool
 from tidal.gateway.router import RouterError
-from tidal.gateway.upstream import session_for
 from tidal.scaling.controller import Controller, Deployment
 
-log = logging.getLogger("tidal.gateway")
-
 Scope = dict[str, Any]
-Message = dict[str, Any]
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+    b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+    # uvicorn already answered the caller's `Expect: 100-continue`.
+    b"expect",
+})  # fmt: skip
 REQUEST_ID_HEADER = b"x-tidal-request-id"
-# Bodies up to this size are read whole before forwarding (one write upstream);
-# larger or chunked ones stream through.
+# Bodies up to this size are read whole and sent in one write; larger or
+# chunked ones stream through.
 BUFFER_LIMIT = 64 * 1024
 
 
 class ClientGone(Exception):
-    pass
+    """The caller went away while sending its request body."""
 
 
 class Gateway:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._pools: dict[str, UpstreamPool] = {}
 
     async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
 
     def forget(self, runner: Runner) -> None:
-        session = self._sessions.pop(runner.id, None)
-        if session is not None:
-            task = asyncio.ensure_future(session.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        pool = self._pools.pop(runner.id, None)
+        if pool is not None:
+            pool.close()
 
-    def _session(self, runner: Runner) -> aiohttp.ClientSession:
-        session = self._sessions.get(runner.id)
-        if session is None:
+    def _pool(self, runner: Runner) -> UpstreamPool:
+        pool = self._pools.get(runner.id)
+        if pool is None:
             assert runner.address is not None
-            session = self._sessions[runner.id] = session_for(runner.address)
-        return session
+            pool = self._pools[runner.id] = UpstreamPool(runner.address)
+        return pool
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         parts = scope["path"].split("/", 3)
@@ -103,11 +86,11 @@ class Gateway:
                     try:
                         await self._forward(send, runner, upstream, progress)
                         return
-                    except aiohttp.ClientConnectorError:
+                    except UpstreamConnectError:
                         self.controller.suspect(dep, runner)
                         if attempt + 1 == attempts:
                             raise
-                    except (aiohttp.ClientError, OSError):
+                    except OSError:
                         self.controller.suspect(dep, runner)
                         raise
                     finally:
@@ -121,58 +104,60 @@ class Gateway:
                                 request_id)  # fmt: skip
         except ClientGone:
             pass
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             if not progress.started:
                 await send_json(send, 502, "runner_connection_error",
-                                f"runner {progress.runner_id} closed the connection before "
-                                f"answering ({type(exc).__name__}: {exc}); the request was "
-                                "not retried", request_id)  # fmt: skip
+                                f"runner {progress.runner_id} failed before answering ({exc}); "
+                                "the request was not retried", request_id)  # fmt: skip
 
     async def _forward(
         self, send: Any, runner: Runner, upstream: _Upstream, progress: _Progress
     ) -> None:
-        assert runner.address is not None
-        url = URL.build(
-            scheme="http", host=runner.address.host, port=runner.address.port,
-            path=upstream.path, query_string=upstream.query, encoded=True,
-        )  # fmt: skip
-        async with self._session(runner).request(
-            upstream.method, url, headers=upstream.headers, data=upstream.data,
-            allow_redirects=False, compress=False,
-        ) as resp:  # fmt: skip
-            out = [(k, v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP]
-            out.append((REQUEST_ID_HEADER, upstream.request_id.encode()))
-            await send({"type": "http.response.start", "status": resp.status, "headers": out})
+        pool = self._pool(runner)
+        conn = await pool.acquire()
+        try:
+            await upstream.write(conn, pool.host_header)
+            await conn.read_head(head_only=upstream.method == b"HEAD")
+            conn.headers.append((REQUEST_ID_HEADER, upstream.request_id.encode()))
+            await send({"type": "http.response.start", "status": conn.status,
+                        "headers": [h for h in conn.headers if h[0].lower() not in HOP_BY_HOP]})  # fmt: skip
             progress.started = True
-            if upstream.method != "HEAD":
-                async for chunk in resp.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            async for chunk in conn.body():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            pool.release(conn)
 
 
 class _Upstream:
-    """The request as the runner will get it."""
+    """The request as the runner will get it: the head as bytes, and the body."""
 
-    __slots__ = ("data", "headers", "method", "path", "query", "request_id")
+    __slots__ = ("body", "has_host", "head", "method", "request_id", "stream")
 
-    def __init__(
-        self, method: str, path: str, query: str, headers: list[tuple[str, str]],
-        data: bytes | AsyncIterator[bytes] | None, request_id: str,
-    ) -> None:  # fmt: skip
-        self.method, self.path, self.query = method, path, query
-        self.headers, self.data, self.request_id = headers, data, request_id
+    def __init__(self) -> None:
+        self.method = b""
+        self.head = b""
+        self.has_host = False
+        self.request_id = ""
+        self.body = b""
+        self.stream: AsyncIterator[bytes] | None = None
 
     @property
     def replayable(self) -> bool:
-        return self.data is None or isinstance(self.data, bytes)
+        return self.stream is None
 
     @classmethod
     async def from_scope(
         cls, scope: Scope, receive: Any, dep: Deployment, request_id: str
     ) -> _Upstream:
+        self = cls()
+        self.request_id = request_id
+        self.method = scope["method"].encode()
         prefix = f"/{dep.record.owner}/{dep.record.name}"
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        headers: list[tuple[str, str]] = []
+        path = raw_path[len(prefix) :] or b"/"
+        query: bytes = scope["query_string"]
+        lines = [self.method, b" ", path, b"?" + query if query else b"", b" HTTP/1.1\r\n"]
         length: int | None = None
         chunked = False
         for name, value in scope["headers"]:
@@ -180,23 +165,33 @@ class _Upstream:
                 length = int(value)
             elif name == b"transfer-encoding":
                 chunked = True
+            elif name == b"host":
+                self.has_host = True
             if name not in HOP_BY_HOP:
-                headers.append((name.decode("latin-1"), value.decode("latin-1")))
+                lines += (name, b": ", value, b"\r\n")
         client = scope.get("client")
         if client:
-            headers.append(("x-forwarded-for", client[0]))
-        headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
-        headers.append(("x-forwarded-prefix", prefix))
-        headers.append(("x-tidal-request-id", request_id))
-        data: bytes | AsyncIterator[bytes] | None = None
-        if chunked or (length is not None and length > BUFFER_LIMIT):
-            data = _stream_body(receive)
+            lines += (b"x-forwarded-for: ", client[0].encode(), b"\r\n")
+        lines += (b"x-forwarded-proto: ", scope.get("scheme", "http").encode(), b"\r\n")
+        lines += (b"x-forwarded-prefix: ", prefix.encode(), b"\r\n")
+        lines += (REQUEST_ID_HEADER, b": ", request_id.encode(), b"\r\n")
+        if chunked:
+            lines.append(b"transfer-encoding: chunked\r\n")
+            self.stream = _chunked(_stream_body(receive))
+        elif length is not None and length > BUFFER_LIMIT:
+            self.stream = _stream_body(receive)
         elif length:
-            data = await _read_body(receive)
-        return cls(
-            scope["method"], raw_path[len(prefix):].decode("latin-1") or "/",
-            scope["query_string"].decode("latin-1"), headers, data, request_id,
-        )  # fmt: skip
+            self.body = await _read_body(receive)
+        self.head = b"".join(lines)
+        return self
+
+    async def write(self, conn: UpstreamConnection, host_header: bytes) -> None:
+        head = self.head if self.has_host else self.head + b"host: " + host_header + b"\r\n"
+        conn.write(head + b"\r\n" + self.body)
+        if self.stream is not None:
+            async for chunk in self.stream:
+                conn.write(chunk)
+                await conn.drain()
 
 
 class _Progress:
@@ -225,8 +220,16 @@ async def _stream_body(receive: Any) -> AsyncIterator[bytes]:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
-        yield message.get("body", b"")
+        body = message.get("body", b"")
+        if body:
+            yield body
         more = message.get("more_body", False)
+
+
+async def _chunked(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield b"%x\r\n%b\r\n" % (len(chunk), chunk)
+    yield b"0\r\n\r\n"
 
 
 async def send_json(
