@@ -14,86 +14,56 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
-PYTHON = Path(sys.executable)
-TIDAL_CLI = PYTHON.parent / "tidal"
+from tidal.backends.local import LocalBackend, free_port
+from tidal.testing import PlatformProcess, start_platform, wait_for
+
 HOST = "127.0.0.1"
-OWNER = "local"
 FUNCTION_NAME = "bench_upstream"
-ISOLATED_LABEL = "gateway (isolation on, netns)"
 APP_NAME = FUNCTION_NAME.replace("_", "-")
+ISOLATED_LABEL = "gateway (isolation on, netns)"
 WARMUP_REQUESTS = 200
 WRK_THREADS = 1  # the machine has 2 cores: leave the other to the servers
 START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
 TARGET_ADDED_P50_MS = 0.5
 TARGET_RPS_SHARE = 0.25
 
-UPSTREAM_PY = '''\
-"""The trivial upstream: a raw ASGI app with a short fixed body."""
-
-BODY = b"ok"
-HEADERS = [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY)).encode())]
-
+# The trivial upstream, a raw ASGI app with a short fixed body, and the function serving it.
+UPSTREAM_PY = """\
+HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
 
 async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    await send({"type": "http.response.body", "body": BODY})
-'''
-
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": b"ok"})
+"""
 APP_PY = """\
-import subprocess
-import sys
-
+import subprocess, sys
 import tidal
 
-PORT = {port}
-
-
-@tidal.function(exposed_port=PORT, keep_alive=3600, min_concurrency=1, max_concurrency=1{extra})
+@tidal.function(exposed_port={port}, keep_alive=3600, min_concurrency=1, max_concurrency=1,
+                max_multiplexing={max_multiplexing})
 def {name}():
-    subprocess.run(
-        [sys.executable, "-m", "uvicorn", "upstream:app", "--host", "127.0.0.1",
-         "--port", str(PORT), "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
-        check=True,
-    )
-"""
-
-# Used when `tidal server` has no --isolation flag: the same serve() the CLI calls. uvicorn
-# re-raises the SIGINT it handled once shut down; the CLI exits 130 on it, and so does this.
-SERVE_WITHOUT_ISOLATION = """\
-import sys
-from pathlib import Path
-
-from tidal.config import PlatformConfig
-from tidal.server import serve
-
-try:
-    serve(PlatformConfig(data_dir=Path(sys.argv[1]), port=int(sys.argv[2]), isolate_network=False))
-except KeyboardInterrupt:
-    sys.exit(130)
+    args = "upstream:app --host 127.0.0.1 --port {port} --no-access-log --loop uvloop --http httptools"
+    subprocess.run([sys.executable, "-m", "uvicorn", *args.split()], check=True)
 """
 
 # Piped output gets a width that fits the table instead of 80 columns.
@@ -126,221 +96,103 @@ class Row:
     note: str = ""
 
 
-@dataclass
-class Platform:
-    proc: subprocess.Popen[bytes]
-    url: str
-    data_dir: Path
-    log_path: Path
-
-
-@dataclass
-class Session:
-    """Everything started or created, for cleanup."""
-
-    platforms: list[Platform] = field(default_factory=list)
-    temp_dirs: list[Path] = field(default_factory=list)
-
-
-# -- processes ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def cli_has_isolation_flag() -> bool:
-    done = subprocess.run(
-        [str(PYTHON), "-m", "tidal", "server", "--help"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    return "--isolation" in done.stdout
-
-
-def platform_command(port: int, data_dir: Path, isolation: bool) -> list[str]:
-    base = [str(PYTHON), "-m", "tidal", "server", "--port", str(port), "--data-dir", str(data_dir)]
-    if isolation:
-        return base
-    if cli_has_isolation_flag():
-        return [*base, "--isolation", "off"]
-    console.print(
-        "[yellow]note:[/] `tidal server` has no --isolation flag; starting the platform "
-        "through tidal.server.serve(PlatformConfig(isolate_network=False)) instead"
-    )
-    return [str(PYTHON), "-c", SERVE_WITHOUT_ISOLATION, str(data_dir), str(port)]
-
-
-def start_platform(session: Session, root: Path, isolation: bool) -> Platform:
-    port = free_port()
-    data_dir = root / ("data-isolated" if isolation else "data-shared")
+# -- the platform and the app ------------------------------------------------------------------
+@contextlib.contextmanager
+def deployed(
+    root: Path, isolation: bool, args: argparse.Namespace
+) -> Iterator[tuple[PlatformProcess, int]]:
+    """A platform with the upstream deployed and answering 200 through the gateway, and the
+    upstream's port. One at a time, so the measured platform has the machine to itself."""
+    mode, port = ("on" if isolation else "off"), free_port()
+    app_dir, data_dir = root / f"app-{mode}", root / f"data-{mode}"
+    app_dir.mkdir()
     data_dir.mkdir()
-    log_path = root / f"platform-{'isolated' if isolation else 'shared'}.log"
-    with log_path.open("wb") as log:
-        # Its own session: a Ctrl-C at the terminal must not reach it; cleanup sends one SIGINT.
-        proc = subprocess.Popen(
-            platform_command(port, data_dir, isolation),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    platform = Platform(proc, f"http://{HOST}:{port}", data_dir, log_path)
-    session.platforms.append(platform)
-    wait_for_200(f"{platform.url}/api/v1/health", platform, "the platform's health check")
-    return platform
-
-
-def stop_platform(platform: Platform) -> None:
-    """SIGINT (the platform stops its runners), wait, and kill only as a last resort."""
-    proc = platform.proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+    (app_dir / "upstream.py").write_text(UPSTREAM_PY)
+    app_py = APP_PY.format(port=port, name=FUNCTION_NAME, max_multiplexing=args.max_multiplexing)
+    (app_dir / "app.py").write_text(app_py)
+    console.print(
+        f"starting a platform (isolation {mode}) and deploying the upstream on port {port}"
+    )
+    with contextlib.ExitStack() as stack:
+        # A terminal Ctrl-C reaches the platform too (same process group), then start_platform
+        # sends its own SIGINT, and on a second SIGINT uvicorn skips the shutdown that stops
+        # the runners (in sessions of their own): reap what their pid files list, once it exited.
+        stack.callback(reap_runners, data_dir)
+        isolation_arg = "auto" if isolation else "off"
+        platform = stack.enter_context(start_platform(data_dir, ["--isolation", isolation_arg]))
+        platform.cli("deploy", f"app.py::{FUNCTION_NAME}", cwd=app_dir)
+        url = gateway_url(platform)
         try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            console.print(f"[red]platform {proc.pid} ignored SIGINT for {STOP_TIMEOUT_S}s; killing")
-            proc.kill()
-            proc.wait()
-    reap_leftover_runners(platform.data_dir)
+            wait_for(lambda: answers_200(platform, url), START_TIMEOUT_S, what=f"{url} to answer")
+        except AssertionError as exc:
+            raise BenchError(f"{exc}; the logs:\n{log_tails(data_dir)}") from None
+        yield platform, port
 
 
-def reap_leftover_runners(data_dir: Path) -> None:
-    """Runners the platform should have stopped; recorded as pid files by the local backend."""
-    for pid_file in (data_dir / "runners").glob("*.pid"):
-        with contextlib.suppress(ValueError, OSError):
-            pgid = int(pid_file.read_text())
-            if b"tidal.runtime" in Path(f"/proc/{pgid}/cmdline").read_bytes():
-                console.print(f"[red]runner group {pgid} outlived its platform; killing it")
-                os.killpg(pgid, signal.SIGKILL)
+def gateway_url(platform: PlatformProcess) -> str:
+    return f"{platform.url}/local/{APP_NAME}/"
 
 
-def cleanup(session: Session) -> None:
-    """Stop what is left and remove the temp dirs; a second Ctrl-C must not cut this short."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        for platform in session.platforms:
-            stop_platform(platform)
-        session.platforms.clear()
-        for path in session.temp_dirs:
-            shutil.rmtree(path, ignore_errors=True)
-        session.temp_dirs.clear()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def answers_200(platform: PlatformProcess, url: str) -> bool:
+    if platform.process.poll() is not None:
+        raise BenchError(f"the platform exited:\n{log_tails(platform.data_dir)}")
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=5).status_code == 200
+    return False
 
 
-# -- the app -------------------------------------------------------------------------------
-
-
-def write_app(folder: Path, exposed_port: int, max_multiplexing: int | None) -> None:
-    folder.mkdir()
-    extra = "" if max_multiplexing is None else f", max_multiplexing={max_multiplexing}"
-    (folder / "upstream.py").write_text(UPSTREAM_PY)
-    (folder / "app.py").write_text(
-        APP_PY.format(port=exposed_port, name=FUNCTION_NAME, extra=extra)
-    )
-
-
-def deploy(folder: Path, platform: Platform) -> None:
-    done = subprocess.run(
-        [str(TIDAL_CLI), "deploy", f"app.py::{FUNCTION_NAME}"],
-        cwd=folder,
-        env={**os.environ, "TIDAL_URL": platform.url},
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"tidal deploy failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-
-
-def gateway_url(platform: Platform) -> str:
-    return f"{platform.url}/{OWNER}/{APP_NAME}/"
-
-
-def runner_is_isolated(platform: Platform) -> bool:
-    with urllib.request.urlopen(f"{platform.url}/api/v1/apps/{APP_NAME}/runners") as resp:
-        runners = json.load(resp)
+def runner_is_isolated(platform: PlatformProcess) -> bool:
+    runners = httpx.get(f"{platform.url}/api/v1/apps/{APP_NAME}/runners").json()
     return any(r["state"] == "ready" and r["isolated_network"] for r in runners)
 
 
-def wait_for_200(url: str, platform: Platform, what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if platform.proc.poll() is not None:
-            raise BenchError(
-                f"the platform exited ({platform.proc.returncode}):\n{log_tail(platform.log_path)}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                if resp.status == 200:
-                    return
-                last = f"status {resp.status}"
-        except urllib.error.HTTPError as exc:
-            last = f"status {exc.code}: {exc.read()[:200]!r}"
-        except OSError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.1)
-    raise BenchError(
-        f"{what} at {url} did not answer 200 in {START_TIMEOUT_S}s ({last}); "
-        f"platform log:\n{log_tail(platform.log_path)}\nrunner logs:\n{runner_logs(platform)}"
-    )
+def reap_runners(data_dir: Path) -> None:
+    if reaped := LocalBackend(data_dir / "runners").reap_orphans():
+        console.print(f"[red]{reaped} runner group(s) outlived their platform; killed them")
 
 
-def log_tail(path: Path, lines: int = 15) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return "(no log)"
+def log_tails(data_dir: Path, lines: int = 15) -> str:
+    """The last lines of the platform's log and the runners' logs."""
+    tails = [
+        f"{path.name}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        for path in sorted(data_dir.rglob("*.log"))
+    ]
+    return "\n".join(tails) or "(no logs)"
 
 
-def runner_logs(platform: Platform) -> str:
-    logs = sorted(platform.data_dir.rglob("*.log"))
-    return "\n".join(f"{p.name}:\n{log_tail(p)}" for p in logs) or "(none)"
-
-
-# -- the sequential client -------------------------------------------------------------------
-
+# -- the sequential client: a raw socket, lean enough not to be the bottleneck -----------------
 CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)")
 
 
-class RawClient:
-    """One persistent HTTP/1.1 connection, one GET at a time; lean enough not to be the bottleneck."""
+def get_request(url: str) -> tuple[str, int, bytes]:
+    """Host, port and the bytes of a keep-alive HTTP/1.1 GET of url."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or HOST, parts.port or 80
+    return host, port, f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
 
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        host, port = parts.hostname or HOST, parts.port or 80
-        self.sock = socket.create_connection((host, port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-        self.buf = b""
 
-    def get(self) -> int:
-        """Send one GET and read the whole response; returns the status."""
-        self.sock.sendall(self.request)
-        buf = self.buf
-        while (end := buf.find(b"\r\n\r\n")) < 0:
-            buf += self._recv()
-        head = buf[:end]
-        match = CONTENT_LENGTH.search(head)
-        if match is None:
-            raise BenchError(f"response without content-length: {head[:200]!r}")
-        total = end + 4 + int(match.group(1))
-        while len(buf) < total:
-            buf += self._recv()
-        self.buf = buf[total:]
-        return int(head[9:12])
+def body_length(head: bytes) -> int:
+    match = CONTENT_LENGTH.search(head)
+    if match is None:
+        raise BenchError(f"response without content-length: {head[:200]!r}")
+    return int(match.group(1))
 
-    def _recv(self) -> bytes:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise BenchError("the server closed the connection")
+
+def http_get(sock: socket.socket, request: bytes, buf: bytes) -> tuple[int, bytes]:
+    """Send one GET and read the whole response; returns its status and what came after it."""
+    sock.sendall(request)
+    while (end := buf.find(b"\r\n\r\n")) < 0:
+        buf += recv(sock)
+    total = end + 4 + body_length(buf[:end])
+    while len(buf) < total:
+        buf += recv(sock)
+    return int(buf[9:12]), buf[total:]
+
+
+def recv(sock: socket.socket) -> bytes:
+    if chunk := sock.recv(65536):
         return chunk
-
-    def close(self) -> None:
-        self.sock.close()
+    raise BenchError("the server closed the connection")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -349,30 +201,22 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def measure_sequential(url: str, requests: int) -> SeqResult:
-    client = RawClient(url)
-    try:
-        for _ in range(WARMUP_REQUESTS):
-            check_status(client.get(), url)
-        samples = [0] * requests
-        clock = time.perf_counter_ns
-        for i in range(requests):
+    """WARMUP_REQUESTS untimed, then `requests` timed GETs, one at a time on one connection."""
+    host, port, request = get_request(url)
+    samples, buf, clock = [0] * (WARMUP_REQUESTS + requests), b"", time.perf_counter_ns
+    with socket.create_connection((host, port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(samples)):
             start = clock()
-            status = client.get()
+            status, buf = http_get(sock, request, buf)
             samples[i] = clock() - start
-            check_status(status, url)
-    finally:
-        client.close()
-    ms = sorted(s / 1e6 for s in samples)
+            if status != 200:
+                raise BenchError(f"{url} answered {status} during the measurement")
+    ms = sorted(s / 1e6 for s in samples[WARMUP_REQUESTS:])
     return SeqResult(percentile(ms, 0.50), percentile(ms, 0.99))
 
 
-def check_status(status: int, url: str) -> None:
-    if status != 200:
-        raise BenchError(f"{url} answered {status} during the measurement")
-
-
-# -- the concurrent load -------------------------------------------------------------------------
-
+# -- the concurrent load: wrk, or a Python asyncio fallback ------------------------------------
 WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 WRK_ERRORS = re.compile(r"^\s*(Socket errors:.*|Non-2xx or 3xx responses:.*)$", re.MULTILINE)
@@ -384,36 +228,23 @@ def run_wrk(url: str, connections: int, duration: float) -> LoadResult:
     done = subprocess.run([*cmd, "--latency", url], capture_output=True, text=True)
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return parse_wrk(done.stdout)
+    if (rps := WRK_RPS.search(done.stdout)) is None:
+        raise BenchError(f"no Requests/sec in wrk's output:\n{done.stdout}")
+    latency = {p: float(v) * UNIT_MS[unit] for p, v, unit in WRK_LATENCY.findall(done.stdout)}
+    errors = "; ".join(m.strip() for m in WRK_ERRORS.findall(done.stdout))
+    return LoadResult(float(rps.group(1)), latency.get("50"), latency.get("99"), errors)
 
 
-def parse_wrk(output: str) -> LoadResult:
-    rps = WRK_RPS.search(output)
-    if rps is None:
-        raise BenchError(f"no Requests/sec in wrk's output:\n{output}")
-    latency = {
-        pct: float(value) * UNIT_MS[unit] for pct, value, unit in WRK_LATENCY.findall(output)
-    }
-    result = LoadResult(float(rps.group(1)), latency.get("50"), latency.get("99"))
-    result.errors = "; ".join(m.strip() for m in WRK_ERRORS.findall(output))
-    return result
-
-
-async def _load_worker(url: str, until: float, latencies: list[float]) -> int:
-    parts = urlsplit(url)
-    host, port = parts.hostname or HOST, parts.port or 80
+async def load_worker(url: str, until: float, latencies: list[float]) -> int:
+    """GET url on one connection until `until`; returns how many answers were not 200."""
+    host, port, request = get_request(url)
     reader, writer = await asyncio.open_connection(host, port)
-    request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-    clock = time.perf_counter
-    errors = 0
+    clock, errors = time.perf_counter, 0
     try:
         while (start := clock()) < until:
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            match = CONTENT_LENGTH.search(head)
-            if match is None:
-                raise BenchError(f"response without content-length: {head[:200]!r}")
-            await reader.readexactly(int(match.group(1)))
+            await reader.readexactly(body_length(head))
             latencies.append(clock() - start)
             errors += head[9:12] != b"200"
     finally:
@@ -421,130 +252,88 @@ async def _load_worker(url: str, until: float, latencies: list[float]) -> int:
     return errors
 
 
-async def _python_load(url: str, connections: int, duration: float) -> LoadResult:
+async def python_load(url: str, connections: int, duration: float) -> LoadResult:
     latencies: list[float] = []
     start = time.perf_counter()
-    until = start + duration
-    errors = await asyncio.gather(
-        *(_load_worker(url, until, latencies) for _ in range(connections))
-    )
+    workers = (load_worker(url, start + duration, latencies) for _ in range(connections))
+    bad = sum(await asyncio.gather(*workers))
     elapsed = time.perf_counter() - start
     ms = sorted(x * 1000 for x in latencies)
-    bad = sum(errors)
-    return LoadResult(
-        len(ms) / elapsed,
-        percentile(ms, 0.50),
-        percentile(ms, 0.99),
-        f"Non-200 responses: {bad}" if bad else "",
-    )
+    errors = f"Non-200 responses: {bad}" if bad else ""
+    return LoadResult(len(ms) / elapsed, percentile(ms, 0.50), percentile(ms, 0.99), errors)
 
 
 def run_python_load(url: str, connections: int, duration: float) -> LoadResult:
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_python_load(url, connections, duration))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(python_load(url, connections, duration))
 
 
 def pick_load_generator(choice: str) -> str:
-    if choice == "wrk" and shutil.which("wrk") is None:
+    if choice == "python" or shutil.which("wrk") is not None:
+        return "wrk" if choice == "auto" else choice
+    if choice == "wrk":
         raise BenchError(
             "--load-generator wrk given but wrk is not installed (apt-get install wrk)"
         )
-    if choice == "auto":
-        if shutil.which("wrk") is not None:
-            return "wrk"
-        console.print(
-            "[yellow]wrk not found[/] (install it with `apt-get install -y wrk`); falling back to "
-            "a Python asyncio load generator (one process, one core), which can top out below "
-            "wrk: its direct req/s in particular may be a lower bound"
-        )
-        return "python"
-    return choice
+    console.print(
+        "[yellow]wrk not found[/] (install it with `apt-get install -y wrk`); falling back to "
+        "a Python asyncio load generator (one process, one core), which can top out below "
+        "wrk: its direct req/s in particular may be a lower bound"
+    )
+    return "python"
 
 
-def measure_load(url: str, args: argparse.Namespace) -> LoadResult:
-    if args.load_generator == "wrk":
-        return run_wrk(url, args.connections, args.duration)
-    return run_python_load(url, args.connections, args.duration)
-
-
-# -- the rows -------------------------------------------------------------------------------------
-
-
+# -- the rows ----------------------------------------------------------------------------------
 def measure_row(label: str, url: str, args: argparse.Namespace, note: str = "") -> Row:
     console.print(f"measuring [bold]{label}[/]  ({url})")
     row = Row(label, measure_sequential(url, args.requests), note=note)
-    row.load = measure_load(url, args)
-    if row.load.errors:
-        row.note = "; ".join(filter(None, [row.note, row.load.errors]))
+    load = run_wrk if args.load_generator == "wrk" else run_python_load
+    row.load = load(url, args.connections, args.duration)
+    row.note = "; ".join(filter(None, [row.note, row.load.errors]))
     return row
 
 
-@contextlib.contextmanager
-def deployed(
-    session: Session, root: Path, isolation: bool, args: argparse.Namespace
-) -> Iterator[tuple[Platform, int]]:
-    """A platform with the upstream app deployed and answering 200 through the gateway."""
-    port = free_port()
-    folder = root / ("app-isolated" if isolation else "app-shared")
-    write_app(folder, port, args.max_multiplexing)
-    what = "isolation on" if isolation else "isolation off"
-    console.print(f"starting a platform ({what}) and deploying the upstream on port {port}")
-    platform = start_platform(session, root, isolation)
-    try:
-        deploy(folder, platform)
-        wait_for_200(gateway_url(platform), platform, "the app through the gateway")
-        yield platform, port
-    finally:
-        stop_platform(platform)
-        session.platforms.remove(platform)
-
-
-def measure_shared(session: Session, root: Path, args: argparse.Namespace) -> list[Row]:
-    with deployed(session, root, False, args) as (platform, port):
-        direct = measure_row("direct (uvicorn)", f"http://{HOST}:{port}/", args)
-        gateway = measure_row("gateway (isolation off)", gateway_url(platform), args)
-    return [direct, gateway]
-
-
-def measure_isolated(session: Session, root: Path, args: argparse.Namespace) -> Row:
+def measure_isolated(root: Path, args: argparse.Namespace) -> Row:
+    if args.skip_isolated:
+        return Row(ISOLATED_LABEL, note="skipped (--skip-isolated)")
     if os.geteuid() != 0:
         return Row(ISOLATED_LABEL, note="skipped: a private network namespace needs root")
-    with deployed(session, root, True, args) as (platform, _port):
-        note = "" if runner_is_isolated(platform) else "runner was NOT isolated (host network)"
-        return measure_row(ISOLATED_LABEL, gateway_url(platform), args, note)
+    try:
+        with deployed(root, True, args) as (platform, _port):
+            note = "" if runner_is_isolated(platform) else "runner was NOT isolated (host network)"
+            return measure_row(ISOLATED_LABEL, gateway_url(platform), args, note)
+    except (BenchError, AssertionError) as exc:  # tidal.testing fails with AssertionError
+        console.print(f"[red]the isolation-on row failed:[/] {exc}")
+        return Row(ISOLATED_LABEL, note=f"failed: {str(exc).splitlines()[0]}")
 
 
-# -- the report -------------------------------------------------------------------------------------
+def run(root: Path, args: argparse.Namespace) -> list[Row]:
+    with deployed(root, False, args) as (platform, port):
+        direct = measure_row("direct (uvicorn)", f"http://{HOST}:{port}/", args)
+        gateway = measure_row("gateway (isolation off)", gateway_url(platform), args)
+    return [direct, gateway, measure_isolated(root, args)]
 
 
+# -- the report --------------------------------------------------------------------------------
 def fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def added_p50(row: Row, direct: Row) -> float | None:
-    if row is direct or row.seq is None or direct.seq is None:
-        return None
-    return row.seq.p50_ms - direct.seq.p50_ms
-
-
-def rps_share(row: Row, direct: Row) -> float | None:
-    if row.load is None or direct.load is None or not direct.load.rps:
-        return None
-    return row.load.rps / direct.load.rps
+def versus(row: Row, direct: Row) -> tuple[float | None, float | None]:
+    """The row's added p50 ms and share of the direct req/s, where both rows were measured."""
+    seq, load = row.seq, row.load
+    added = seq.p50_ms - direct.seq.p50_ms if seq and direct.seq and row is not direct else None
+    share = load.rps / direct.load.rps if load and direct.load and direct.load.rps else None
+    return added, share
 
 
 def row_cells(row: Row, direct: Row) -> list[str]:
-    seq, load, share = row.seq, row.load, rps_share(row, direct)
+    seq, load, (added, share) = row.seq, row.load, versus(row, direct)
     return [
         row.label,
         fmt(seq.p50_ms) if seq else "-",
         fmt(seq.p99_ms) if seq else "-",
-        fmt(added_p50(row, direct)),
+        fmt(added),
         fmt(load.rps, 0) if load else "-",
         "-" if share is None else f"{share:.0%}",
         f"{fmt(load.p50_ms)} / {fmt(load.p99_ms)}" if load else "-",
@@ -553,27 +342,21 @@ def row_cells(row: Row, direct: Row) -> list[str]:
 
 
 def render(rows: list[Row], args: argparse.Namespace) -> None:
-    direct = rows[0]
+    c = args.connections
     table = Table(
         title=f"tidal gateway overhead: {args.requests} sequential requests on one connection; "
-        f"{args.connections} connections for {args.duration:g} s ({args.load_generator}); "
-        f"max_multiplexing={args.max_multiplexing or '1 (default)'}"
+        f"{c} connections for {args.duration:g} s ({args.load_generator}); "
+        f"max_multiplexing={args.max_multiplexing}"
     )
     table.add_column("path", no_wrap=True)
-    for name in (
-        "seq p50 ms",
-        "seq p99 ms",
-        "added p50 ms",
-        f"req/s @{args.connections}",
-        "% of direct req/s",
-        f"@{args.connections} p50 / p99 ms",
-    ):
+    numbers = ("seq p50 ms", "seq p99 ms", "added p50 ms", f"req/s @{c}", "% of direct req/s")
+    for name in (*numbers, f"@{c} p50 / p99 ms"):
         table.add_column(name, justify="right")
     table.add_column("note")
     for row in rows:
-        table.add_row(*row_cells(row, direct))
+        table.add_row(*row_cells(row, rows[0]))
     console.print(table)
-    render_targets(rows[1:], direct)
+    render_targets(rows[1:], rows[0])
 
 
 def verdict(ok: bool) -> str:
@@ -585,7 +368,7 @@ def render_targets(gateway_rows: list[Row], direct: Row) -> None:
         f"target: added p50 <= {TARGET_ADDED_P50_MS} ms, >= {TARGET_RPS_SHARE:.0%} of direct req/s"
     )
     for row in gateway_rows:
-        added, share = added_p50(row, direct), rps_share(row, direct)
+        added, share = versus(row, direct)
         if added is None or share is None:
             console.print(f"  {row.label}: not measured ({row.note})")
             continue
@@ -595,68 +378,48 @@ def render_targets(gateway_rows: list[Row], direct: Row) -> None:
         )
 
 
-# -- main ----------------------------------------------------------------------------------------------
-
-
+# -- main --------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="What tidal's gateway adds on top of a trivial upstream."
     )
-    parser.add_argument("--requests", type=int, default=2000, help="sequential requests per row")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of concurrent load")
-    parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
-    parser.add_argument(
+    add = parser.add_argument
+    add("--requests", type=int, default=2000, help="sequential requests per row")
+    add("--duration", type=float, default=5.0, help="seconds of concurrent load")
+    add("--connections", type=int, default=32, help="concurrent connections")
+    add(
         "--load-generator",
         choices=("auto", "wrk", "python"),
         default="auto",
         help="wrk if installed (auto), or the Python asyncio fallback",
     )
-    parser.add_argument(
+    add(
         "--max-multiplexing",
         type=int,
-        default=None,
-        help="add max_multiplexing=N to the app (default: unset, tidal's default of 1 "
-        "request at a time per runner, so the gateway queues the other connections)",
+        default=32,
+        help="max_multiplexing of the benchmarked app (default 32: the trivial upstream is "
+        "one async server, as direct uvicorn is; with 1, the runner takes one request at a "
+        "time and the gateway queues the others, which measures queueing, not the proxy)",
     )
-    parser.add_argument(
-        "--skip-isolated", action="store_true", help="leave out the isolation-on gateway row"
-    )
+    add("--skip-isolated", action="store_true", help="leave out the isolation-on gateway row")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.connections < 1 or args.duration <= 0:
         parser.error("--requests and --connections must be >= 1 and --duration > 0")
     return args
 
 
-def run(args: argparse.Namespace, session: Session) -> list[Row]:
-    root = Path(tempfile.mkdtemp(prefix="tidal-bench-"))
-    session.temp_dirs.append(root)
-    rows = measure_shared(session, root, args)
-    if args.skip_isolated:
-        rows.append(Row(ISOLATED_LABEL, note="skipped (--skip-isolated)"))
-    else:
-        try:
-            rows.append(measure_isolated(session, root, args))
-        except BenchError as exc:
-            console.print(f"[red]the isolation-on row failed:[/] {exc}")
-            first = str(exc).splitlines()[0]
-            rows.append(Row(ISOLATED_LABEL, note=f"failed: {first}"))
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    session = Session()
-    try:
-        args.load_generator = pick_load_generator(args.load_generator)
-        rows = run(args, session)
-    except BenchError as exc:
-        console.print(f"[bold red]benchmark failed:[/] {exc}")
-        return 1
-    except KeyboardInterrupt:
-        console.print("interrupted; cleaning up")
-        return 130
-    finally:
-        cleanup(session)
+    with tempfile.TemporaryDirectory(prefix="tidal-bench-", ignore_cleanup_errors=True) as tmp:
+        try:
+            args.load_generator = pick_load_generator(args.load_generator)
+            rows = run(Path(tmp), args)
+        except (BenchError, AssertionError) as exc:  # tidal.testing fails with AssertionError
+            console.print(f"[bold red]benchmark failed:[/] {exc}")
+            return 1
+        except KeyboardInterrupt:
+            console.print("interrupted; the platforms were stopped")
+            return 130
     render(rows, args)
     return 0
 

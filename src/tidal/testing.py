@@ -79,6 +79,9 @@ def start_platform(data_dir: Path, extra_args: Sequence[str] = ()) -> Iterator[P
             [sys.executable, "-m", "tidal", "server", "--port", str(port),
              "--data-dir", str(data_dir), *extra_args],
             stdout=log, stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C at the terminal must not reach it as well as
+            # our SIGINT below (uvicorn takes a second SIGINT as "exit now").
+            start_new_session=True,
         )  # fmt: skip
     running = PlatformProcess(f"http://127.0.0.1:{port}", data_dir, process, log_path)
     try:

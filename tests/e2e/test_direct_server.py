@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tidal.testing import PlatformProcess, wait_for
+from tidal.testing import PlatformProcess, start_platform, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -303,3 +303,45 @@ def test_runner_killed_while_idle_is_replaced_without_an_error(
         timeout=15,
         what="the killed runner to be marked failed",
     )
+
+
+def test_scale_and_stop_from_the_cli(platform: PlatformProcess, apps_dir: Path) -> None:
+    deploy(platform, apps_dir / "echo", "app.py::echo", "--app-name", "tunable")
+    done = platform.cli("apps", "scale", "tunable", "--min-concurrency", "1", "--keep-alive", "60")
+    assert "min_concurrency=1" in done.stdout
+    # min_concurrency takes effect at once, with no request and no redeploy.
+    ready = wait_for(
+        lambda: [r for r in runners(platform, "tunable") if r["state"] == "ready"],
+        timeout=30,
+        what="a warm runner",
+    )
+    assert "(live change)" in platform.cli("apps", "show", "tunable").stdout
+    platform.cli("runners", "stop", ready[0]["id"])
+    stopped = next(r for r in runners(platform, "tunable") if r["id"] == ready[0]["id"])
+    assert stopped["state"] == "gone"
+    assert stopped["reason"] == "stopped by request"
+    # The floor is kept: a new runner replaces the stopped one.
+    wait_for(
+        lambda: [r for r in runners(platform, "tunable") if r["state"] == "ready"],
+        timeout=30,
+        what="a replacement runner",
+    )
+    done = platform.cli("apps", "scale", "tunable", "--max-concurrency", "0", check=False)
+    assert done.returncode == 1
+    assert "max_concurrency=0" in done.stderr
+    platform.cli("apps", "delete", "tunable")
+
+
+def test_runners_stop_when_the_platform_is_killed(
+    apps_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    with start_platform(tmp_path_factory.mktemp("doomed-platform")) as doomed:
+        deploy(doomed, apps_dir / "echo", "app.py::echo")
+        with doomed.http() as http:
+            server_pid = http.get("/local/echo/whoami").json()["pid"]
+        runtime_pids = doomed.runner_pids()
+        assert runtime_pids
+        doomed.process.kill()  # no graceful shutdown: the runners notice on their own
+        doomed.process.wait()
+        for pid in [server_pid, *runtime_pids]:
+            wait_for(lambda pid=pid: not _alive(pid), timeout=15, what=f"process {pid} to exit")

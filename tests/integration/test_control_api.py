@@ -161,3 +161,18 @@ def test_database_migrations_are_recorded_once(tmp_path: Path) -> None:
     assert versions == list(range(1, len(MIGRATIONS) + 1))
     engine.dispose()
     engine2.dispose()
+
+
+def test_without_isolation_an_exposed_port_app_runs_one_runner(tmp_path: Path) -> None:
+    config = PlatformConfig(data_dir=tmp_path, port=free_port(), isolate_network=False)
+    data, digest = bundle({"app.py": APP_PY})
+    with platform_in_thread(config), httpx.Client(base_url=config.url, timeout=30) as api:
+        api.put(f"/api/v1/bundles/{digest}", content=data)
+        view = api.post("/api/v1/apps", json=spec(digest, max_concurrency=4)).json()
+        assert view["max_runners"] == 1
+        assert any("at most one runner" in note for note in view["notes"])
+        assert api.get("/local/hello/").status_code == 200
+        logs = api.get("/api/v1/apps/hello/logs").text
+        assert "at most one runner" in logs
+        runner = api.get("/api/v1/apps/hello/runners").json()[0]
+        assert runner["isolated_network"] is False

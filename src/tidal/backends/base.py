@@ -88,6 +88,10 @@ class Backend(Protocol):
 
     def exited(self, runner: Runner) -> bool: ...
 
+    def kill_all(self) -> None:
+        """Kill every runner at once (the platform is stopping and will not wait)."""
+        ...
+
     def can_share_port(self) -> bool:
         """Whether two runners with the same exposed_port can run side by side here."""
         ...

@@ -66,7 +66,11 @@ class LocalBackend:
         if isolate:
             cmd.append("--isolate-network")
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **launch.env, "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ, **launch.env,
+            "PYTHONUNBUFFERED": "1",
+            "TIDAL_PLATFORM_PID": str(os.getpid()),
+        }  # fmt: skip
         with launch.log_path.open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
@@ -112,9 +116,16 @@ class LocalBackend:
         try:
             await asyncio.wait_for(proc.wait(), grace)
         except TimeoutError:
+            pass
+        finally:
+            # After the grace period, or if the platform stops waiting (shutdown),
+            # nothing of the runner's process group survives.
             _killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-        _killpg(proc.pid, signal.SIGKILL)
+
+    def kill_all(self) -> None:
+        for runner_id, proc in list(self._procs.items()):
+            _killpg(proc.pid, signal.SIGKILL)
+            (self._runners_dir / f"{runner_id}.pid").unlink(missing_ok=True)
 
 
 def _killpg(pgid: int, sig: int) -> None:

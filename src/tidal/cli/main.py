@@ -138,6 +138,7 @@ def run(
                 platform = subprocess.Popen(
                     [sys.executable, "-m", "tidal", "server", "--port", str(port), "--data-dir", data_dir],
                     stdout=subprocess.DEVNULL, stderr=platform_log,
+                    start_new_session=True,  # Ctrl-C reaches us; we stop it once
                 )  # fmt: skip
             api = Client(f"http://{DEFAULT_HOST}:{port}")
             deadline = time.monotonic() + 30

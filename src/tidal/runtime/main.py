@@ -8,6 +8,8 @@ user's server shuts down on its own; this process then exits.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import signal
 import sys
 import threading
@@ -17,6 +19,26 @@ from types import FrameType
 
 from tidal.sdk.function import Function
 from tidal.sdk.loader import load_entry
+
+
+def _stop_with_platform() -> None:
+    """If the platform dies without stopping this runner (killed, crashed), stop the
+    whole runner: the user's server included, gracefully first."""
+    if not sys.platform.startswith("linux"):
+        return
+
+    def on_platform_gone(signum: int = 0, frame: FrameType | None = None) -> None:
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+        last_resort = threading.Timer(5.0, os.killpg, (os.getpgrp(), signal.SIGKILL))
+        last_resort.daemon = True  # if everything exits in time, so do we
+        last_resort.start()
+
+    signal.signal(signal.SIGHUP, on_platform_gone)
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGHUP)
+    expected = os.environ.get("TIDAL_PLATFORM_PID")
+    if expected and os.getppid() != int(expected):  # it died before prctl took effect
+        on_platform_gone()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    _stop_with_platform()
 
     if args.isolate_network:
         from tidal.netns import unshare_network

@@ -91,10 +91,12 @@ class Controller:
         )
 
     async def shutdown(self) -> None:
-        for owner, name in list(self.deployments):
-            await self.remove(owner, name)
+        """Stop every runner gracefully (in parallel), then kill whatever is left."""
+        await asyncio.gather(*(self.remove(owner, name) for owner, name in list(self.deployments)))
         for task in list(self._tasks):
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.backend.kill_all()
 
     def ceiling(self, dep: Deployment) -> int:
         options = dep.record.options
@@ -216,6 +218,11 @@ class Controller:
             },
             isolate_network=self.backend.can_share_port(),
         )
+        if record.options.exposed_port is not None and not launch.isolate_network:
+            launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with launch.log_path.open("a") as log_file:
+                log_file.write(f"tidal: note: {self.port_note(dep)}\n")
+            log.warning("%s: %s", record.name, self.port_note(dep))
         try:
             runner = await self.backend.start(launch)
         except Exception as exc:
