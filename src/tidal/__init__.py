@@ -1,10 +1,30 @@
-"""tidal: a self-hostable serverless platform with fal's SDK surface."""
+"""tidal: a self-hostable serverless platform with fal's SDK surface.
 
-from tidal.sdk.function import Function, function
-from tidal.sdk.image import ContainerImage
-from tidal.spec import AppOptions, AppSpec, ImageSpec, InvalidOptionError
+Names load on first use, so that `python -m tidal.runtime` starts a runner
+without importing pydantic before the user's own code does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tidal.sdk.function import Function, function
+    from tidal.sdk.image import ContainerImage
+    from tidal.spec import AppOptions, AppSpec, ImageSpec, InvalidOptionError
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "AppOptions": "tidal.spec",
+    "AppSpec": "tidal.spec",
+    "ContainerImage": "tidal.sdk.image",
+    "Function": "tidal.sdk.function",
+    "ImageSpec": "tidal.spec",
+    "InvalidOptionError": "tidal.spec",
+    "function": "tidal.sdk.function",
+}
 
 __all__ = [
     "AppOptions",
@@ -16,3 +36,15 @@ __all__ = [
     "__version__",
     "function",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tidal' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import tomllib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
@@ -31,7 +33,32 @@ class PlatformConfig:
     ended_runners_kept: int = 20
     # Give each exposed_port runner a private network namespace where the host allows.
     isolate_network: bool = True
+    # The region label of this host's runners (apps' `regions` must include it).
+    region: str = "local"
+    # The `[host]` and `[machine_types.*]` tables (see tidal.machines).
+    machines: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: Path, **overrides: Any) -> PlatformConfig:
+    """Read the platform's TOML file; `overrides` (from command-line flags) win."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read the configuration {path}: {exc}") from None
+    known = {f.name for f in fields(PlatformConfig)} - {"machines", "data_dir", "host", "port"}
+    machines = {k: raw.pop(k) for k in ("host", "machine_types") if k in raw}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting {unknown[0]!r}; known: "
+            f"{', '.join(sorted(known | {'host', 'machine_types'}))}"
+        )
+    return PlatformConfig(**{**raw, "machines": machines, **overrides})

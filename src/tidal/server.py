@@ -13,7 +13,9 @@ from tidal.control.api import build_api
 from tidal.control.db import open_database
 from tidal.control.registry import Registry
 from tidal.gateway.proxy import Gateway
+from tidal.machines import load_machines
 from tidal.scaling.controller import Controller
+from tidal.scaling.placement import Inventory
 
 log = logging.getLogger("tidal")
 
@@ -28,7 +30,9 @@ class Platform:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(open_database(config.data_dir / "tidal.db"))
         self.backend = LocalBackend(config.data_dir / "runners", isolate=config.isolate_network)
-        self.controller = Controller(config, self.backend)
+        host, catalog = load_machines(config.machines)
+        self.inventory = Inventory(host, catalog)
+        self.controller = Controller(config, self.backend, self.inventory)
         self.gateway = Gateway(self.controller)
         self.controller.on_runner_ended.append(self.gateway.forget)
         self.api = build_api(self)

@@ -171,6 +171,7 @@ def test_scale_from_zero_then_keep_alive_stops_idle_runner(
     assert live(platform, "short-lived") == []
     with platform.http() as http:
         first = http.get("/local/short-lived/whoami")
+    last_request_done = time.time()
     assert first.status_code == 200
     assert [r["id"] for r in live(platform, "short-lived")] == [first.json()["runner"]]
     # keep_alive=2: the idle runner stops on its own, and says why.
@@ -180,6 +181,8 @@ def test_scale_from_zero_then_keep_alive_stops_idle_runner(
         what="the idle runner to stop",
     )
     assert "keep_alive (2s)" in ended[0]["reason"]
+    # Not before keep_alive has passed since the last request (the loop ticks every 0.5 s).
+    assert 2.0 <= ended[0]["ended_at"] - last_request_done < 10
     assert live(platform, "short-lived") == []
     with platform.http() as http:  # and scales from zero again
         again = http.get("/local/short-lived/whoami")
@@ -228,8 +231,12 @@ def test_server_that_never_listens_gives_503_after_startup_timeout(
     assert body["error_type"] == "startup_failed"
     assert "startup_timeout (2s)" in body["detail"]
     assert "port 8000" in body["detail"]
-    failed = [r for r in runners(platform, "never-listens") if r["state"] == "failed"]
-    assert failed and "startup_timeout" in failed[0]["reason"]
+    # It is stopped (SIGTERM, then a kill after the grace period), and says why.
+    failed = wait_for(
+        lambda: [r for r in runners(platform, "never-listens") if r["state"] == "failed"],
+        timeout=20,
+    )
+    assert "startup_timeout" in failed[0]["reason"]
     logs = platform.cli("logs", "never-listens").stdout
     assert "starting up, but never listening" in logs
 

@@ -45,7 +45,12 @@ def spec(digest: str, **options: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def config(tmp_path: Path) -> PlatformConfig:
-    return PlatformConfig(data_dir=tmp_path, port=free_port(), bundle_limit_bytes=1024 * 1024)
+    return PlatformConfig(
+        data_dir=tmp_path,
+        port=free_port(),
+        bundle_limit_bytes=1024 * 1024,
+        machines={"host": {"cpus": 64, "memory_mb": 65536}},
+    )
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from tidal.spec import AppSpec
 
 
 class RunnerState(enum.StrEnum):
+    PENDING = "pending"  # wanted, waiting for capacity (CPUs, memory, GPUs); `reason` says what
     STARTING = "starting"  # process launched, server not answering yet
     READY = "ready"  # answering; takes requests
     DRAINING = "draining"  # takes no new requests; stops when in-flight work is done
@@ -19,7 +20,9 @@ class RunnerState(enum.StrEnum):
     FAILED = "failed"  # died or never became ready; `reason` says why
 
 
-LIVE_STATES = frozenset({RunnerState.STARTING, RunnerState.READY, RunnerState.DRAINING})
+LIVE_STATES = frozenset(
+    {RunnerState.PENDING, RunnerState.STARTING, RunnerState.READY, RunnerState.DRAINING}
+)
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,10 @@ class Runner:
     backend: str
     log_path: Path
     address: Address | None = None
-    state: RunnerState = RunnerState.STARTING
+    state: RunnerState = RunnerState.PENDING
     reason: str = ""
+    machine_type: str = ""
+    gpu_ids: tuple[str, ...] = ()
     pid: int | None = None
     created_at: float = field(default_factory=time.time)
     ready_at: float | None = None
@@ -74,8 +79,8 @@ class RunnerLaunch:
 class Backend(Protocol):
     name: str
 
-    async def start(self, launch: RunnerLaunch) -> Runner:
-        """Launch the runner and return it in STARTING; readiness is probed by the caller."""
+    async def start(self, runner: Runner, launch: RunnerLaunch) -> None:
+        """Launch the runner: set its pid and address; readiness is probed by the caller."""
         ...
 
     async def wait_exit(self, runner: Runner) -> int:

@@ -48,7 +48,7 @@ class LocalBackend:
     def can_share_port(self) -> bool:
         return self._isolate and netns.can_isolate()
 
-    async def start(self, launch: RunnerLaunch) -> Runner:
+    async def start(self, runner: Runner, launch: RunnerLaunch) -> None:
         options = launch.spec.options
         isolate = launch.isolate_network and options.exposed_port is not None
         port = options.exposed_port or free_port()
@@ -84,16 +84,8 @@ class LocalBackend:
         self._procs[launch.runner_id] = proc
         self._runners_dir.mkdir(parents=True, exist_ok=True)
         (self._runners_dir / f"{launch.runner_id}.pid").write_text(str(proc.pid))
-        address = Address("127.0.0.1", port, proc.pid if isolate else None)
-        return Runner(
-            id=launch.runner_id,
-            app=launch.spec.name,
-            revision=launch.revision,
-            backend=self.name,
-            log_path=launch.log_path,
-            address=address,
-            pid=proc.pid,
-        )
+        runner.pid = proc.pid
+        runner.address = Address("127.0.0.1", port, proc.pid if isolate else None)
 
     async def wait_exit(self, runner: Runner) -> int:
         proc = self._procs[runner.id]

@@ -22,7 +22,15 @@ from rich.table import Table
 from tidal import __version__
 from tidal.cli.client import Client, CLIError, platform_url
 from tidal.cli.deploy import deploy as deploy_app
-from tidal.config import DEFAULT_HOST, DEFAULT_PORT, PlatformConfig, default_data_dir
+from tidal.config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ConfigError,
+    PlatformConfig,
+    default_data_dir,
+    load_config,
+)
+from tidal.machines import MachineConfigError, load_machines
 
 app = typer.Typer(help="tidal: a self-hostable serverless platform for servers and ML apps.",
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
@@ -78,18 +86,34 @@ def server(
             "network, so an exposed_port app runs one runner at most)."
         ),
     ] = "auto",
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="The platform's TOML configuration (default: DATA_DIR/tidal.toml if present): "
+            "machine types, host capacity, region, limits.",
+        ),
+    ] = None,
 ) -> None:
     """Run the embedded platform: control API, gateway and local runners, on one port."""
     from tidal.server import serve
 
     if isolation not in ("auto", "off"):
         raise CLIError(f"--isolation must be 'auto' or 'off', not {isolation!r}")
-    config = PlatformConfig(
-        data_dir=(data_dir or default_data_dir()).resolve(),
-        host=host,
-        port=port,
-        isolate_network=isolation == "auto",
-    )
+    data = (data_dir or default_data_dir()).resolve()
+    settings: dict[str, Any] = {"data_dir": data, "host": host, "port": port}
+    if isolation == "off":
+        settings["isolate_network"] = False
+    config_path = config_file or (data / "tidal.toml")
+    try:
+        if config_file or config_path.is_file():
+            config = load_config(config_path, **settings)
+        else:
+            config = PlatformConfig(**settings)
+        # Fail on a bad [host] or [machine_types] table now, as one readable line.
+        load_machines(config.machines)
+    except (ConfigError, MachineConfigError, TypeError) as exc:
+        raise CLIError(str(exc)) from None
     console.print(
         f"[bold green]tidal platform[/] on [bold]{config.url}[/]  (data: {config.data_dir})"
     )
@@ -277,7 +301,7 @@ def runners_list(
     if as_json:
         print_json(views)
         return
-    table = Table("runner", "app", "rev", "state", "in flight", "served", "age", "reason")
+    table = Table("runner", "app", "rev", "type", "state", "in flight", "served", "age", "reason")
     colors = {
         "ready": "green",
         "starting": "cyan",
@@ -287,7 +311,9 @@ def runners_list(
     }
     for r in views:
         state = f"[{colors.get(r['state'], 'white')}]{r['state']}[/]"
-        table.add_row(r["id"], r["app"], str(r["revision"]), state, str(r["in_flight"]),
+        gpus = f" gpu {','.join(r['gpus'])}" if r["gpus"] else ""
+        table.add_row(r["id"], r["app"], str(r["revision"]), (r["machine_type"] or "-") + gpus,
+                      state, str(r["in_flight"]),
                       str(r["served"]), _ago(r["created_at"]), r["reason"])  # fmt: skip
     console.print(table if views else "No runners.")
 

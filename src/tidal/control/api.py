@@ -33,6 +33,8 @@ def runner_view(r: Runner) -> dict[str, Any]:
         "reason": r.reason,
         "backend": r.backend,
         "pid": r.pid,
+        "machine_type": r.machine_type,
+        "gpus": list(r.gpu_ids),
         "address": f"{r.address.host}:{r.address.port}" if r.address else None,
         "isolated_network": bool(r.address and r.address.netns_pid),
         "in_flight": r.in_flight,
@@ -89,6 +91,7 @@ def build_api(platform: Platform) -> FastAPI:
             "scaling_overrides": record.scaling_overrides,
             "max_runners": platform.controller.ceiling(dep) if dep else None,
             "runners": {
+                "pending": sum(r.state.value == "pending" for r in live),
                 "ready": sum(r.state.value == "ready" for r in live),
                 "starting": sum(r.state.value == "starting" for r in live),
                 "draining": sum(r.state.value == "draining" for r in live),
@@ -107,6 +110,22 @@ def build_api(platform: Platform) -> FastAPI:
             "backend": platform.backend.name,
             "data_dir": str(data_dir),
         }
+
+    @api.get("/api/v1/machines")
+    async def machines() -> dict[str, Any]:
+        inventory = platform.inventory
+        cpus, memory, gpus = inventory.free()
+        return {
+            "region": platform.config.region,
+            "host": {"cpus": inventory.host.cpus, "memory_mb": inventory.host.memory_mb,
+                     "gpus": [{"id": g.id, "model": g.model} for g in inventory.host.gpus]},
+            "free": {"cpus": cpus, "memory_mb": memory, "gpus": gpus},
+            "machine_types": [
+                {"name": t.name, "cpus": t.cpus, "memory_mb": t.memory_mb, "gpus": t.gpus,
+                 "gpu_model": t.gpu_model}
+                for t in inventory.catalog.values()
+            ],
+        }  # fmt: skip
 
     @api.head("/api/v1/bundles/{digest}")
     async def has_bundle(digest: str) -> Response:
@@ -134,6 +153,21 @@ def build_api(platform: Platform) -> FastAPI:
             raise InvalidOptionError(
                 "this platform serves functions in direct server mode only: give "
                 "@tidal.function an exposed_port (the port your server listens on)"
+            )
+        options = spec.options
+        types = (
+            [options.machine_type]
+            if isinstance(options.machine_type, str)
+            else options.machine_type
+        )
+        problem = platform.inventory.check(types, options.num_gpus)
+        if problem:
+            raise InvalidOptionError(f"machine_type {options.machine_type!r}: {problem}")
+        region = platform.config.region
+        if options.regions is not None and region not in options.regions:
+            raise InvalidOptionError(
+                f"regions {options.regions!r}: this platform's runners are in region "
+                f"{region!r}; include it, or leave regions unset"
             )
         record = platform.registry.deploy(owner, spec)
         platform.controller.apply(record)

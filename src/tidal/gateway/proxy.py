@@ -96,7 +96,8 @@ class Gateway:
                     finally:
                         dep.router.release(runner)
         except RouterError as exc:
-            await send_json(send, exc.status, exc.error_type, exc.detail, request_id)
+            extra = [(b"retry-after", b"%d" % exc.retry_after)] if exc.retry_after else []
+            await send_json(send, exc.status, exc.error_type, exc.detail, request_id, extra)
         except TimeoutError:
             if not progress.started:
                 await send_json(send, 504, "request_timeout",
@@ -233,7 +234,12 @@ async def _chunked(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def send_json(
-    send: Any, status: int, error_type: str, detail: str, request_id: str | None = None
+    send: Any,
+    status: int,
+    error_type: str,
+    detail: str,
+    request_id: str | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     body = json.dumps({"detail": detail, "error_type": error_type}).encode()
     headers = [
@@ -243,5 +249,6 @@ async def send_json(
     ]
     if request_id:
         headers.append((REQUEST_ID_HEADER, request_id.encode()))
+    headers += extra_headers or []
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

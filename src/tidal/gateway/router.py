@@ -19,11 +19,14 @@ from tidal.backends.base import Runner, RunnerState
 class RouterError(Exception):
     """A request that cannot be given a runner; carries the HTTP answer."""
 
-    def __init__(self, status: int, error_type: str, detail: str) -> None:
+    def __init__(
+        self, status: int, error_type: str, detail: str, retry_after: int | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.error_type = error_type
         self.detail = detail
+        self.retry_after = retry_after
 
 
 class AppRouter:
@@ -67,6 +70,7 @@ class AppRouter:
                 429,
                 "queue_full",
                 f"the app's wait queue is full ({self.max_waiting} requests); retry later",
+                retry_after=1,
             )
         fut: asyncio.Future[Runner] = asyncio.get_running_loop().create_future()
         entry = (time.monotonic(), fut)

@@ -17,7 +17,6 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
-from tidal.sdk.function import Function
 from tidal.sdk.loader import load_entry
 
 
@@ -65,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tidal runtime: loading {args.entry}", flush=True)
     try:
         module, target = load_entry(args.bundle, args.entry)
+        from tidal.sdk.function import Function  # after the user's code, which imported it
+
         if not isinstance(target, Function):
             raise TypeError(f"{args.entry} is not a @tidal.function")
         if target.options.setup_function:

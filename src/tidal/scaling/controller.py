@@ -20,6 +20,7 @@ from tidal.control.registry import AppRecord
 from tidal.gateway.router import AppRouter, RouterError
 from tidal.gateway.upstream import answers_http
 from tidal.observe.logs import runner_log_path, tail
+from tidal.scaling.placement import Inventory
 from tidal.scaling.policy import Load, RunnerView, decide
 
 log = logging.getLogger("tidal.scaling")
@@ -33,7 +34,6 @@ class Deployment:
     router: AppRouter
     runners: dict[str, Runner] = field(default_factory=dict)
     ended: deque[Runner] = field(default_factory=deque)
-    pending_starts: int = 0
     failures: int = 0
     next_start_at: float = 0.0  # monotonic; backoff after failed starts
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -46,9 +46,12 @@ class Deployment:
 
 
 class Controller:
-    def __init__(self, config: PlatformConfig, backend: Backend) -> None:
+    def __init__(self, config: PlatformConfig, backend: Backend, inventory: Inventory) -> None:
         self.config = config
         self.backend = backend
+        self.inventory = inventory
+        # Set when a runner ends and frees capacity: pending runners look again.
+        self._capacity_freed = asyncio.Event()
         self.deployments: dict[tuple[str, str], Deployment] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Called with each runner that ends (the gateway drops its connections).
@@ -155,46 +158,56 @@ class Controller:
         now = time.monotonic()
         current = dep.record.revision
         options = dep.record.options
-        # Runners of an older revision take no new work and stop once idle.
-        for r in list(dep.runners.values()):
-            if r.revision != current and r.id not in dep.stopping:
-                if r.state is RunnerState.READY:
-                    r.state = RunnerState.DRAINING
-                if r.in_flight == 0 and r.state is not RunnerState.STARTING:
-                    self._spawn(
-                        self._stop(dep, r, RunnerState.GONE, f"replaced by revision {current}")
-                    )
-        views = [
+        runners = [r for r in dep.runners.values() if r.id not in dep.stopping]
+        fresh = [r for r in runners if r.revision == current and not r.suspect]
+        old = [r for r in runners if r.revision != current]
+        self._roll_out(dep, fresh, old)
+        views = tuple(
             RunnerView(r.id, r.state is RunnerState.READY, r.in_flight, now - r.idle_since)
-            for r in dep.runners.values()
-            if r.revision == current
-            and r.id not in dep.stopping
-            and not r.suspect
-            and r.state in (RunnerState.STARTING, RunnerState.READY)
-        ]
-        views += [RunnerView(f"pending-{i}", False, 0, 0.0) for i in range(dep.pending_starts)]
+            for r in fresh
+            if r.state in (RunnerState.PENDING, RunnerState.STARTING, RunnerState.READY)
+        )
         decision = decide(
             options,
             max_multiplexing=options.max_multiplexing,
             ceiling=self.ceiling(dep),
             load=Load(dep.router.executing, dep.router.waits(now)),
-            runners=tuple(views),
+            runners=views,
         )
-        if decision.start:
+        # While an older revision still serves, bring up as many new runners as it has.
+        start = max(decision.start, min(len(old), self.ceiling(dep)) - len(views))
+        if start > 0:
             if now < dep.next_start_at:
                 # Backing off after failed starts; look again when it ends.
                 asyncio.get_running_loop().call_later(dep.next_start_at - now, dep.wake.set)
             else:
-                for _ in range(decision.start):
-                    dep.pending_starts += 1
-                    self._spawn(self._launch(dep))
+                for _ in range(start):
+                    self._spawn(self._launch(dep, self._new_runner(dep)))
         for runner_id in decision.stop:
-            runner = dep.runners[runner_id]
-            self._spawn(
-                self._stop(
-                    dep, runner, RunnerState.GONE, f"idle for keep_alive ({options.keep_alive}s)"
-                )
-            )
+            self._spawn(self._stop(dep, dep.runners[runner_id], RunnerState.GONE,
+                                   f"idle for keep_alive ({options.keep_alive}s)"))  # fmt: skip
+        # Fewer wanted than exist: runners still waiting for capacity go first.
+        surplus = len(views) - decision.desired - len(decision.stop) - max(0, start)
+        for r in [r for r in fresh if r.state is RunnerState.PENDING][::-1][: max(0, surplus)]:
+            self._ended(dep, r, RunnerState.GONE, "no longer needed")
+
+    def _roll_out(self, dep: Deployment, fresh: list[Runner], old: list[Runner]) -> None:
+        """A new revision takes over without dropping requests: the old runners keep
+        serving until a new one is ready, then take no new work and stop once idle."""
+        if not old:
+            return
+        new_ready = any(r.state is RunnerState.READY for r in fresh)
+        for r in old:
+            if r.state is RunnerState.PENDING:
+                self._ended(dep, r, RunnerState.GONE, f"replaced by revision {dep.record.revision}")
+            elif new_ready and r.state in (RunnerState.READY, RunnerState.STARTING):
+                r.state = RunnerState.DRAINING if r.state is RunnerState.READY else r.state
+                if r.state is RunnerState.STARTING:
+                    self._spawn(self._stop(dep, r, RunnerState.GONE,
+                                           f"replaced by revision {dep.record.revision}"))  # fmt: skip
+            if r.state is RunnerState.DRAINING and r.in_flight == 0:
+                self._spawn(self._stop(dep, r, RunnerState.GONE,
+                                       f"replaced by revision {dep.record.revision}"))  # fmt: skip
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -202,40 +215,73 @@ class Controller:
         task.add_done_callback(self._tasks.discard)
 
     # -- one runner's life -----------------------------------------------------
-    async def _launch(self, dep: Deployment) -> None:
+    def _new_runner(self, dep: Deployment) -> Runner:
+        """A PENDING runner, counted from this moment (so the next pass starts no twin)."""
         record = dep.record
         runner_id = "r-" + uuid.uuid4().hex[:10]
+        runner = Runner(
+            id=runner_id,
+            app=record.name,
+            revision=record.revision,
+            backend=self.backend.name,
+            log_path=runner_log_path(self.config.data_dir, record.owner, record.name, runner_id),
+        )
+        dep.runners[runner.id] = runner
+        return runner
+
+    async def _launch(self, dep: Deployment, runner: Runner) -> None:
+        record = dep.record
+        options = record.options
+        types = (
+            [options.machine_type]
+            if isinstance(options.machine_type, str)
+            else options.machine_type
+        )
+        while True:  # wait for capacity, visibly
+            allocation = self.inventory.allocate(runner.id, types, options.num_gpus)
+            if not isinstance(allocation, str):
+                break
+            runner.reason = allocation
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._capacity_freed.wait(), 1.0)
+            if runner.state is not RunnerState.PENDING:
+                return  # no longer needed
+        runner.machine_type, runner.gpu_ids = allocation.machine_type, allocation.gpu_ids
+        runner.state, runner.reason = RunnerState.STARTING, ""
         launch = RunnerLaunch(
-            runner_id=runner_id,
-            spec=record.spec.model_copy(update={"options": record.options}),
+            runner_id=runner.id,
+            spec=record.spec.model_copy(update={"options": options}),
             revision=record.revision,
             bundle_dir=self.bundle_dir(record.spec.bundle_digest or ""),
-            log_path=runner_log_path(self.config.data_dir, record.owner, record.name, runner_id),
+            log_path=runner.log_path,
             env={
-                "TIDAL_RUNNER_ID": runner_id,
+                "TIDAL_RUNNER_ID": runner.id,
                 "TIDAL_APP": record.name,
                 "TIDAL_REVISION": str(record.revision),
+                "TIDAL_MACHINE_TYPE": allocation.machine_type,
+                # Only the GPUs this runner holds; none at all on a CPU machine type.
+                "CUDA_VISIBLE_DEVICES": ",".join(allocation.gpu_ids),
             },
             isolate_network=self.backend.can_share_port(),
         )
-        if record.options.exposed_port is not None and not launch.isolate_network:
+        if options.exposed_port is not None and not launch.isolate_network:
             launch.log_path.parent.mkdir(parents=True, exist_ok=True)
             with launch.log_path.open("a") as log_file:
                 log_file.write(f"tidal: note: {self.port_note(dep)}\n")
             log.warning("%s: %s", record.name, self.port_note(dep))
         try:
-            runner = await self.backend.start(launch)
+            await self.backend.start(runner, launch)
         except Exception as exc:
-            dep.pending_starts -= 1
             log.exception("starting a runner for %s failed", record.name)
-            self._failed_start(dep, f"the backend could not start a runner: {exc}")
+            self._ended(dep, runner, RunnerState.FAILED, f"the backend could not start it: {exc}")
             return
-        dep.pending_starts -= 1
-        dep.runners[runner.id] = runner
         self._spawn(self._watch_exit(dep, runner))
-        timeout = record.options.startup_timeout or self.config.default_startup_timeout
-        deadline = time.monotonic() + timeout
-        delay = 0.02
+        await self._wait_ready(dep, runner)
+
+    async def _wait_ready(self, dep: Deployment, runner: Runner) -> None:
+        options = dep.record.options
+        timeout = options.startup_timeout or self.config.default_startup_timeout
+        started = time.monotonic()
         assert runner.address is not None
         while runner.state is RunnerState.STARTING:
             if await answers_http(runner.address, timeout=1.0):
@@ -248,17 +294,18 @@ class Controller:
                 return
             if self.backend.exited(runner) or runner.id in dep.stopping:
                 return  # _watch_exit or _stop records why
-            if time.monotonic() >= deadline:
-                port = record.options.exposed_port or runner.address.port
-                await self._stop(
-                    dep,
-                    runner,
-                    RunnerState.FAILED,
-                    f"did not answer HTTP on port {port} within startup_timeout ({timeout}s)",
-                )
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                port = options.exposed_port or runner.address.port
+                reason = f"did not answer HTTP on port {port} within startup_timeout ({timeout}s)"
+                runner.reason = reason  # shown while it drains
+                # Answer the waiting requests now, not after the stop's grace period.
+                self._failed_start(dep, f"runner {runner.id} {reason}", failed=runner)
+                await self._stop(dep, runner, RunnerState.FAILED, reason, count_failure=False)
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            # Probing a closed port costs little; probe often while a start is young,
+            # since every millisecond here is cold-start latency.
+            await asyncio.sleep(0.005 if waited < 2 else 0.05 if waited < 10 else 0.25)
 
     async def _watch_exit(self, dep: Deployment, runner: Runner) -> None:
         code = await self.backend.wait_exit(runner)
@@ -268,8 +315,18 @@ class Controller:
         hint = f": {last[-1].strip()}" if last else ""
         self._ended(dep, runner, RunnerState.FAILED, f"exited with status {code}{hint}")
 
-    async def _stop(self, dep: Deployment, runner: Runner, state: RunnerState, reason: str) -> None:
+    async def _stop(
+        self,
+        dep: Deployment,
+        runner: Runner,
+        state: RunnerState,
+        reason: str,
+        count_failure: bool = True,
+    ) -> None:
         if runner.id in dep.stopping or not runner.live:
+            return
+        if runner.state is RunnerState.PENDING:
+            self._ended(dep, runner, state, reason, count_failure)
             return
         dep.stopping.add(runner.id)
         runner.state = RunnerState.DRAINING
@@ -278,28 +335,42 @@ class Controller:
             await self.backend.stop(runner, self.config.stop_grace_seconds)
         finally:
             dep.stopping.discard(runner.id)
-            self._ended(dep, runner, state, reason)
+            self._ended(dep, runner, state, reason, count_failure)
 
-    def _ended(self, dep: Deployment, runner: Runner, state: RunnerState, reason: str) -> None:
-        was_starting = runner.ready_at is None
+    def _ended(
+        self,
+        dep: Deployment,
+        runner: Runner,
+        state: RunnerState,
+        reason: str,
+        count_failure: bool = True,
+    ) -> None:
+        was_starting = runner.ready_at is None and runner.state is not RunnerState.PENDING
         runner.state, runner.reason, runner.ended_at = state, reason, time.time()
         dep.router.remove(runner)
         dep.runners.pop(runner.id, None)
         dep.ended.append(runner)
+        if runner.id in self.inventory.held:
+            self.inventory.release(runner.id)
+            # Wake every pending runner (of any app) to try again.
+            self._capacity_freed.set()
+            self._capacity_freed = asyncio.Event()
         for listener in self.on_runner_ended:
             listener(runner)
         log.info("runner %s of %s %s: %s", runner.id, dep.record.name, state.value, reason)
-        if state is RunnerState.FAILED and was_starting:
+        if state is RunnerState.FAILED and was_starting and count_failure:
             self._failed_start(dep, f"runner {runner.id} {reason}")
         dep.wake.set()
 
-    def _failed_start(self, dep: Deployment, reason: str) -> None:
+    def _failed_start(self, dep: Deployment, reason: str, failed: Runner | None = None) -> None:
         dep.failures += 1
         dep.next_start_at = time.monotonic() + min(MAX_BACKOFF_SECONDS, 2.0 ** (dep.failures - 1))
         others = any(
-            r.state in (RunnerState.READY, RunnerState.STARTING) for r in dep.runners.values()
+            r.state in (RunnerState.PENDING, RunnerState.STARTING, RunnerState.READY)
+            for r in dep.runners.values()
+            if r is not failed and r.id not in dep.stopping
         )
-        if not others and dep.pending_starts == 0:
+        if not others:
             # Nobody else will serve the waiting requests soon: answer them now.
             dep.router.fail_waiters(
                 RouterError(

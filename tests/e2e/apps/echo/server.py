@@ -37,6 +37,30 @@ async def whoami(sleep: float = 0.0) -> dict[str, object]:
     return {"runner": os.environ.get("TIDAL_RUNNER_ID"), "pid": os.getpid()}
 
 
+IN_FLIGHT = {"now": 0, "max": 0}
+
+
+@app.get("/inflight")
+async def inflight(sleep: float = 1.0) -> dict[str, object]:
+    """How many requests this server held at once: multiplexing seen from inside."""
+    IN_FLIGHT["now"] += 1
+    IN_FLIGHT["max"] = max(IN_FLIGHT["max"], IN_FLIGHT["now"])
+    await asyncio.sleep(sleep)
+    IN_FLIGHT["now"] -= 1
+    return {
+        "max": IN_FLIGHT["max"],
+        "runner": os.environ.get("TIDAL_RUNNER_ID"),
+        "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "machine_type": os.environ.get("TIDAL_MACHINE_TYPE"),
+    }
+
+
+@app.get("/env")
+async def env() -> dict[str, object]:
+    keys = ("CUDA_VISIBLE_DEVICES", "TIDAL_MACHINE_TYPE", "TIDAL_RUNNER_ID", "TIDAL_REVISION")
+    return {k: os.environ.get(k) for k in keys}
+
+
 @app.get("/cookies")
 async def set_cookies() -> Response:
     response = JSONResponse({"ok": True})

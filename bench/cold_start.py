@@ -1,0 +1,258 @@
+"""Cold start on the local backend: a request to an app with zero runners, until its response.
+
+Each trial stops the app's runner, then sends one request on a fresh connection. The
+generated app marks (time.time(), into a file) when its module starts importing, around
+`import tidal` and the decorator, when the function body starts and when its server
+listens; the platform's runner pid file gives the spawn time. Everything but the user's
+own imports and server start is platform overhead:
+
+    request -> spawned      gateway queue, scaling loop wake-up, fork+exec of the runtime
+    spawned -> app.py       interpreter start, tidal.runtime imports, netns, loading the entry
+    SDK                     `import tidal` and @tidal.function in app.py (pydantic, validation)
+    listening -> response   readiness polling, then proxying the request itself
+
+    .venv/bin/python bench/cold_start.py [--trials N] [--skip-isolated]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from tidal.backends.local import LocalBackend, free_port
+from tidal.testing import PlatformProcess, start_platform, wait_for
+
+FUNCTION_NAME = "cold_start"
+TARGET_OVERHEAD_MS = 100.0
+WAIT_TIMEOUT_S = 60.0
+
+APP_PY = """\
+import time
+MARKS = {marks!r}
+def mark(what):
+    with open(MARKS, "a") as f:
+        f.write(f"{{what}} {{time.time()!r}}\\n")
+mark("import")
+import tidal
+mark("sdk")
+import http.server, signal, threading
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+
+mark("decorate")
+@tidal.function(exposed_port={port}, keep_alive=1, max_concurrency=1)
+def {name}():
+    mark("entry")
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", {port}), Handler)
+    mark("listen")
+    previous = signal.getsignal(signal.SIGTERM)
+    def on_term(signum, frame):  # the runtime's handler, then a prompt exit
+        previous(signum, frame)
+        threading.Thread(target=server.shutdown).start()
+    signal.signal(signal.SIGTERM, on_term)
+    server.serve_forever()
+mark("loaded")
+"""
+
+# Key, label. The user's own time is "user imports" and "server start"; the rest, the SDK
+# (`import tidal`, the decorator) included, is the platform's.
+STAGES = (
+    ("total", "total (request -> response)"),
+    ("to_spawn", "  request -> runner spawned"),
+    ("to_import", "  spawned -> app.py import begins"),
+    ("sdk", "  import tidal + @tidal.function"),
+    ("user_import", "  user imports (user)"),
+    ("to_entry", "  app.py loaded -> function entry"),
+    ("server_start", "  server start (user)"),
+    ("to_response", "  listening -> response"),
+    ("to_user", "request -> app.py import begins"),
+    ("overhead", "platform overhead"),
+)
+
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+@dataclass
+class Row:
+    label: str
+    trials: list[dict[str, float]]
+    note: str = ""
+
+
+def live_runners(platform: PlatformProcess, app: str) -> list[dict[str, object]]:
+    runners = httpx.get(f"{platform.url}/api/v1/apps/{app}/runners", timeout=10).json()
+    return [r for r in runners if r["state"] in ("starting", "ready", "draining")]
+
+
+def stop_all(platform: PlatformProcess, app: str) -> None:
+    for runner in live_runners(platform, app):
+        httpx.post(f"{platform.url}/api/v1/runners/{runner['id']}/stop", timeout=30)
+    wait_for(lambda: not live_runners(platform, app), WAIT_TIMEOUT_S, 0.02, "no live runners")
+
+
+def cold_request(url: str) -> tuple[float, float]:
+    """One GET on a fresh connection; time.time() before sending and after the full body."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = f"GET {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    t0 = time.time()
+    with socket.create_connection((host, port), timeout=WAIT_TIMEOUT_S) as sock:
+        sock.sendall(request.encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            lengths = [h for h in head.lower().split(b"\r\n") if h.startswith(b"content-length:")]
+            if sep and lengths and len(body) >= int(lengths[0].split(b":")[1]):
+                break
+    t1 = time.time()
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise AssertionError(f"the cold request answered {data[:800]!r}")
+    return t0, t1
+
+
+def trial(platform: PlatformProcess, app: str, url: str, marks: Path) -> dict[str, float]:
+    stop_all(platform, app)
+    marks.unlink(missing_ok=True)
+    t0, t1 = cold_request(url)
+    pid_files = list((platform.data_dir / "runners").glob("*.pid"))
+    if len(pid_files) != 1:
+        raise AssertionError(f"expected one runner pid file, found {pid_files}")
+    # Written right after fork+exec returned; mtime has the kernel's coarse clock (a tick).
+    spawned = pid_files[0].stat().st_mtime
+    m = {k: float(v) for k, v in (line.split() for line in marks.read_text().splitlines())}
+    user_import = m["decorate"] - m["sdk"]  # the app's own imports and definitions
+    server_start = m["listen"] - m["entry"]
+    ms = {
+        "total": t1 - t0,
+        "to_spawn": spawned - t0,
+        "to_import": m["import"] - spawned,
+        "sdk": (m["sdk"] - m["import"]) + (m["loaded"] - m["decorate"]),
+        "user_import": user_import,
+        "to_entry": m["entry"] - m["loaded"],
+        "server_start": server_start,
+        "to_response": t1 - m["listen"],
+        "to_user": m["import"] - t0,
+        "overhead": (t1 - t0) - user_import - server_start,
+    }
+    return {k: v * 1000 for k, v in ms.items()}
+
+
+@contextlib.contextmanager
+def deployed(root: Path, isolation: str) -> Iterator[tuple[PlatformProcess, str, str, Path]]:
+    app_dir, data_dir = root / f"app-{isolation}", root / f"data-{isolation}"
+    app_dir.mkdir()
+    data_dir.mkdir()
+    marks = root / f"marks-{isolation}.txt"
+    source = APP_PY.format(marks=str(marks), port=free_port(), name=FUNCTION_NAME)
+    (app_dir / "app.py").write_text(source)
+    with contextlib.ExitStack() as stack:
+        # If start_platform's SIGINT did not stop the runners (a second Ctrl-C), kill them.
+        stack.callback(reap_runners, data_dir)
+        platform = stack.enter_context(start_platform(data_dir, ["--isolation", isolation]))
+        view = json.loads(
+            platform.cli("deploy", f"app.py::{FUNCTION_NAME}", "--json", cwd=app_dir).stdout
+        )
+        yield platform, view["name"], view["url"].rstrip("/") + "/", marks
+
+
+def reap_runners(data_dir: Path) -> None:
+    if reaped := LocalBackend(data_dir / "runners").reap_orphans():
+        console.print(f"[red]{reaped} runner group(s) outlived their platform; killed them")
+
+
+def measure(root: Path, isolation: str, args: argparse.Namespace) -> Row:
+    console.print(f"--isolation {isolation}: {args.warmup} warm-up + {args.trials} cold starts")
+    with deployed(root, isolation) as (platform, app, url, marks):
+        warm = [trial(platform, app, url, marks) for _ in range(args.warmup)]
+        trials = []
+        for _ in range(args.trials):
+            trials.append(trial(platform, app, url, marks))
+            isolated = any(r["isolated_network"] for r in live_runners(platform, app))
+        stop_all(platform, app)
+    notes = [f"runner {'in a private netns' if isolated else 'on the host network'}"]
+    notes += [f"warm-up total {w['total']:.0f} ms" for w in warm]
+    return Row(isolation, trials, "; ".join(notes))
+
+
+def render(rows: list[Row], args: argparse.Namespace) -> None:
+    title = f"tidal cold start, local backend, --isolation auto / off: ms, {args.trials} trials"
+    table = Table(title=title)
+    table.add_column("stage", no_wrap=True)
+    for row in rows:
+        for stat in ("p50", "min", "max"):
+            table.add_column(f"{row.label} {stat}", justify="right")
+    for key, label in STAGES:
+        cells = []
+        for row in rows:
+            values = [t[key] for t in row.trials]
+            cells += [
+                f"{statistics.median(values):.1f}",
+                f"{min(values):.1f}",
+                f"{max(values):.1f}",
+            ]
+        style = "bold" if key in ("total", "overhead") else None
+        table.add_row(label, *cells, style=style)
+    console.print(table)
+    for row in rows:
+        console.print(f"  --isolation {row.label}: {row.note}")
+    console.print(f"target: platform overhead p50 < {TARGET_OVERHEAD_MS:.0f} ms")
+    for row in rows:
+        p50 = statistics.median(t["overhead"] for t in row.trials)
+        ok = "[green]PASS[/]" if p50 < TARGET_OVERHEAD_MS else "[red]MISS[/]"
+        console.print(f"  --isolation {row.label}: {p50:.1f} ms {ok}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Cold start time of the local backend.")
+    parser.add_argument("--trials", type=int, default=10, help="cold starts per row")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed cold starts first")
+    parser.add_argument("--skip-isolated", action="store_true", help="only the --isolation off row")
+    args = parser.parse_args(argv)
+    if args.trials < 1 or args.warmup < 0:
+        parser.error("--trials must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    modes = ["off"] if args.skip_isolated else ["auto", "off"]
+    if "auto" in modes and os.geteuid() != 0:
+        console.print("[yellow]not root: with --isolation auto, runners share the host network")
+    with tempfile.TemporaryDirectory(prefix="tidal-bench-", ignore_cleanup_errors=True) as tmp:
+        try:
+            rows = [measure(Path(tmp), mode, args) for mode in modes]
+        except (AssertionError, httpx.HTTPError, OSError, KeyError) as exc:
+            console.print(f"[bold red]benchmark failed:[/] {exc}")
+            return 1
+        except KeyboardInterrupt:
+            console.print("interrupted; the platforms were stopped")
+            return 130
+    render(rows, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
