@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import math
@@ -9,7 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from tidal.scaling.simulate import (
@@ -70,8 +73,10 @@ def parse_sweeps(sweeps: list[str]) -> list[tuple[str, list[Any]]]:
                 param_hint="--sweep",
             )
         if name not in SWEEPABLE:
+            close = difflib.get_close_matches(name, SWEEPABLE, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise typer.BadParameter(
-                f"{name!r} cannot be swept; choose one of {', '.join(SWEEPABLE)}",
+                f"{name!r} cannot be swept.{hint} Choose one of {', '.join(SWEEPABLE)}.",
                 param_hint="--sweep",
             )
         if any(name == seen for seen, _ in parsed):
@@ -142,7 +147,7 @@ def simulate_cmd(
     max_concurrency: Annotated[
         int | None,
         typer.Option(
-            help=f"Most runners at once [default: the platform's, {DEFAULT_MAX_CONCURRENCY}]",
+            help=f"Most runners at once. (default: the platform's, {DEFAULT_MAX_CONCURRENCY})",
             show_default=False,
         ),
     ] = None,
@@ -175,6 +180,7 @@ def simulate_cmd(
     sweep: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="NAME=V1,V2,...",
             help="Try several values of one option, e.g. keep_alive=0,60,300 (repeat for a "
             "grid): one row per combination.",
             show_default=False,
@@ -247,24 +253,21 @@ def simulate_cmd(
         f"{requests.arrivals[-1]:,.2f}s; tick {tick}s",
         highlight=False,
     )
-    table = Table(
-        title=" ".join(f"{k}={v}" for k, v in fixed.items()),
-        caption="cold-start waits: requests that waited for a runner to start; "
-        "waits: from arrival until a runner took the request.",
-    )
+    console.print(" ".join(f"{k}={v}" for k, v in fixed.items()), highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name, _ in sweeps:
         table.add_column(name, justify="right", style="bold")
-    for column in ("runner-seconds", "cold starts", "cold-start waits", "wait p50 (s)",
-                   "wait p99 (s)", "wait max (s)", "peak runners"):  # fmt: skip
+    for column in ("runner-s", "cold\nstarts", "cold-start\nwaits", "wait\np50", "wait\np99",
+                   "wait\nmax", "peak\nrunners"):  # fmt: skip
         table.add_column(column, justify="right")
     timeouts = any(options.request_timeout is not None for _, options, _, _ in results)
     rejections = any(result.rejected for *_, result in results)
     if timeouts:
-        table.add_column("timed out", justify="right")
+        table.add_column("timed\nout", justify="right")
     if rejections:
-        table.add_column("rejected (queue full)", justify="right")
+        table.add_column("rejected\n(queue full)", justify="right")
     for combo, _, _, r in results:
-        row = [str(v) for v in combo.values()]
+        row = ["none" if v is None else str(v) for v in combo.values()]
         row += [
             f"{r.runner_seconds:,.1f}",
             f"{r.cold_starts:,}",
@@ -279,4 +282,13 @@ def simulate_cmd(
         if rejections:
             row.append(f"{r.rejected:,}")
         table.add_row(*row)
-    console.print(table)
+    # Wider than the terminal, if need be, rather than numbers cut short.
+    needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(width=max(console.width, needed)).print(table)
+    console.print(
+        "runner-s: runner-seconds, each runner from its start to its stop. cold-start waits: "
+        "requests that waited for a runner to start. waits: seconds from arrival until a "
+        "runner took the request.",
+        style="dim",
+        highlight=False,
+    )

@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> None:
 
         if not isinstance(target, Function):
             raise TypeError(f"{args.entry} is not a @tidal.function")
-        if target.options.setup_function:
-            getattr(module, target.options.setup_function)()
+        setup = target.raw_options.get("setup_function")
+        if setup:
+            getattr(module, setup)()
         target.func()
     except BaseException as exc:
         if stopping.is_set():

@@ -451,19 +451,24 @@ class _Simulation:
         return i
 
     def _schedule_tick(self, t: float) -> None:
-        """The next tick that could see inputs unlike the last reconcile's."""
-        # A change that woke nobody is due first: every threshold still ahead is after t.
+        """The next tick that could see inputs unlike the last reconcile's.
+
+        Unless a change woke nobody since (`changed_at`, the earliest such instant),
+        the state is what the last reconcile saw, so what can differ is a threshold
+        that reconcile had not reached yet, whether or not it has passed by now.
+        """
+        last = self.last_reconcile
         due = self.changed_at
         if due is None:
             keep_alive = self.options.keep_alive
             for r in self.ready:
-                if r.in_flight == 0 and t - r.idle_since < keep_alive:
+                if r.in_flight == 0 and last - r.idle_since < keep_alive:
                     due = _earliest(due, r.idle_since + keep_alive)
             if self.options.scaling_delay and self.runners:
-                i = self._first_younger_than_delay(t)
+                i = self._first_younger_than_delay(last)
                 if i < len(self.queue):
                     due = _earliest(due, self.queue[i] + self.options.scaling_delay)
-        last, tick = self.last_reconcile, self.tick
+        tick = self.tick
         if self.reference:
             busy = (
                 due is not None
