@@ -76,6 +76,9 @@ class AppOptions(ScalingOptions):
     metadata: dict[str, Any] = Field(default_factory=dict)
     local_python_modules: list[str] = Field(default_factory=list)
     python_version: str | None = None
+    # fal App attributes: who may call the app, and the secrets its runners get.
+    app_auth: Literal["public", "private", "shared"] | None = None
+    secrets: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _machine_type_named(self) -> AppOptions:

@@ -22,6 +22,7 @@ from rich.table import Table
 from tidal import __version__
 from tidal.cli.client import Client, CLIError, platform_url
 from tidal.cli.deploy import deploy as deploy_app
+from tidal.cli.simulate import simulate_app
 from tidal.config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -38,6 +39,7 @@ apps_cmd = typer.Typer(help="List, show, scale and delete apps.", no_args_is_hel
 runners_cmd = typer.Typer(help="List and stop runners.", no_args_is_help=True)
 app.add_typer(apps_cmd, name="apps")
 app.add_typer(runners_cmd, name="runners")
+app.add_typer(simulate_app, name="scale")
 
 console = Console()
 err_console = Console(stderr=True)
