@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tidal.sdk.app import App, HealthCheck, endpoint
     from tidal.sdk.function import Function, function
     from tidal.sdk.image import ContainerImage
     from tidal.spec import AppOptions, AppSpec, ImageSpec, InvalidOptionError
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _WHERE = {
+    "App": "tidal.sdk.app",
+    "HealthCheck": "tidal.sdk.app",
+    "endpoint": "tidal.sdk.app",
     "AppOptions": "tidal.spec",
     "AppSpec": "tidal.spec",
     "ContainerImage": "tidal.sdk.image",
@@ -27,13 +31,16 @@ _WHERE = {
 }
 
 __all__ = [
+    "App",
     "AppOptions",
     "AppSpec",
     "ContainerImage",
     "Function",
+    "HealthCheck",
     "ImageSpec",
     "InvalidOptionError",
     "__version__",
+    "endpoint",
     "function",
 ]
 

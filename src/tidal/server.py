@@ -57,8 +57,8 @@ class Platform:
                 await self.gateway(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-        else:
-            await send({"type": "websocket.close", "code": 1003})
+        elif kind == "websocket":
+            await self.gateway.websocket(scope, receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from tidal.cli.client import Client, CLIError
 from tidal.control.bundles import BundleError, make_bundle
+from tidal.sdk.app import App
 from tidal.sdk.function import Function
 from tidal.sdk.loader import load_module
 from tidal.spec import AppSpec, InvalidOptionError
@@ -18,7 +19,7 @@ APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 BUNDLE_LIMIT = 50 * 1024 * 1024
 
 
-def load_target(target: str) -> tuple[Path, str, Function[Any, Any]]:
+def load_target(target: str) -> tuple[Path, str, Function[Any, Any] | type[App]]:
     """Import the user's file here, as fal does, so option errors show before anything uploads."""
     file_part, _, name = target.partition("::")
     path = Path(file_part).resolve()
@@ -30,7 +31,17 @@ def load_target(target: str) -> tuple[Path, str, Function[Any, Any]]:
         raise CLIError(f"{path.name}: {exc}") from None
     except Exception as exc:
         raise CLIError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
-    found = {k: v for k, v in vars(module).items() if isinstance(v, Function)}
+    found: dict[str, Function[Any, Any] | type[App]] = {
+        k: v
+        for k, v in vars(module).items()
+        if isinstance(v, Function)
+        or (
+            isinstance(v, type)
+            and issubclass(v, App)
+            and v is not App
+            and v.__module__ == module.__name__
+        )
+    }
     if not name:
         if len(found) != 1:
             names = ", ".join(sorted(found)) or "none"
@@ -40,15 +51,42 @@ def load_target(target: str) -> tuple[Path, str, Function[Any, Any]]:
         name = next(iter(found))
     if name not in found:
         raise CLIError(
-            f"{path.name} has no @tidal.function named {name!r} (found: {', '.join(sorted(found)) or 'none'})"
+            f"{path.name} has no @tidal.function or tidal.App named {name!r} (found: {', '.join(sorted(found)) or 'none'})"
         )
     return path, name, found[name]
 
 
+def default_app_name(name: str, target: Function[Any, Any] | type[App]) -> str:
+    """An App's `name=` (else its class name in kebab case), a function's name with dashes."""
+    if isinstance(target, type):
+        if target.app_name:
+            return target.app_name
+        name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name).lower()
+    return name.replace("_", "-")
+
+
+def build_spec(
+    path: Path, name: str, target: Function[Any, Any] | type[App], app: str, digest: str
+) -> AppSpec:
+    if isinstance(target, Function):
+        return AppSpec(name=app, entry=f"{path.name}::{name}", kind="function",
+                       options=target.options, bundle_digest=digest)  # fmt: skip
+    from tidal.runtime.app_server import openapi_of
+
+    try:
+        openapi = openapi_of(target)
+    except Exception as exc:
+        raise CLIError(
+            f"{name}'s endpoints do not make a valid API: {type(exc).__name__}: {exc}"
+        ) from None
+    return AppSpec(name=app, entry=f"{path.name}::{name}", kind="app", options=target.options(),
+                   bundle_digest=digest, openapi=openapi)  # fmt: skip
+
+
 def deploy(client: Client, target: str, app_name: str | None, console: Console) -> dict[str, Any]:
     with console.status("Loading the app…") as status:
-        path, name, fn = load_target(target)
-        app = app_name or name.replace("_", "-")
+        path, name, found = load_target(target)
+        app = app_name or default_app_name(name, found)
         if not APP_NAME.match(app):
             raise CLIError(
                 f"{app!r} is not a valid app name: use letters, digits, '-' and '_' (up to 63)"
@@ -62,8 +100,7 @@ def deploy(client: Client, target: str, app_name: str | None, console: Console) 
             status.update(f"Uploading the code bundle ({len(data) / 1024:.0f} KiB)…")
             client.put_bundle(digest, data)
         status.update(f"Deploying {app}…")
-        spec = AppSpec(name=app, entry=f"{path.name}::{name}", kind="function",
-                       options=fn.options, bundle_digest=digest)  # fmt: skip
+        spec = build_spec(path, name, found, app, digest)
         view: dict[str, Any] = client.post(
             "/api/v1/apps", json={"spec": spec.model_dump(mode="json")}
         )

@@ -252,6 +252,8 @@ def apps_show(name: str, as_json: JsonFlag = False) -> None:
         mark = "  (live change)" if key in v["scaling_overrides"] else ""
         table.add_row(key, json.dumps(value) + mark)
     console.print(table)
+    if v["endpoints"]:
+        console.print("endpoints: " + ", ".join(v["endpoints"]))
     for note in v["notes"]:
         console.print(f"[yellow]note:[/] {note}")
 

@@ -46,6 +46,16 @@ def runner_view(r: Runner) -> dict[str, Any]:
     }
 
 
+def _endpoints(openapi: dict[str, Any] | None) -> list[str]:
+    if not openapi:
+        return []
+    return [
+        f"{method.upper()} {path}"
+        for path, ops in openapi.get("paths", {}).items()
+        for method in ops
+    ]
+
+
 def build_api(platform: Platform) -> FastAPI:
     api = FastAPI(
         title="tidal control plane",
@@ -97,6 +107,7 @@ def build_api(platform: Platform) -> FastAPI:
                 "draining": sum(r.state.value == "draining" for r in live),
             },
             "waiting": len(dep.router.waits(time.monotonic())) if dep else 0,
+            "endpoints": _endpoints(record.spec.openapi),
             "notes": notes,
             "created_at": record.created_at,
             "updated_at": record.updated_at,
@@ -151,8 +162,8 @@ def build_api(platform: Platform) -> FastAPI:
             raise HTTPException(400, "upload the code bundle (PUT /api/v1/bundles/{digest}) first")
         if spec.kind == "function" and spec.options.exposed_port is None:
             raise InvalidOptionError(
-                "this platform serves functions in direct server mode only: give "
-                "@tidal.function an exposed_port (the port your server listens on)"
+                "this platform serves a @tidal.function in direct server mode only: give it "
+                "an exposed_port (the port your server listens on), or write a tidal.App"
             )
         options = spec.options
         types = (
@@ -176,6 +187,13 @@ def build_api(platform: Platform) -> FastAPI:
     @api.get("/api/v1/apps")
     async def list_apps(request: Request) -> list[dict[str, Any]]:
         return [app_view(r, request) for r in platform.registry.list()]
+
+    @api.get("/api/v1/apps/{name}/openapi.json")
+    async def app_openapi(name: str) -> dict[str, Any]:
+        record = platform.registry.get(owner, name)
+        if record.spec.openapi is None:
+            raise HTTPException(404, f"app {name!r} has no OpenAPI document")
+        return record.spec.openapi
 
     @api.get("/api/v1/apps/{name}")
     async def show_app(name: str, request: Request) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 from tidal.backends.base import Runner
 from tidal.gateway.http1 import UpstreamConnectError, UpstreamConnection, UpstreamPool
 from tidal.gateway.router import RouterError
+from tidal.gateway.websocket import proxy_websocket
 from tidal.scaling.controller import Controller, Deployment
 
 Scope = dict[str, Any]
@@ -57,6 +58,15 @@ class Gateway:
             assert runner.address is not None
             pool = self._pools[runner.id] = UpstreamPool(runner.address)
         return pool
+
+    async def websocket(self, scope: Scope, receive: Any, send: Any) -> None:
+        parts = scope["path"].split("/", 3)
+        dep = self.controller.deployments.get((parts[1], parts[2])) if len(parts) >= 3 else None
+        if dep is None:
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await proxy_websocket(scope, receive, send, dep, self.controller)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         parts = scope["path"].split("/", 3)

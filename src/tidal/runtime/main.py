@@ -64,10 +64,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tidal runtime: loading {args.entry}", flush=True)
     try:
         module, target = load_entry(args.bundle, args.entry)
-        from tidal.sdk.function import Function  # after the user's code, which imported it
+        # Imported after the user's code, which has imported tidal already.
+        from tidal.sdk.app import App
+        from tidal.sdk.function import Function
 
+        if isinstance(target, type) and issubclass(target, App):
+            from tidal.runtime.app_server import serve_app
+
+            serve_app(target, args.port)
+            return
         if not isinstance(target, Function):
-            raise TypeError(f"{args.entry} is not a @tidal.function")
+            raise TypeError(f"{args.entry} is neither a @tidal.function nor a tidal.App")
         setup = target.raw_options.get("setup_function")
         if setup:
             getattr(module, setup)()

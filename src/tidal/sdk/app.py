@@ -93,7 +93,9 @@ class App:
             cls.app_name = name
         health = [e for _, e in endpoints(cls) if e.health_check is not None]
         if len(health) > 1:
-            raise InvalidOptionError(f"{cls.__name__} has {len(health)} health checks; fal allows one")
+            raise InvalidOptionError(
+                f"{cls.__name__} has {len(health)} health checks; fal allows one"
+            )
         cls._tidal_options = None
         if not _in_runner():  # errors belong at definition time
             cls.options()

@@ -1,0 +1,136 @@
+"""Serving a `tidal.App`: its endpoints as a FastAPI app on the runner's port.
+
+The same `build_asgi` gives the OpenAPI document at deploy time (without
+running `setup()`), so the document always matches what the runner serves.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import traceback
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from tidal.sdk.app import App, endpoints
+
+log = logging.getLogger("tidal.runtime")
+
+
+async def call_maybe_async(fn: Any) -> Any:
+    result = fn()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def build_asgi(app_cls: type[App]) -> FastAPI:
+    """A FastAPI app routing each `@endpoint` to a method of one instance.
+
+    `setup()` runs in the lifespan's startup, before uvicorn binds the port, so
+    the runner answers (and the platform calls it ready) only once it is done.
+    """
+    obj = app_cls()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        print(f"tidal runtime: running {app_cls.__name__}.setup()", flush=True)
+        try:
+            await call_maybe_async(obj.setup)
+        except BaseException as exc:
+            traceback.print_exc()
+            # The last line is what `tidal runners list` shows as the reason.
+            print(f"tidal runtime: setup() failed: {type(exc).__name__}: {exc}", flush=True)
+            os._exit(1)
+        yield
+        # SIGTERM (scale-down, delete, redeploy) ends here after in-flight requests.
+        try:
+            await call_maybe_async(obj.teardown)
+        except Exception:
+            log.exception("teardown() failed")
+
+    api = FastAPI(
+        title=app_cls.app_name or app_cls.__name__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    api.add_middleware(_EndpointErrors)
+
+    paths = set()
+    for attr, spec in endpoints(app_cls):
+        handler = getattr(obj, attr)
+        paths.add(spec.path)
+        if spec.is_websocket:
+            api.add_api_websocket_route(spec.path, handler)
+        else:
+            api.add_api_route(spec.path, handler, methods=[spec.method])
+    if "/health" not in paths:
+
+        @api.get("/health", include_in_schema=False)
+        async def health() -> dict[str, str]:
+            return {"status": "ok"}
+
+    return api
+
+
+def serve_app(app_cls: type[App], port: int) -> None:
+    """Set up, then serve on 127.0.0.1:port until SIGTERM (then `teardown()`)."""
+    import uvicorn
+
+    api = build_asgi(app_cls)
+    uvicorn.run(
+        api, host="127.0.0.1", port=port, log_level="info", access_log=False,
+        timeout_graceful_shutdown=30,
+    )  # fmt: skip
+
+
+def openapi_of(app_cls: type[App]) -> dict[str, Any]:
+    document: dict[str, Any] = build_asgi(app_cls).openapi()
+    return document
+
+
+class _EndpointErrors:
+    """An exception in an endpoint: 500 JSON with its type and message, the
+    traceback in the runner's log, and the runner (and the connection) stays up.
+
+    A raw middleware rather than an exception handler: Starlette re-raises from
+    those after answering, and the server then drops the keep-alive connection.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            print(
+                f"tidal: {scope['method']} {scope['path']} failed:\n"
+                + "".join(traceback.format_exception(exc)),
+                flush=True,
+            )
+            if started:
+                raise  # too late for a clean answer
+            response = JSONResponse(
+                {"detail": str(exc) or type(exc).__name__, "error_type": type(exc).__name__},
+                status_code=500,
+                headers={"x-fal-error-type": type(exc).__name__},
+            )
+            await response(scope, receive, send)
