@@ -14,7 +14,7 @@ APPS = Path(__file__).parent / "e2e" / "apps"
 
 # Test apps' runners are tiny; account them against a roomy host so that a module's
 # many apps never wait for CPUs on a 2-core CI machine (placement has its own tests).
-ROOMY = "[host]\ncpus = 64\nmemory_mb = 131072\n"
+ROOMY = "health_check_interval_seconds = 0.5\n[host]\ncpus = 64\nmemory_mb = 131072\n"
 
 
 @pytest.fixture(scope="module")

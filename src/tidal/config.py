@@ -30,6 +30,8 @@ class PlatformConfig:
     stop_grace_seconds: float = 10.0
     bundle_limit_bytes: int = 50 * 1024 * 1024
     tick_seconds: float = 0.5
+    # How often an App's health check endpoint is called (fal: about every 15 s).
+    health_check_interval_seconds: float = 15.0
     ended_runners_kept: int = 20
     # Give each exposed_port runner a private network namespace where the host allows.
     isolate_network: bool = True

@@ -11,7 +11,7 @@ from tidal.backends.local import LocalBackend
 from tidal.config import LOCAL_OWNER, PlatformConfig
 from tidal.control.api import build_api
 from tidal.control.db import open_database
-from tidal.control.registry import Registry
+from tidal.control.registry import AppRecord, Registry
 from tidal.gateway.proxy import Gateway
 from tidal.machines import load_machines
 from tidal.scaling.controller import Controller
@@ -35,7 +35,14 @@ class Platform:
         self.controller = Controller(config, self.backend, self.inventory)
         self.gateway = Gateway(self.controller)
         self.controller.on_runner_ended.append(self.gateway.forget)
+        self.controller.on_openapi_found.append(self._keep_openapi)
         self.api = build_api(self)
+
+    def _keep_openapi(self, record: AppRecord, document: dict[str, Any]) -> None:
+        self.registry.set_openapi(record.owner, record.name, record.revision, document)
+        dep = self.controller.deployments.get((record.owner, record.name))
+        if dep is not None and dep.record.revision == record.revision:
+            dep.record.spec.openapi = document
 
     async def startup(self) -> None:
         reaped = self.backend.reap_orphans()

@@ -91,6 +91,19 @@ class AppOptions(ScalingOptions):
 OPTION_NAMES = frozenset(AppOptions.model_fields)
 
 
+class HealthCheckSpec(BaseModel):
+    """An App's `@endpoint(path, health_check=HealthCheck(...))`, which the platform calls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    method: str = "POST"
+    start_period_seconds: StrictInt = Field(default=30, ge=0)
+    timeout_seconds: StrictInt = Field(default=5, ge=1)
+    failure_threshold: StrictInt = Field(default=3, ge=1)
+    call_regularly: bool = True
+
+
 class AppSpec(BaseModel):
     """What the control plane stores per revision and hands to the runner."""
 
@@ -101,6 +114,7 @@ class AppSpec(BaseModel):
     kind: Literal["function", "app"] = "function"
     options: AppOptions = Field(default_factory=AppOptions)
     openapi: dict[str, Any] | None = None
+    health_check: HealthCheckSpec | None = None
     bundle_digest: str | None = None
 
     @property

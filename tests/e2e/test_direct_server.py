@@ -352,3 +352,24 @@ def test_runners_stop_when_the_platform_is_killed(
         doomed.process.wait()
         for pid in [server_pid, *runtime_pids]:
             wait_for(lambda pid=pid: not _alive(pid), timeout=15, what=f"process {pid} to exit")
+
+
+def test_a_servers_own_openapi_becomes_the_apps(platform: PlatformProcess, echo_app: str) -> None:
+    with platform.http() as http:
+        http.get(f"{echo_app}/whoami")
+
+        def document() -> dict[str, Any] | None:
+            resp = http.get("/api/v1/apps/echo/openapi.json")
+            return resp.json() if resp.status_code == 200 else None
+
+        doc = wait_for(document, timeout=20, what="the server's OpenAPI document")
+    assert "/whoami" in doc["paths"]
+    assert "GET /whoami" in platform.cli("apps", "show", "echo").stdout
+
+
+def test_metadata_openapi_is_validated(platform: PlatformProcess, apps_dir: Path) -> None:
+    done = platform.cli("deploy", "bad_openapi.py::app", cwd=apps_dir / "bad", check=False)
+    assert done.returncode == 1
+    assert "metadata['openapi'] is not a valid OpenAPI document: at info: Field required" in (
+        done.stderr.replace("\n", " ")
+    )

@@ -119,3 +119,18 @@ def test_failing_setup_fails_the_runner_and_answers_503(platform: PlatformProces
     failed = wait_for(lambda: runners(platform, "broken", "failed"), timeout=20)
     assert "setup() failed: RuntimeError: weights not found" in failed[0]["reason"]
     assert "weights not found" in platform.cli("logs", "broken").stdout
+
+
+def test_failing_health_check_replaces_the_runner(platform: PlatformProcess) -> None:
+    platform.cli("deploy", "health.py::Checked", cwd=PROXY)
+    with platform.http() as http:
+        assert http.get("/local/checked/health").json() == {"status": "fine"}
+        first = runners(platform, "checked", "ready")[0]["id"]
+        http.post("/local/checked/make-sick")
+        failed = wait_for(lambda: runners(platform, "checked", "failed"), timeout=30)
+        assert failed[0]["id"] == first
+        assert "health check /health failed 2 times in a row" in failed[0]["reason"]
+        assert "HTTP 500" in failed[0]["reason"]
+        http.post("/local/checked/make-well")  # served by the replacement
+    assert runners(platform, "checked", "ready")[0]["id"] != first
+    platform.cli("apps", "delete", "checked")

@@ -10,10 +10,11 @@ from rich.console import Console
 
 from tidal.cli.client import Client, CLIError
 from tidal.control.bundles import BundleError, make_bundle
-from tidal.sdk.app import App
+from tidal.control.openapi import openapi_problem
+from tidal.sdk.app import App, endpoints
 from tidal.sdk.function import Function
 from tidal.sdk.loader import load_module
-from tidal.spec import AppSpec, InvalidOptionError
+from tidal.spec import AppSpec, HealthCheckSpec, InvalidOptionError
 
 APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 BUNDLE_LIMIT = 50 * 1024 * 1024
@@ -68,9 +69,17 @@ def default_app_name(name: str, target: Function[Any, Any] | type[App]) -> str:
 def build_spec(
     path: Path, name: str, target: Function[Any, Any] | type[App], app: str, digest: str
 ) -> AppSpec:
+    entry = f"{path.name}::{name}"
     if isinstance(target, Function):
-        return AppSpec(name=app, entry=f"{path.name}::{name}", kind="function",
-                       options=target.options, bundle_digest=digest)  # fmt: skip
+        # A server's own API: described in metadata, else fetched from its /openapi.json
+        # by the platform once a runner is up.
+        document = target.options.metadata.get("openapi")
+        if document is not None and (problem := openapi_problem(document)):
+            raise CLIError(
+                f"{name}: metadata['openapi'] is not a valid OpenAPI document: {problem}"
+            )
+        return AppSpec(name=app, entry=entry, kind="function", options=target.options,
+                       bundle_digest=digest, openapi=document)  # fmt: skip
     from tidal.runtime.app_server import openapi_of
 
     try:
@@ -79,8 +88,13 @@ def build_spec(
         raise CLIError(
             f"{name}'s endpoints do not make a valid API: {type(exc).__name__}: {exc}"
         ) from None
-    return AppSpec(name=app, entry=f"{path.name}::{name}", kind="app", options=target.options(),
-                   bundle_digest=digest, openapi=openapi)  # fmt: skip
+    health = next(
+        (HealthCheckSpec(path=e.path, method=e.method, **vars(e.health_check))
+         for _, e in endpoints(target) if e.health_check),
+        None,
+    )  # fmt: skip
+    return AppSpec(name=app, entry=entry, kind="app", options=target.options(),
+                   bundle_digest=digest, openapi=openapi, health_check=health)  # fmt: skip
 
 
 def deploy(client: Client, target: str, app_name: str | None, console: Console) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from tidal import __version__
 from tidal.backends.base import Runner
 from tidal.control.bundles import BundleError, store_bundle
+from tidal.control.openapi import openapi_problem
 from tidal.control.registry import AppRecord, NotFound
 from tidal.observe.logs import app_log_files, follow, tail
 from tidal.spec import AppSpec, InvalidOptionError
@@ -165,6 +166,8 @@ def build_api(platform: Platform) -> FastAPI:
                 "this platform serves a @tidal.function in direct server mode only: give it "
                 "an exposed_port (the port your server listens on), or write a tidal.App"
             )
+        if spec.openapi is not None and (problem := openapi_problem(spec.openapi)):
+            raise InvalidOptionError(f"the app's OpenAPI document is not valid: {problem}")
         options = spec.options
         types = (
             [options.machine_type]

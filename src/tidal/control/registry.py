@@ -74,6 +74,21 @@ class Registry:
             s.flush()
             return self._record(s, row)
 
+    def set_openapi(self, owner: str, name: str, revision: int, document: dict[str, Any]) -> None:
+        """Store the OpenAPI document a runner of this revision served."""
+        with Session(self._engine) as s, s.begin():
+            row = s.scalar(select(AppRow).where(AppRow.owner == owner, AppRow.name == name))
+            if row is None:
+                return
+            rev = s.scalar(
+                select(RevisionRow).where(
+                    RevisionRow.app_id == row.id, RevisionRow.number == revision
+                )
+            )
+            if rev is not None:
+                spec = AppSpec.model_validate_json(rev.spec_json)
+                rev.spec_json = spec.model_copy(update={"openapi": document}).model_dump_json()
+
     def get(self, owner: str, name: str) -> AppRecord:
         with Session(self._engine) as s:
             row = s.scalar(select(AppRow).where(AppRow.owner == owner, AppRow.name == name))

@@ -231,3 +231,22 @@ class UpstreamPool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+
+async def request_once(
+    address: Address, method: str, path: str, timeout: float
+) -> tuple[int, bytes]:
+    """One request on a fresh connection (probes and control-plane fetches)."""
+    pool = UpstreamPool(address)
+    async with asyncio.timeout(timeout):
+        conn = await pool.acquire()
+        try:
+            conn.write(
+                f"{method} {path} HTTP/1.1\r\nhost: {pool.host_header.decode()}\r\n"
+                "content-length: 0\r\nconnection: close\r\n\r\n".encode()
+            )
+            await conn.read_head(head_only=method == "HEAD")
+            body = b"".join([chunk async for chunk in conn.body()])
+            return conn.status, body
+        finally:
+            conn.close()

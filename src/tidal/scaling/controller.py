@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -16,7 +17,9 @@ from typing import Any
 
 from tidal.backends.base import Backend, Runner, RunnerLaunch, RunnerState
 from tidal.config import PlatformConfig
+from tidal.control.openapi import openapi_problem
 from tidal.control.registry import AppRecord
+from tidal.gateway.http1 import request_once
 from tidal.gateway.router import AppRouter, RouterError
 from tidal.gateway.upstream import answers_http
 from tidal.observe.logs import runner_log_path, tail
@@ -39,6 +42,7 @@ class Deployment:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     stopping: set[str] = field(default_factory=set)
+    openapi_wanted: bool = True
 
     @property
     def key(self) -> tuple[str, str]:
@@ -56,6 +60,8 @@ class Controller:
         self._tasks: set[asyncio.Task[None]] = set()
         # Called with each runner that ends (the gateway drops its connections).
         self.on_runner_ended: list[Callable[[Runner], None]] = []
+        # Called with an OpenAPI document a direct server serves (the registry keeps it).
+        self.on_openapi_found: list[Callable[[AppRecord, dict[str, Any]], None]] = []
 
     # -- what the control plane calls --------------------------------------
     def apply(self, record: AppRecord) -> Deployment:
@@ -74,6 +80,7 @@ class Controller:
         else:
             if record.revision != dep.record.revision:
                 dep.failures, dep.next_start_at = 0, 0.0
+                dep.openapi_wanted = True
             dep.record = record
             dep.router.max_multiplexing = record.options.max_multiplexing
         dep.wake.set()
@@ -291,6 +298,7 @@ class Controller:
                 dep.failures = 0
                 dep.router.add(runner)
                 dep.wake.set()
+                self._after_ready(dep, runner)
                 return
             if self.backend.exited(runner) or runner.id in dep.stopping:
                 return  # _watch_exit or _stop records why
@@ -306,6 +314,51 @@ class Controller:
             # Probing a closed port costs little; probe often while a start is young,
             # since every millisecond here is cold-start latency.
             await asyncio.sleep(0.005 if waited < 2 else 0.05 if waited < 10 else 0.25)
+
+    def _after_ready(self, dep: Deployment, runner: Runner) -> None:
+        spec = dep.record.spec
+        if spec.health_check is not None and spec.health_check.call_regularly:
+            self._spawn(self._health_loop(dep, runner))
+        if spec.kind == "function" and spec.openapi is None and dep.openapi_wanted:
+            dep.openapi_wanted = False  # once per revision
+            self._spawn(self._fetch_openapi(dep, runner))
+
+    async def _health_loop(self, dep: Deployment, runner: Runner) -> None:
+        """Call the App's health check; after `failure_threshold` failures in a row
+        (once `start_period_seconds` have passed) the runner is replaced."""
+        check = dep.record.spec.health_check
+        assert check is not None and runner.address is not None
+        await asyncio.sleep(
+            max(0.0, check.start_period_seconds - (time.time() - runner.created_at))
+        )
+        failures = 0
+        while runner.state is RunnerState.READY:
+            try:
+                status, _ = await request_once(
+                    runner.address, check.method, check.path, check.timeout_seconds
+                )
+                problem = "" if 200 <= status < 300 else f"HTTP {status}"
+            except (OSError, TimeoutError) as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            failures = failures + 1 if problem else 0
+            if failures >= check.failure_threshold:
+                await self._stop(dep, runner, RunnerState.FAILED,
+                                 f"health check {check.path} failed {failures} times in a row "
+                                 f"(last: {problem})")  # fmt: skip
+                return
+            await asyncio.sleep(self.config.health_check_interval_seconds)
+
+    async def _fetch_openapi(self, dep: Deployment, runner: Runner) -> None:
+        """A direct server's own /openapi.json, if it serves one, becomes the app's."""
+        assert runner.address is not None
+        try:
+            status, body = await request_once(runner.address, "GET", "/openapi.json", 5.0)
+            document = json.loads(body) if status == 200 else None
+        except (OSError, TimeoutError, ValueError):
+            return
+        if document is not None and openapi_problem(document) is None:
+            for listener in self.on_openapi_found:
+                listener(dep.record, document)
 
     async def _watch_exit(self, dep: Deployment, runner: Runner) -> None:
         code = await self.backend.wait_exit(runner)
