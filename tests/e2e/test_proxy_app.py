@@ -134,3 +134,17 @@ def test_failing_health_check_replaces_the_runner(platform: PlatformProcess) -> 
         http.post("/local/checked/make-well")  # served by the replacement
     assert runners(platform, "checked", "ready")[0]["id"] != first
     platform.cli("apps", "delete", "checked")
+
+
+def test_data_is_shared_by_runners_of_all_apps(platform: PlatformProcess) -> None:
+    platform.cli("deploy", "storage.py::Writer", cwd=PROXY)
+    platform.cli("deploy", "storage.py::Reader", cwd=PROXY)
+    with platform.http() as http:
+        wrote = http.post("/local/writer/write", json={"name": "weights.txt", "text": "w=42"})
+        assert wrote.status_code == 200, wrote.text
+        read = http.post("/local/reader/read", json={"name": "weights.txt"}).json()
+    assert read["text"] == "w=42"
+    assert read["runner"] != wrote.json()["runner"]
+    # The same directory, persistent in the platform's data dir.
+    assert (platform.data_dir / "data" / "weights.txt").read_text() == "w=42"
+    assert wrote.json()["data_dir"] == str(platform.data_dir / "data")

@@ -74,6 +74,7 @@ class RunnerLaunch:
     log_path: Path
     env: dict[str, str]
     isolate_network: bool
+    data_dir: Path | None = None  # persistent storage, mounted at /data where possible
 
 
 class Backend(Protocol):

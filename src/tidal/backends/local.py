@@ -65,6 +65,9 @@ class LocalBackend:
         ]
         if isolate:
             cmd.append("--isolate-network")
+        if launch.data_dir is not None:
+            launch.data_dir.mkdir(parents=True, exist_ok=True)
+            cmd += ["--data-dir", str(launch.data_dir)]
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ, **launch.env,

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--entry", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--isolate-network", action="store_true")
+    parser.add_argument("--data-dir", type=Path, help="the platform's persistent /data")
     args = parser.parse_args(argv)
 
     stopping = threading.Event()
@@ -55,6 +56,13 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     _stop_with_platform()
+
+    if args.data_dir is not None:
+        from tidal.runtime.data_mount import mount_data
+
+        problem = mount_data(args.data_dir)
+        if problem:
+            print(f"tidal runtime: /data not mounted ({problem}); use $TIDAL_DATA_DIR", flush=True)
 
     if args.isolate_network:
         from tidal.netns import unshare_network

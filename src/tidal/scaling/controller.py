@@ -270,6 +270,7 @@ class Controller:
                 "CUDA_VISIBLE_DEVICES": ",".join(allocation.gpu_ids),
             },
             isolate_network=self.backend.can_share_port(),
+            data_dir=self.config.data_dir / "data",
         )
         if options.exposed_port is not None and not launch.isolate_network:
             launch.log_path.parent.mkdir(parents=True, exist_ok=True)
