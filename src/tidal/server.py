@@ -16,6 +16,7 @@ from tidal.gateway.proxy import Gateway
 from tidal.machines import load_machines
 from tidal.scaling.controller import Controller
 from tidal.scaling.placement import Inventory
+from tidal.storage.files import FileServer, files_dir, runner_env
 
 log = logging.getLogger("tidal")
 
@@ -29,7 +30,12 @@ class Platform:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(open_database(config.data_dir / "tidal.db"))
-        self.backend = LocalBackend(config.data_dir / "runners", isolate=config.isolate_network)
+        self.files = FileServer(files_dir(config.data_dir))
+        self.backend = LocalBackend(
+            config.data_dir / "runners",
+            isolate=config.isolate_network,
+            env=runner_env(files_dir(config.data_dir), config.host, config.port),
+        )
         host, catalog = load_machines(config.machines)
         self.inventory = Inventory(host, catalog)
         self.controller = Controller(config, self.backend, self.inventory)
@@ -60,6 +66,8 @@ class Platform:
         if kind == "http":
             if scope["path"].startswith("/api/"):
                 await self.api(scope, receive, send)
+            elif scope["path"].startswith("/files/"):
+                await self.files(scope, receive, send)
             else:
                 await self.gateway(scope, receive, send)
         elif kind == "lifespan":

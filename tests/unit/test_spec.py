@@ -52,8 +52,12 @@ FAL_FUNCTION_TABLE: dict[str, Any] = {
 # -- accepted options ---------------------------------------------------------
 
 
+# fal's App attributes that tidal also accepts on functions.
+FAL_APP_ATTRIBUTES = {"app_auth", "secrets"}
+
+
 def test_fal_table_is_exactly_the_option_set() -> None:
-    assert set(FAL_FUNCTION_TABLE) == OPTION_NAMES
+    assert set(FAL_FUNCTION_TABLE) | FAL_APP_ATTRIBUTES == OPTION_NAMES
 
 
 def test_every_fal_option_is_accepted_and_stored() -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from tidal import netns
@@ -23,8 +24,11 @@ def free_port() -> int:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, runners_dir: Path, isolate: bool = True) -> None:
+    def __init__(
+        self, runners_dir: Path, isolate: bool = True, env: Mapping[str, str] | None = None
+    ) -> None:
         self._isolate = isolate
+        self._env = dict(env or {})  # for every runner: the file store and the platform's URL
         # One pid file per live runner, so a restarted platform can stop what a crashed one left.
         self._runners_dir = runners_dir
         self._procs: dict[str, asyncio.subprocess.Process] = {}
@@ -70,7 +74,7 @@ class LocalBackend:
             cmd += ["--data-dir", str(launch.data_dir)]
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
-            **os.environ, **launch.env,
+            **os.environ, **self._env, **launch.env,
             "PYTHONUNBUFFERED": "1",
             "TIDAL_PLATFORM_PID": str(os.getpid()),
         }  # fmt: skip

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from tidal.cli.client import Client, CLIError
+from tidal.compat import install_fal_shim
 from tidal.control.bundles import BundleError, make_bundle
 from tidal.control.openapi import openapi_problem
 from tidal.sdk.app import App, endpoints
@@ -26,6 +27,7 @@ def load_target(target: str) -> tuple[Path, str, Function[Any, Any] | type[App]]
     path = Path(file_part).resolve()
     if not path.is_file():
         raise CLIError(f"{file_part} is not a file; give the app as FILE.py::NAME")
+    install_fal_shim()  # `import fal` works unchanged where the real fal is not installed
     try:
         module = load_module(path.parent, path.name)
     except InvalidOptionError as exc:

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from tidal.compat import install_fal_shim
 from tidal.sdk.loader import load_entry
 
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"tidal runtime: loading {args.entry}", flush=True)
     try:
+        install_fal_shim()  # user code written for fal runs unchanged
         module, target = load_entry(args.bundle, args.entry)
         # Imported after the user's code, which has imported tidal already.
         from tidal.sdk.app import App
