@@ -373,3 +373,12 @@ def test_metadata_openapi_is_validated(platform: PlatformProcess, apps_dir: Path
     assert "metadata['openapi'] is not a valid OpenAPI document: at info: Field required" in (
         done.stderr.replace("\n", " ")
     )
+
+
+def test_setup_function_runs_before_the_first_request(
+    platform: PlatformProcess, apps_dir: Path
+) -> None:
+    deploy(platform, apps_dir / "echo", "with_setup.py::prepared")
+    with platform.http() as http:
+        runner = http.get("/local/prepared/whoami").json()["runner"]
+    assert (platform.data_dir / "data" / "prepared-by-setup").read_text() == runner
