@@ -12,6 +12,7 @@ from tidal.config import LOCAL_OWNER, PlatformConfig
 from tidal.control.api import build_api
 from tidal.control.db import open_database
 from tidal.control.registry import AppRecord, Registry
+from tidal.environments import Environments
 from tidal.gateway.proxy import Gateway
 from tidal.machines import load_machines
 from tidal.scaling.controller import Controller
@@ -38,6 +39,7 @@ class Platform:
         )
         host, catalog = load_machines(config.machines)
         self.inventory = Inventory(host, catalog)
+        self.environments = Environments(config.data_dir)
         self.controller = Controller(config, self.backend, self.inventory)
         self.gateway = Gateway(self.controller)
         self.controller.on_runner_ended.append(self.gateway.forget)
@@ -54,8 +56,15 @@ class Platform:
         reaped = self.backend.reap_orphans()
         if reaped:
             log.warning("stopped %d runner(s) left over from an earlier platform process", reaped)
-        for record in self.registry.list():
+        records = self.registry.list()
+        for record in records:
             self.controller.apply(record)
+        removed = self.environments.collect_garbage(
+            {r.spec.environment for r in records if r.spec.environment},
+            self.config.environment_ttl_seconds,
+        )
+        if removed:
+            log.info("removed %d unused environment(s)", len(removed))
 
     async def shutdown(self) -> None:
         await self.controller.shutdown()

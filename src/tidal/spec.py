@@ -116,6 +116,8 @@ class AppSpec(BaseModel):
     openapi: dict[str, Any] | None = None
     health_check: HealthCheckSpec | None = None
     bundle_digest: str | None = None
+    # Set by the platform at deploy: the environment built for the requirements.
+    environment: str | None = None
 
     @property
     def entry_file(self) -> str:

@@ -33,10 +33,21 @@ class PlatformProcess:
     log_path: Path
 
     def cli(
-        self, *args: str, cwd: Path | None = None, check: bool = True, timeout: float = 120
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        check: bool = True,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run `tidal ARGS` against this platform, as a user would from a shell."""
-        env = {**os.environ, "TIDAL_URL": self.url, "COLUMNS": "200", "NO_COLOR": "1"}
+        env = {
+            **os.environ,
+            "TIDAL_URL": self.url,
+            "COLUMNS": "200",
+            "NO_COLOR": "1",
+            **(env or {}),
+        }
         done = subprocess.run(
             [sys.executable, "-m", "tidal", *args],
             cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,

@@ -75,6 +75,7 @@ class RunnerLaunch:
     env: dict[str, str]
     isolate_network: bool
     data_dir: Path | None = None  # persistent storage, mounted at /data where possible
+    python: Path | None = None  # the environment's interpreter (default: the platform's)
 
 
 class Backend(Protocol):

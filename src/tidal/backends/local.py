@@ -57,7 +57,7 @@ class LocalBackend:
         isolate = launch.isolate_network and options.exposed_port is not None
         port = options.exposed_port or free_port()
         cmd = [
-            sys.executable,
+            str(launch.python or sys.executable),
             "-m",
             "tidal.runtime",
             "--bundle",

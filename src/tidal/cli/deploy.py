@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.status import Status
 
 from tidal.cli.client import Client, CLIError
 from tidal.compat import install_fal_shim
-from tidal.control.bundles import BundleError, make_bundle
+from tidal.control.bundles import BundleError, make_bundle, python_files
 from tidal.control.openapi import openapi_problem
 from tidal.sdk.app import App, endpoints
 from tidal.sdk.function import Function
@@ -99,6 +102,54 @@ def build_spec(
                    bundle_digest=digest, openapi=openapi, health_check=health)  # fmt: skip
 
 
+def local_modules(names: list[str]) -> dict[str, Path]:
+    """The files of each `local_python_modules` entry, by their name in the bundle."""
+    files: dict[str, Path] = {}
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or spec.origin in (None, "built-in", "frozen"):
+            raise CLIError(
+                f"local_python_modules: cannot find {name!r} from here; it must be importable "
+                "where you run tidal deploy (a module or package next to your app, or on "
+                "PYTHONPATH)"
+            )
+        origin = Path(spec.origin or "")
+        top = name.replace(".", "/")
+        if spec.submodule_search_locations:  # a package: all of its Python files
+            root = Path(next(iter(spec.submodule_search_locations)))
+            files.update({f"{top}/{p.relative_to(root).as_posix()}": p for p in python_files(root)})
+        else:
+            files[f"{top}.py"] = origin
+        # A dotted name needs its parent packages' __init__ files too.
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            parent = importlib.util.find_spec(".".join(parts[:i]))
+            if parent is not None and parent.origin:
+                files["/".join(parts[:i]) + "/__init__.py"] = Path(parent.origin)
+    return files
+
+
+def build_environment(client: Client, spec: AppSpec, status: Status) -> None:
+    """Have the platform build the app's environment now, showing uv's progress."""
+    options = spec.options
+    if not (options.requirements or options.python_version):
+        return
+    status.update("Building the environment…")
+    for line in client.stream_lines(
+        "/api/v1/environments",
+        method="POST",
+        json={"requirements": options.requirements, "python_version": options.python_version},
+    ):
+        event = json.loads(line)
+        if "error" in event:
+            raise CLIError(event["error"])
+        if "log" in event:
+            status.update(f"Building the environment… [dim]{event['log'][-80:]}[/]")
+
+
 def deploy(client: Client, target: str, app_name: str | None, console: Console) -> dict[str, Any]:
     with console.status("Loading the app…") as status:
         path, name, found = load_target(target)
@@ -108,16 +159,20 @@ def deploy(client: Client, target: str, app_name: str | None, console: Console) 
                 f"{app!r} is not a valid app name: use letters, digits, '-' and '_' (up to 63)"
             )
         status.update("Bundling the code…")
+        options = found.options if isinstance(found, Function) else found.options()
         try:
-            data, digest = make_bundle(path.parent, BUNDLE_LIMIT)
+            data, digest = make_bundle(
+                path.parent, BUNDLE_LIMIT, local_modules(options.local_python_modules)
+            )
         except BundleError as exc:
             raise CLIError(str(exc)) from None
         if not client.has_bundle(digest):
             status.update(f"Uploading the code bundle ({len(data) / 1024:.0f} KiB)…")
             client.put_bundle(digest, data)
-        status.update(f"Deploying {app}…")
         spec = build_spec(path, name, found, app, digest)
+        build_environment(client, spec, status)
+        status.update(f"Deploying {app}…")
         view: dict[str, Any] = client.post(
-            "/api/v1/apps", json={"spec": spec.model_dump(mode="json")}
+            "/api/v1/apps", json={"spec": spec.model_dump(mode="json")}, timeout=None
         )
     return view

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -14,6 +16,7 @@ from tidal.backends.base import Runner
 from tidal.control.bundles import BundleError, store_bundle
 from tidal.control.openapi import openapi_problem
 from tidal.control.registry import AppRecord, NotFound
+from tidal.environments import Environment, EnvironmentBuildError
 from tidal.observe.logs import app_log_files, follow, tail
 from tidal.spec import AppSpec, InvalidOptionError
 
@@ -23,6 +26,11 @@ if TYPE_CHECKING:
 
 class DeployRequest(BaseModel):
     spec: AppSpec
+
+
+class EnvironmentRequest(BaseModel):
+    requirements: list[str] = []
+    python_version: str | None = None
 
 
 def runner_view(r: Runner) -> dict[str, Any]:
@@ -183,9 +191,48 @@ def build_api(platform: Platform) -> FastAPI:
                 f"regions {options.regions!r}: this platform's runners are in region "
                 f"{region!r}; include it, or leave regions unset"
             )
+        if options.requirements or options.python_version:
+            # Built now, not at the first request (usually already built by the CLI's
+            # POST /api/v1/environments, which shows progress).
+            try:
+                async for item in platform.environments.ensure(
+                    options.requirements, options.python_version
+                ):
+                    if isinstance(item, Environment):
+                        spec = spec.model_copy(update={"environment": item.digest})
+            except EnvironmentBuildError as exc:
+                raise InvalidOptionError(str(exc)) from None
         record = platform.registry.deploy(owner, spec)
         platform.controller.apply(record)
         return app_view(record, request)
+
+    @api.post("/api/v1/environments")
+    async def build_environment(body: EnvironmentRequest) -> StreamingResponse:
+        """Build (or find) an environment, streaming progress as JSON lines."""
+
+        async def progress() -> AsyncIterator[str]:
+            started = time.monotonic()
+            try:
+                async for item in platform.environments.ensure(
+                    body.requirements, body.python_version
+                ):
+                    if isinstance(item, Environment):
+                        yield (
+                            json.dumps(
+                                {
+                                    "ready": item.digest,
+                                    "python": item.python_version,
+                                    "seconds": round(time.monotonic() - started, 2),
+                                }
+                            )
+                            + "\n"
+                        )
+                    else:
+                        yield json.dumps({"log": item}) + "\n"
+            except EnvironmentBuildError as exc:
+                yield json.dumps({"error": str(exc)}) + "\n"
+
+        return StreamingResponse(progress(), media_type="application/x-ndjson")
 
     @api.get("/api/v1/apps")
     async def list_apps(request: Request) -> list[dict[str, Any]]:

@@ -17,22 +17,30 @@ class BundleError(ValueError):
     pass
 
 
-def make_bundle(folder: Path, limit: int) -> tuple[bytes, str]:
-    """Zip the Python files under `folder` (not hidden or virtualenv folders)."""
+def python_files(folder: Path) -> list[Path]:
+    """The .py files under `folder`, not in hidden or virtualenv folders."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
+        found += [Path(root) / name for name in sorted(files) if name.endswith(".py")]
+    return found
+
+
+def make_bundle(
+    folder: Path, limit: int, extra: dict[str, Path] | None = None
+) -> tuple[bytes, str]:
+    """Zip the Python files under `folder`, plus `extra` ({name in the bundle: file})."""
+    members = {p.relative_to(folder).as_posix(): p for p in python_files(folder)}
+    for arcname, path in (extra or {}).items():
+        members.setdefault(arcname, path)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
-            for name in sorted(files):
-                if name.endswith(".py"):
-                    path = Path(root) / name
-                    info = zipfile.ZipInfo(
-                        path.relative_to(folder).as_posix(), (1980, 1, 1, 0, 0, 0)
-                    )
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    zf.writestr(info, path.read_bytes())
-                    if buf.tell() > limit:
-                        raise BundleError(_too_big(folder, buf.tell(), limit))
+        for arcname, path in sorted(members.items()):
+            info = zipfile.ZipInfo(arcname, (1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, path.read_bytes())
+            if buf.tell() > limit:
+                raise BundleError(_too_big(folder, buf.tell(), limit))
     data = buf.getvalue()
     if len(data) > limit:
         raise BundleError(_too_big(folder, len(data), limit))

@@ -19,6 +19,7 @@ from tidal.backends.base import Backend, Runner, RunnerLaunch, RunnerState
 from tidal.config import PlatformConfig
 from tidal.control.openapi import openapi_problem
 from tidal.control.registry import AppRecord
+from tidal.environments import Environments, runner_setup
 from tidal.gateway.http1 import request_once
 from tidal.gateway.router import AppRouter, RouterError
 from tidal.gateway.upstream import answers_http
@@ -255,6 +256,12 @@ class Controller:
                 return  # no longer needed
         runner.machine_type, runner.gpu_ids = allocation.machine_type, allocation.gpu_ids
         runner.state, runner.reason = RunnerState.STARTING, ""
+        environment = (
+            Environments(self.config.data_dir).get(record.spec.environment)
+            if record.spec.environment
+            else None
+        )
+        python, env_vars = runner_setup(self.config.data_dir, environment)
         launch = RunnerLaunch(
             runner_id=runner.id,
             spec=record.spec.model_copy(update={"options": options}),
@@ -262,6 +269,7 @@ class Controller:
             bundle_dir=self.bundle_dir(record.spec.bundle_digest or ""),
             log_path=runner.log_path,
             env={
+                **env_vars,
                 "TIDAL_RUNNER_ID": runner.id,
                 "TIDAL_APP": record.name,
                 "TIDAL_REVISION": str(record.revision),
@@ -271,6 +279,7 @@ class Controller:
             },
             isolate_network=self.backend.can_share_port(),
             data_dir=self.config.data_dir / "data",
+            python=python,
         )
         if options.exposed_port is not None and not launch.isolate_network:
             launch.log_path.parent.mkdir(parents=True, exist_ok=True)
