@@ -219,3 +219,19 @@ def test_new_revision_rolls_out_under_load_without_failures(platform: PlatformPr
     assert statuses and set(statuses) == {200}, f"{len(statuses)} requests: {set(statuses)}"
     replaced = runners(platform, "rolling", "gone")
     assert replaced and all(r["reason"] == "replaced by revision 2" for r in replaced)
+
+
+def test_restart_rolls_every_runner_ready_first(platform: PlatformProcess) -> None:
+    deploy(platform, "warm", "--app-name", "restartable")  # min_concurrency=2
+    before = {r["id"] for r in wait_for(lambda: runners(platform, "restartable", "ready"))}
+    done = platform.cli("apps", "restart", "restartable")
+    assert "is rolling out" in done.stdout
+
+    def replaced() -> bool:
+        ready = runners(platform, "restartable", "ready")
+        return len(ready) == 2 and not {r["id"] for r in ready} & before
+
+    wait_for(replaced, timeout=60, what="two new runners")
+    gone = {r["id"] for r in runners(platform, "restartable", "gone")}
+    assert before <= gone
+    platform.cli("apps", "delete", "restartable")

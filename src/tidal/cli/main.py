@@ -265,6 +265,13 @@ def apps_delete(name: str) -> None:
     console.print(f"Deleted {name}.")
 
 
+@apps_cmd.command("restart")
+def apps_restart(name: str) -> None:
+    """Replace every runner of an app, new ones ready first (e.g. after changing secrets)."""
+    v = client().post(f"/api/v1/apps/{name}/restart")
+    console.print(f"[green]✓[/] {name}: revision {v['revision']} (same code) is rolling out")
+
+
 @apps_cmd.command("scale")
 def apps_scale(
     name: str,

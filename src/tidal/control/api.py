@@ -255,6 +255,15 @@ def build_api(platform: Platform) -> FastAPI:
         await platform.controller.remove(owner, name)
         return {"deleted": name}
 
+    @api.post("/api/v1/apps/{name}/restart")
+    async def restart_app(name: str, request: Request) -> dict[str, Any]:
+        """Roll every runner (e.g. to pick up changed secrets): the same code as a new
+        revision, rolled out ready-first like any deploy."""
+        current = platform.registry.get(owner, name)
+        record = platform.registry.deploy(owner, current.spec)
+        platform.controller.apply(record)
+        return app_view(record, request)
+
     @api.patch("/api/v1/apps/{name}/scaling")
     async def scale_app(name: str, changes: dict[str, Any], request: Request) -> dict[str, Any]:
         record = platform.registry.scale(owner, name, changes)
