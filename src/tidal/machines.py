@@ -91,11 +91,13 @@ def default_catalog(host: HostCapacity) -> dict[str, MachineType]:
     }
     models = sorted({g.model for g in host.gpus})
     for model in models:
-        # A GPU type gets its share of the host's CPUs and memory per GPU.
+        # A GPU type gets a share of the host's CPUs and memory per GPU, leaving a
+        # share for CPU runners too (all of a 1-GPU host would block every CPU app).
+        shares = len(host.gpus) + 1
         catalog[f"GPU-{model}"] = MachineType(
             f"GPU-{model}",
-            cpus=max(1.0, host.cpus // max(1, len(host.gpus))),
-            memory_mb=host.memory_mb // max(1, len(host.gpus)),
+            cpus=max(1.0, host.cpus // shares),
+            memory_mb=host.memory_mb // shares,
             gpus=1,
             gpu_model=model,
         )

@@ -69,12 +69,13 @@ class Inventory:
                 g.id for g in self.host.gpus
                 if g.id in free_gpus and machine.gpu_model in (None, g.model)
             ]  # fmt: skip
-            if machine.cpus > cpus + 1e-9:
+            # GPUs first: when they are what is missing, the reason should say so.
+            if gpus > len(usable):
+                waits.append(f"{name} needs {gpus} GPU(s), {len(usable)} free")
+            elif machine.cpus > cpus + 1e-9:
                 waits.append(f"{name} needs {machine.cpus:g} CPU, {cpus:g} free")
             elif machine.memory_mb > memory:
                 waits.append(f"{name} needs {machine.memory_mb} MB, {memory} MB free")
-            elif gpus > len(usable):
-                waits.append(f"{name} needs {gpus} GPU(s), {len(usable)} free")
             else:
                 allocation = Allocation(name, machine.cpus, machine.memory_mb, tuple(usable[:gpus]))
                 self.held[runner_id] = allocation
