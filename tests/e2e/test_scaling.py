@@ -235,3 +235,30 @@ def test_restart_rolls_every_runner_ready_first(platform: PlatformProcess) -> No
     gone = {r["id"] for r in runners(platform, "restartable", "gone")}
     assert before <= gone
     platform.cli("apps", "delete", "restartable")
+
+
+def test_concurrency_buffer_keeps_a_spare_runner(platform: PlatformProcess) -> None:
+    deploy(platform, "buffered")  # concurrency_buffer=1
+    with platform.http() as http:
+        assert http.get("/local/buffered/env").status_code == 200
+    # One request needs one runner; the buffer adds a warm spare on top.
+    wait_for(lambda: len(runners(platform, "buffered", "ready")) == 2, timeout=30)
+    platform.cli("apps", "delete", "buffered")
+
+
+def test_scaling_delay_holds_back_a_new_runner(platform: PlatformProcess) -> None:
+    deploy(platform, "delayed")  # scaling_delay=2, max_concurrency=2
+    with platform.http() as http:
+        assert http.get("/local/delayed/env").status_code == 200  # from zero: no delay
+    busy = threading.Thread(target=lambda: get_many(platform, "/local/delayed/inflight?sleep=5", 1))
+    busy.start()
+    time.sleep(0.5)
+    sent = time.time()
+    second = get_many(platform, "/local/delayed/inflight?sleep=0", 1)[0]
+    busy.join()
+    assert second.status_code == 200
+    started = [r for r in runners(platform, "delayed") if r["created_at"] > sent]
+    assert len(started) == 1
+    # The waiting request asked for a runner only after waiting scaling_delay.
+    assert started[0]["created_at"] - sent >= 2.0
+    platform.cli("apps", "delete", "delayed")

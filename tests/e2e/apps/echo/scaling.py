@@ -53,3 +53,13 @@ def flaky_start() -> None:
         marker.touch()
         time.sleep(3600)
     serve()
+
+
+@tidal.function(exposed_port=8000, concurrency_buffer=1, max_concurrency=3, keep_alive=30)
+def buffered() -> None:
+    serve()
+
+
+@tidal.function(exposed_port=8000, scaling_delay=2, max_concurrency=2, keep_alive=30)
+def delayed() -> None:
+    serve()
