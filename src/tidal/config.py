@@ -33,6 +33,8 @@ class PlatformConfig:
     # How often an App's health check endpoint is called (fal: about every 15 s).
     health_check_interval_seconds: float = 15.0
     ended_runners_kept: int = 20
+    # The key that seals secrets (default: DATA_DIR/secrets.key, created 0600 on first start).
+    secrets_key_file: Path | None = None
     # Environments no app uses are removed after this long unused.
     environment_ttl_seconds: float = 7 * 24 * 3600
     # Give each exposed_port runner a private network namespace where the host allows.

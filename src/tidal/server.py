@@ -12,6 +12,8 @@ from tidal.config import LOCAL_OWNER, PlatformConfig
 from tidal.control.api import build_api
 from tidal.control.db import open_database
 from tidal.control.registry import AppRecord, Registry
+from tidal.control.secrets import SecretStore
+from tidal.control.secrets_api import secrets_router
 from tidal.environments import Environments
 from tidal.gateway.proxy import Gateway
 from tidal.machines import load_machines
@@ -30,7 +32,9 @@ class Platform:
     def __init__(self, config: PlatformConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.registry = Registry(open_database(config.data_dir / "tidal.db"))
+        engine = open_database(config.data_dir / "tidal.db")
+        self.registry = Registry(engine)
+        self.secrets = SecretStore.for_platform(engine, config)
         self.files = FileServer(files_dir(config.data_dir))
         self.backend = LocalBackend(
             config.data_dir / "runners",
@@ -40,11 +44,14 @@ class Platform:
         host, catalog = load_machines(config.machines)
         self.inventory = Inventory(host, catalog)
         self.environments = Environments(config.data_dir)
-        self.controller = Controller(config, self.backend, self.inventory)
+        self.controller = Controller(
+            config, self.backend, self.inventory, secrets=self.secrets.env_for
+        )
         self.gateway = Gateway(self.controller)
         self.controller.on_runner_ended.append(self.gateway.forget)
         self.controller.on_openapi_found.append(self._keep_openapi)
         self.api = build_api(self)
+        self.api.include_router(secrets_router(self.secrets, self.owner))
 
     def _keep_openapi(self, record: AppRecord, document: dict[str, Any]) -> None:
         self.registry.set_openapi(record.owner, record.name, record.revision, document)

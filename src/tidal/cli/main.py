@@ -22,6 +22,7 @@ from rich.table import Table
 from tidal import __version__
 from tidal.cli.client import Client, CLIError, platform_url
 from tidal.cli.deploy import deploy as deploy_app
+from tidal.cli.secrets import secrets_app
 from tidal.cli.simulate import simulate_app
 from tidal.config import (
     DEFAULT_HOST,
@@ -40,6 +41,7 @@ runners_cmd = typer.Typer(help="List and stop runners.", no_args_is_help=True)
 app.add_typer(apps_cmd, name="apps")
 app.add_typer(runners_cmd, name="runners")
 app.add_typer(simulate_app, name="scale")
+app.add_typer(secrets_app, name="secrets")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -120,7 +122,12 @@ def server(
         f"[bold green]tidal platform[/] on [bold]{config.url}[/]  (data: {config.data_dir})"
     )
     console.print(f"Point the CLI at it with: export TIDAL_URL={config.url}")
-    serve(config)
+    from tidal.control.secrets import SecretsKeyError
+
+    try:
+        serve(config)
+    except SecretsKeyError as exc:  # e.g. a key file others can read: one paragraph
+        raise CLIError(str(exc)) from None
 
 
 @app.command()

@@ -7,7 +7,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, ForeignKey, String, Text, create_engine, event, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    ForeignKey,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -39,6 +49,22 @@ class RevisionRow(Base):
     created_at: Mapped[float] = mapped_column(default=time.time)
 
 
+class SecretRow(Base):
+    """One secret of one owner; the value only ever sealed (see tidal.control.secrets)."""
+
+    __tablename__ = "secrets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    # A format byte, the AES-GCM nonce, then the ciphertext and its tag.
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    # Which key sealed it (a fingerprint): "another key" is told apart from "damaged".
+    key_id: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(default=time.time)
+    updated_at: Mapped[float] = mapped_column(default=time.time)
+
+
 def _v1(conn: Connection) -> None:
     conn.execute(
         text(
@@ -58,8 +84,18 @@ def _v1(conn: Connection) -> None:
     )
 
 
+def _v2(conn: Connection) -> None:
+    conn.execute(
+        text(
+            "CREATE TABLE secrets (id INTEGER PRIMARY KEY, owner VARCHAR(64) NOT NULL, "
+            "name VARCHAR(128) NOT NULL, ciphertext BLOB NOT NULL, key_id VARCHAR(16) NOT NULL, "
+            "created_at FLOAT NOT NULL, updated_at FLOAT NOT NULL, UNIQUE (owner, name))"
+        )
+    )
+
+
 # Append only: a released step never changes.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 
 
 def schema_version(conn: Connection) -> int:

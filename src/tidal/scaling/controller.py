@@ -51,8 +51,16 @@ class Deployment:
 
 
 class Controller:
-    def __init__(self, config: PlatformConfig, backend: Backend, inventory: Inventory) -> None:
+    def __init__(
+        self,
+        config: PlatformConfig,
+        backend: Backend,
+        inventory: Inventory,
+        secrets: Callable[[str], dict[str, str]] | None = None,
+    ) -> None:
         self.config = config
+        # An owner's secrets, read as each runner starts (tidal.control.secrets).
+        self.secrets = secrets
         self.backend = backend
         self.inventory = inventory
         # Set when a runner ends and frees capacity: pending runners look again.
@@ -262,6 +270,14 @@ class Controller:
             else None
         )
         python, env_vars = runner_setup(self.config.data_dir, environment)
+        try:
+            secret_env = self.secrets(record.owner) if self.secrets else {}
+        except Exception as exc:
+            log.error(
+                "runner %s of %s: its secrets could not be read: %s", runner.id, record.name, exc
+            )
+            self._ended(dep, runner, RunnerState.FAILED, f"its secrets could not be read: {exc}")
+            return
         launch = RunnerLaunch(
             runner_id=runner.id,
             spec=record.spec.model_copy(update={"options": options}),
@@ -269,6 +285,7 @@ class Controller:
             bundle_dir=self.bundle_dir(record.spec.bundle_digest or ""),
             log_path=runner.log_path,
             env={
+                **secret_env,  # first: the platform's own variables win
                 **env_vars,
                 "TIDAL_RUNNER_ID": runner.id,
                 "TIDAL_APP": record.name,
