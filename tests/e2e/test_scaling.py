@@ -100,14 +100,17 @@ def test_multiplexing_is_seen_by_the_server(platform: PlatformProcess) -> None:
 
 def test_full_queue_answers_429_with_retry_after(platform: PlatformProcess) -> None:
     # multiplexed: 1 runner x 3 slots, and at most 6 waiting (the platform's setting).
-    deploy(platform, "multiplexed")
-    responses = get_many(platform, "/local/multiplexed/inflight?sleep=2", 12)
+    deploy(platform, "multiplexed", "--app-name", "queued")  # its own app: no rollout
+    with platform.http() as http:  # a runner up first, so 3 requests run and 6 wait
+        assert http.get("/local/queued/env").status_code == 200
+    responses = get_many(platform, "/local/queued/inflight?sleep=3", 12)
     codes = sorted(r.status_code for r in responses)
     assert codes.count(200) == 9  # 3 running + 6 waiting
     assert codes.count(429) == 3
     rejected = next(r for r in responses if r.status_code == 429)
     assert rejected.headers["retry-after"] == "1"
     assert rejected.json()["error_type"] == "queue_full"
+    platform.cli("apps", "delete", "queued")
 
 
 def test_fake_gpus_are_assigned_exclusively_and_a_full_host_makes_runners_wait(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -15,30 +16,132 @@ class CLIError(Exception):
     """An error shown to the user as one paragraph (a traceback only with --debug)."""
 
 
+def mask_key(key: str) -> str:
+    """A key as it may be shown: its type prefix and last 4 characters (`tk_…abcd`)."""
+    prefix = key[: key.index("_") + 1] if "_" in key[:8] else ""
+    tail = key[-4:] if len(key) - len(prefix) >= 12 else ""
+    return f"{prefix}…{tail}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The platform a command talks to, and where its URL and key came from."""
+
+    url: str
+    key: str | None
+    url_source: str  # "--url", "TIDAL_URL", "profile 'NAME'" or "default"
+    key_source: str | None  # "TIDAL_KEY", "profile 'NAME'" or None
+    profile: str | None  # the current profile, whether or not it gave the URL
+
+    @property
+    def where(self) -> str:
+        return f"{self.url} (from {self.url_source})"
+
+
+def resolve(url_option: str | None = None) -> Target:
+    """--url > $TIDAL_URL > the current profile > DEFAULT_URL.
+
+    The key: $TIDAL_KEY, else the key of the profile whose URL is the one chosen (the
+    current profile's first), so a profile's key only ever goes to that profile's platform.
+    """
+    from tidal.cli.profiles import Profiles, load_profiles
+
+    env_url = os.environ.get("TIDAL_URL", "").strip()
+    try:
+        profiles = load_profiles()
+    except CLIError:
+        if not (url_option or env_url):
+            raise
+        profiles = Profiles()  # a broken file must not block an explicit URL
+    current = profiles.current_profile()
+    if url_option:
+        url, url_source = url_option, "--url"
+    elif env_url:
+        url, url_source = env_url, "TIDAL_URL"
+    elif current is not None:
+        url, url_source = current.url, f"profile {current.name!r}"
+    else:
+        url, url_source = DEFAULT_URL, "default"
+    url = url.rstrip("/")
+    key: str | None = os.environ.get("TIDAL_KEY", "").strip() or None
+    key_source = "TIDAL_KEY" if key else None
+    if key is None:
+        candidates = [current] if current is not None else []
+        candidates += sorted(profiles.profiles.values(), key=lambda p: p.name)
+        owner = next((p for p in candidates if p.key and p.url.rstrip("/") == url), None)
+        if owner is not None:
+            key, key_source = owner.key, f"profile {owner.name!r}"
+    return Target(url, key, url_source, key_source, current.name if current else None)
+
+
+def resolve_target(url_option: str | None = None) -> tuple[str, str | None]:
+    """(url, key) of the platform to talk to; see `resolve`."""
+    target = resolve(url_option)
+    return target.url, target.key
+
+
 def platform_url(given: str | None = None) -> str:
-    return (given or os.environ.get("TIDAL_URL") or DEFAULT_URL).rstrip("/")
+    return resolve(given).url
+
+
+def connect(url_option: str | None = None, timeout: float = 60.0) -> Client:
+    """A client of the platform that `--url`, the environment or the profile names."""
+    target = resolve(url_option)
+    return Client(target.url, target.key, timeout=timeout, source=target.url_source)
 
 
 class Client:
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: str | None = None,
+        timeout: float = 60.0,
+        source: str | None = None,
+    ) -> None:
         self.url = url
-        self._http = httpx.Client(base_url=url, timeout=timeout)
+        self.key = key
+        self.source = source
+        headers = {"authorization": f"Key {key}"} if key else {}
+        self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
+
+    def _redact(self, text: str) -> str:
+        """Never show the key, whatever a platform (or proxy) echoes back."""
+        return text.replace(self.key, mask_key(self.key)) if self.key else text
+
+    def _failure(self, resp: httpx.Response) -> CLIError:
+        text = _error_text(resp)
+        if resp.status_code in (401, 403):
+            if self.key:
+                text += f". The platform refused the key {mask_key(self.key)}"
+            else:
+                text += (
+                    ". This platform needs an API key: `tidal profile add NAME --url URL "
+                    "--key KEY` (then `tidal profile use NAME`), or set TIDAL_KEY"
+                )
+        return CLIError(self._redact(text))
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
+            origin = f" (from {self.source})" if self.source else ""
             raise CLIError(
-                f"cannot reach a tidal platform at {self.url}. Start one with `tidal server` "
-                "(or `tidal run FILE::NAME`, which starts one for you), or point TIDAL_URL "
-                "at a running platform."
+                f"cannot reach a tidal platform at {self.url}{origin}. Start one with "
+                "`tidal server` (or `tidal run FILE::NAME`, which starts one for you), or point "
+                "the CLI at a running platform: `tidal profile add NAME --url URL`, then "
+                "`tidal profile use NAME` (or set TIDAL_URL)."
             ) from None
         except httpx.TimeoutException:
             raise CLIError(
                 f"the platform at {self.url} did not answer {method} {path} in time"
             ) from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+            origin = f" (from {self.source})" if self.source else ""
+            raise CLIError(
+                f"{self.url!r}{origin} is not a platform URL; give one like https://tidal.example.com"
+            ) from None
         if resp.status_code >= 400:
-            raise CLIError(_error_text(resp))
+            raise self._failure(resp)
         return resp
 
     def reachable(self) -> bool:
@@ -69,12 +172,18 @@ class Client:
         self._request("PUT", f"/api/v1/bundles/{digest}", content=data,
                       headers={"content-type": "application/zip"})  # fmt: skip
 
-    def stream_lines(self, path: str, params: dict[str, Any]) -> Iterator[str]:
+    def stream_lines(
+        self,
+        path: str,
+        params: dict[str, Any] | None = None,
+        method: str = "GET",
+        json: Any = None,
+    ) -> Iterator[str]:
         try:
-            with self._http.stream("GET", path, params=params, timeout=None) as resp:
+            with self._http.stream(method, path, params=params, json=json, timeout=None) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    raise CLIError(_error_text(resp))
+                    raise self._failure(resp)
                 yield from resp.iter_lines()
         except httpx.ConnectError:
             raise CLIError(f"cannot reach a tidal platform at {self.url}") from None

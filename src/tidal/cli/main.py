@@ -20,8 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from tidal import __version__
-from tidal.cli.client import Client, CLIError, platform_url
+from tidal.cli.client import Client, CLIError, connect
 from tidal.cli.deploy import deploy as deploy_app
+from tidal.cli.doctor import doctor
+from tidal.cli.profiles import profile_app
 from tidal.cli.secrets import secrets_app
 from tidal.cli.simulate import simulate_app
 from tidal.config import (
@@ -42,6 +44,8 @@ app.add_typer(apps_cmd, name="apps")
 app.add_typer(runners_cmd, name="runners")
 app.add_typer(simulate_app, name="scale")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(profile_app, name="profile")
+app.command()(doctor)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -51,7 +55,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts."
 
 
 def client() -> Client:
-    return Client(platform_url(_state["url"]))
+    return connect(_state["url"])
 
 
 def print_json(data: Any) -> None:

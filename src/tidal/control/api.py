@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -124,11 +126,18 @@ def build_api(platform: Platform) -> FastAPI:
 
     @api.get("/api/v1/health")
     async def health() -> dict[str, Any]:
+        free: int | None = None
+        total: int | None = None
+        with contextlib.suppress(OSError):
+            disk = shutil.disk_usage(data_dir)
+            free, total = disk.free, disk.total
         return {
             "status": "ok",
             "version": __version__,
             "backend": platform.backend.name,
             "data_dir": str(data_dir),
+            "disk_free_bytes": free,
+            "disk_total_bytes": total,
         }
 
     @api.get("/api/v1/machines")
