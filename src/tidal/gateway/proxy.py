@@ -8,11 +8,11 @@ sent them, streamed both ways. Hop-by-hop headers are the only ones dropped.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from tidal.asgi import send_error
 from tidal.backends.base import Runner
 from tidal.gateway.http1 import UpstreamConnectError, UpstreamConnection, UpstreamPool
 from tidal.gateway.router import RouterError
@@ -71,15 +71,18 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         parts = scope["path"].split("/", 3)
         if len(parts) < 3 or not parts[1] or not parts[2]:
-            await send_json(send, 404, "not_found", "no such path; apps live at /{owner}/{app}/...")
+            await send_error(
+                send, 404, "not_found", "no such path; apps live at /{owner}/{app}/..."
+            )
             return
         owner, app = parts[1], parts[2]
         dep = self.controller.deployments.get((owner, app))
         if dep is None:
-            await send_json(send, 404, "app_not_found",
+            await send_error(send, 404, "app_not_found",
                             f"no app {app!r} deployed for owner {owner!r}; see `tidal apps list`")  # fmt: skip
             return
         request_id = uuid.uuid4().hex
+        ids = [(REQUEST_ID_HEADER, request_id.encode())]
         timeout = (
             dep.record.options.request_timeout or self.controller.config.default_request_timeout
         )
@@ -107,19 +110,19 @@ class Gateway:
                         dep.router.release(runner)
         except RouterError as exc:
             extra = [(b"retry-after", b"%d" % exc.retry_after)] if exc.retry_after else []
-            await send_json(send, exc.status, exc.error_type, exc.detail, request_id, extra)
+            await send_error(send, exc.status, exc.error_type, exc.detail, [*ids, *extra])
         except TimeoutError:
             if not progress.started:
-                await send_json(send, 504, "request_timeout",
-                                f"the request did not finish within request_timeout ({timeout}s)",
-                                request_id)  # fmt: skip
+                await send_error(send, 504, "request_timeout",
+                                 f"the request did not finish within request_timeout ({timeout}s)",
+                                 ids)  # fmt: skip
         except ClientGone:
             pass
         except OSError as exc:
             if not progress.started:
-                await send_json(send, 502, "runner_connection_error",
-                                f"runner {progress.runner_id} failed before answering ({exc}); "
-                                "the request was not retried", request_id)  # fmt: skip
+                await send_error(send, 502, "runner_connection_error",
+                                 f"runner {progress.runner_id} failed before answering ({exc}); "
+                                 "the request was not retried", ids)  # fmt: skip
 
     async def _forward(
         self, send: Any, runner: Runner, upstream: _Upstream, progress: _Progress
@@ -241,24 +244,3 @@ async def _chunked(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         yield b"%x\r\n%b\r\n" % (len(chunk), chunk)
     yield b"0\r\n\r\n"
-
-
-async def send_json(
-    send: Any,
-    status: int,
-    error_type: str,
-    detail: str,
-    request_id: str | None = None,
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    body = json.dumps({"detail": detail, "error_type": error_type}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-fal-error-type", error_type.encode()),
-    ]
-    if request_id:
-        headers.append((REQUEST_ID_HEADER, request_id.encode()))
-    headers += extra_headers or []
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

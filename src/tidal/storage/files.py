@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import json
 import mimetypes
 import os
 import re
@@ -20,6 +19,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
+
+from tidal.asgi import send_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -124,9 +125,9 @@ class FileServer:
             return
         method = scope["method"]
         if method not in ("GET", "HEAD"):
-            await _send_json(
+            await send_error(
                 send, 405, "method_not_allowed", f"{method} is not allowed on files",
-                [(b"allow", b"GET, HEAD")], head=False,
+                [(b"allow", b"GET, HEAD")],
             )  # fmt: skip
             return
         head = method == "HEAD"
@@ -211,9 +212,9 @@ class FileServer:
             wanted = None  # the client's partial copy is stale: send the whole file
         span = _parse_range(wanted, size) if wanted is not None else None
         if isinstance(span, str):  # unsatisfiable
-            await _send_json(
+            await send_error(
                 send, 416, "range_not_satisfiable", f"the file has {size} bytes",
-                [(b"content-range", f"bytes */{size}".encode()), *headers[:1]], head=head,
+                [(b"content-range", f"bytes */{size}".encode()), *headers[:1]], body=not head,
             )  # fmt: skip
             return
         if span is None:
@@ -297,24 +298,4 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | Literal["unsatisfi
 
 
 async def _not_found(send: Send, head: bool) -> None:
-    await _send_json(send, 404, "file_not_found", "no such file", head=head)
-
-
-async def _send_json(
-    send: Send,
-    status: int,
-    error_type: str,
-    detail: str,
-    extra: list[tuple[bytes, bytes]] | None = None,
-    *,
-    head: bool,
-) -> None:
-    body = json.dumps({"detail": detail, "error_type": error_type}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-fal-error-type", error_type.encode()),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await send_error(send, 404, "file_not_found", "no such file", body=not head)
