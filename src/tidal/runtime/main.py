@@ -74,11 +74,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         install_fal_shim()  # user code written for fal runs unchanged
         module, target = load_entry(args.bundle, args.entry)
-        # Imported after the user's code, which has imported tidal already.
-        from tidal.sdk.app import App
+        # An App subclass means the user's code imported tidal.sdk.app; don't import it
+        # otherwise (cold-start time).
+        app_module = sys.modules.get("tidal.sdk.app")
         from tidal.sdk.function import Function
 
-        if isinstance(target, type) and issubclass(target, App):
+        if app_module and isinstance(target, type) and issubclass(target, app_module.App):
             from tidal.runtime.app_server import serve_app
 
             serve_app(target, args.port)
