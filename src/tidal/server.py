@@ -6,16 +6,19 @@ import logging
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from tidal.backends.local import LocalBackend
 from tidal.config import LOCAL_OWNER, PlatformConfig
 from tidal.control.api import build_api
 from tidal.control.db import open_database
+from tidal.control.queue_store import QueueStore
 from tidal.control.registry import AppRecord, Registry
 from tidal.control.secrets import SecretStore
 from tidal.control.secrets_api import secrets_router
 from tidal.environments import Environments
 from tidal.gateway.proxy import Gateway
+from tidal.gateway.queue import QueueService, queue_router
 from tidal.machines import load_machines
 from tidal.scaling.controller import Controller
 from tidal.scaling.placement import Inventory
@@ -52,6 +55,11 @@ class Platform:
         self.controller.on_openapi_found.append(self._keep_openapi)
         self.api = build_api(self)
         self.api.include_router(secrets_router(self.secrets, self.owner))
+        self.queue = QueueService(QueueStore(engine), self.controller, self.gateway)
+        self.queue_api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        self.queue_api.include_router(
+            queue_router(self.queue, lambda o, a: self.controller.deployments.get((o, a)))
+        )
 
     def _keep_openapi(self, record: AppRecord, document: dict[str, Any]) -> None:
         self.registry.set_openapi(record.owner, record.name, record.revision, document)
@@ -72,8 +80,10 @@ class Platform:
         )
         if removed:
             log.info("removed %d unused environment(s)", len(removed))
+        self.queue.start()
 
     async def shutdown(self) -> None:
+        await self.queue.close()
         await self.controller.shutdown()
         await self.gateway.close()
 
@@ -82,6 +92,8 @@ class Platform:
         if kind == "http":
             if scope["path"].startswith("/api/"):
                 await self.api(scope, receive, send)
+            elif scope["path"].startswith("/queue/"):
+                await self.queue_api(scope, receive, send)
             elif scope["path"].startswith("/files/"):
                 await self.files(scope, receive, send)
             else:

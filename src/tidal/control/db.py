@@ -94,8 +94,25 @@ def _v2(conn: Connection) -> None:
     )
 
 
+def _v3(conn: Connection) -> None:
+    # The durable queue: a request is stored here before its 2xx is returned.
+    conn.execute(text(
+        "CREATE TABLE queue_requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "id VARCHAR(32) NOT NULL UNIQUE, owner VARCHAR(64) NOT NULL, app VARCHAR(128) NOT NULL, "
+        "method VARCHAR(16) NOT NULL, path TEXT NOT NULL, query TEXT NOT NULL, "
+        "headers TEXT NOT NULL, body BLOB NOT NULL, priority INTEGER NOT NULL DEFAULT 0, "
+        "status VARCHAR(16) NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+        "no_retry INTEGER NOT NULL DEFAULT 0, created_at FLOAT NOT NULL, started_at FLOAT, "
+        "completed_at FLOAT, response_status INTEGER, response_headers TEXT, response_body BLOB, "
+        "error TEXT, error_type VARCHAR(64))"
+    ))  # fmt: skip
+    conn.execute(text(
+        "CREATE INDEX queue_waiting ON queue_requests (owner, app, status, priority, seq)"
+    ))  # fmt: skip
+
+
 # Append only: a released step never changes.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 
 
 def schema_version(conn: Connection) -> int:

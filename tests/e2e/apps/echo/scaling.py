@@ -63,3 +63,8 @@ def buffered() -> None:
 @tidal.function(exposed_port=8000, scaling_delay=2, max_concurrency=2, keep_alive=30)
 def delayed() -> None:
     serve()
+
+
+@tidal.function(exposed_port=8000, max_concurrency=1, keep_alive=60)
+def single() -> None:
+    serve()

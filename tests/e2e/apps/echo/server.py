@@ -55,6 +55,18 @@ async def inflight(sleep: float = 1.0) -> dict[str, object]:
     }
 
 
+@app.post("/work")
+async def work(request: Request, sleep: float = 0.0) -> dict[str, object]:
+    """A queued job: records that it ran (in /data, shared by all runners) and echoes."""
+    request_id = request.headers.get("x-tidal-request-id", "")
+    data = os.environ.get("TIDAL_DATA_DIR")
+    if data:
+        with open(os.path.join(data, "work-runs.txt"), "a") as runs:
+            runs.write(request_id + "\n")
+    await asyncio.sleep(sleep)
+    return {"request_id": request_id, "body": (await request.body()).decode()}
+
+
 @app.get("/env")
 async def env() -> dict[str, object]:
     keys = ("CUDA_VISIBLE_DEVICES", "TIDAL_MACHINE_TYPE", "TIDAL_RUNNER_ID", "TIDAL_REVISION")

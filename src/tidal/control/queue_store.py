@@ -1,0 +1,188 @@
+"""The durable queue's storage: every queued request is a row, written before the
+caller gets its 2xx, so a platform restart loses nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
+# A request in progress when the platform died is run again this many times in all.
+MAX_ATTEMPTS = 2
+
+
+@dataclass
+class QueuedRequest:
+    id: str
+    owner: str
+    app: str
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    status: str
+    attempts: int
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    response_status: int | None
+    response_headers: list[tuple[str, str]]
+    response_body: bytes | None
+    error: str | None
+    error_type: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> QueuedRequest:
+        m = row._mapping
+        return cls(
+            id=m["id"], owner=m["owner"], app=m["app"], method=m["method"], path=m["path"],
+            query=m["query"], headers=[tuple(h) for h in json.loads(m["headers"])],
+            body=bytes(m["body"]), status=m["status"], attempts=m["attempts"],
+            created_at=m["created_at"], started_at=m["started_at"],
+            completed_at=m["completed_at"], response_status=m["response_status"],
+            response_headers=[tuple(h) for h in json.loads(m["response_headers"] or "[]")],
+            response_body=None if m["response_body"] is None else bytes(m["response_body"]),
+            error=m["error"], error_type=m["error_type"],
+        )  # fmt: skip
+
+
+class QueueStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()  # one claim at a time: positions stay exact
+
+    def submit(
+        self, owner: str, app: str, method: str, path: str, query: str,
+        headers: list[tuple[str, str]], body: bytes, priority: int, no_retry: bool,
+    ) -> str:  # fmt: skip
+        request_id = uuid.uuid4().hex
+        with self._engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO queue_requests (id, owner, app, method, path, query, headers, "
+                    "body, priority, status, no_retry, created_at) VALUES (:id, :owner, :app, "
+                    ":method, :path, :query, :headers, :body, :priority, :status, :no_retry, :now)"
+                ),
+                {"id": request_id, "owner": owner, "app": app, "method": method, "path": path,
+                 "query": query, "headers": json.dumps(headers), "body": body,
+                 "priority": priority, "status": IN_QUEUE, "no_retry": int(no_retry),
+                 "now": time.time()},
+            )  # fmt: skip
+        return request_id
+
+    def get(self, request_id: str) -> QueuedRequest | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT * FROM queue_requests WHERE id = :id"), {"id": request_id}
+            ).first()
+        return None if row is None else QueuedRequest.from_row(row)
+
+    def position(self, request_id: str) -> int | None:
+        """0-based place among the app's waiting requests (priority, then arrival)."""
+        with self._engine.connect() as conn:
+            me = conn.execute(
+                text("SELECT owner, app, priority, seq, status FROM queue_requests WHERE id = :id"),
+                {"id": request_id},
+            ).first()
+            if me is None or me.status != IN_QUEUE:
+                return None
+            ahead = conn.execute(
+                text(
+                    "SELECT count(*) FROM queue_requests WHERE owner = :o AND app = :a AND "
+                    "status = :s AND (priority < :p OR (priority = :p AND seq < :q))"
+                ),
+                {"o": me.owner, "a": me.app, "s": IN_QUEUE, "p": me.priority, "q": me.seq},
+            ).scalar()
+        return int(ahead or 0)
+
+    def waiting(self, owner: str, app: str) -> int:
+        with self._engine.connect() as conn:
+            count = conn.execute(
+                text(
+                    "SELECT count(*) FROM queue_requests WHERE owner = :o AND app = :a "
+                    "AND status = :s"
+                ),
+                {"o": owner, "a": app, "s": IN_QUEUE},
+            ).scalar()
+        return int(count or 0)
+
+    def apps_waiting(self) -> set[tuple[str, str]]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT DISTINCT owner, app FROM queue_requests WHERE status = :s"),
+                {"s": IN_QUEUE},
+            ).all()
+        return {(r.owner, r.app) for r in rows}
+
+    def claim_next(self, owner: str, app: str) -> QueuedRequest | None:
+        with self._lock, self._engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT id FROM queue_requests WHERE owner = :o AND app = :a AND status = :s "
+                    "ORDER BY priority, seq LIMIT 1"
+                ),
+                {"o": owner, "a": app, "s": IN_QUEUE},
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                text(
+                    "UPDATE queue_requests SET status = :s, started_at = :now, "
+                    "attempts = attempts + 1 WHERE id = :id"
+                ),
+                {"s": IN_PROGRESS, "now": time.time(), "id": row.id},
+            )
+        return self.get(row.id)
+
+    def requeue(self, request_id: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                text("UPDATE queue_requests SET status = :s WHERE id = :id"),
+                {"s": IN_QUEUE, "id": request_id},
+            )
+
+    def complete(
+        self, request_id: str, status: int | None, headers: list[tuple[str, str]],
+        body: bytes | None, error: str | None = None, error_type: str | None = None,
+    ) -> bool:  # fmt: skip
+        """Record the outcome; False when it was already complete (e.g. cancelled)."""
+        with self._engine.begin() as conn:
+            done = conn.execute(
+                text(
+                    "UPDATE queue_requests SET status = :s, completed_at = :now, "
+                    "response_status = :rs, response_headers = :rh, response_body = :rb, "
+                    "error = :e, error_type = :et WHERE id = :id AND status != :s"
+                ),
+                {"s": COMPLETED, "now": time.time(), "rs": status, "rh": json.dumps(headers),
+                 "rb": body, "e": error, "et": error_type, "id": request_id},
+            )  # fmt: skip
+        return bool(done.rowcount)
+
+    def recover(self) -> tuple[int, int]:
+        """After a restart: requests that were in progress run again (at least once), or
+        fail by id where they ran out of attempts or opted out of retries."""
+        with self._engine.begin() as conn:
+            retried = conn.execute(
+                text(
+                    "UPDATE queue_requests SET status = :q WHERE status = :p "
+                    "AND attempts < :max AND no_retry = 0"
+                ),
+                {"q": IN_QUEUE, "p": IN_PROGRESS, "max": MAX_ATTEMPTS},
+            ).rowcount
+            failed = conn.execute(
+                text(
+                    "UPDATE queue_requests SET status = :c, completed_at = :now, "
+                    "error = :e, error_type = 'platform_restart' WHERE status = :p"
+                ),
+                {"c": COMPLETED, "p": IN_PROGRESS, "now": time.time(),
+                 "e": "the platform restarted while this request was running; it was not "
+                      "retried (no retries asked for, or attempts used up)"},
+            ).rowcount  # fmt: skip
+        return retried, failed

@@ -1,0 +1,317 @@
+"""fal's queue API on the gateway, durable.
+
+`POST /queue/{owner}/{app}/{path}` stores the request (SQLite) before answering
+with its id and URLs; a dispatcher per app hands stored requests, in priority
+and arrival order, to the same router and runners as the sync path, and
+stores the runner's answer for `GET .../requests/{id}`. A request that was in
+progress when the platform died runs again once on restart (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from tidal.backends.base import Runner
+from tidal.control.queue_store import COMPLETED, IN_QUEUE, QueuedRequest, QueueStore
+from tidal.gateway.http1 import UpstreamConnectError
+from tidal.gateway.proxy import Gateway, _Progress, _Upstream
+from tidal.gateway.router import RouterError
+from tidal.scaling.controller import Controller, Deployment
+
+log = logging.getLogger("tidal.queue")
+
+# Headers kept with a queued request (the caller's content negotiation and own
+# x-* headers); hop-by-hop and credentials are not stored.
+_DROP = {"host", "content-length", "connection", "authorization", "transfer-encoding", "cookie"}
+
+
+class QueueService:
+    def __init__(self, store: QueueStore, controller: Controller, gateway: Gateway) -> None:
+        self.store = store
+        self.controller = controller
+        self.gateway = gateway
+        self._wake: dict[tuple[str, str], asyncio.Event] = {}
+        self._dispatchers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._unclaimed: dict[tuple[str, str], int] = {}  # workers not yet holding a request
+        self._running: dict[str, asyncio.Task[None]] = {}  # request id -> its worker
+        self._workers: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        retried, failed = self.store.recover()
+        if retried or failed:
+            log.warning(
+                "queue after restart: %d request(s) to run again, %d failed", retried, failed
+            )
+        for key in self.store.apps_waiting():
+            self.kick(key)
+
+    async def close(self) -> None:
+        tasks = [*self._dispatchers.values(), *self._workers]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def kick(self, key: tuple[str, str]) -> None:
+        if key not in self._dispatchers:
+            self._wake[key] = asyncio.Event()
+            self._dispatchers[key] = asyncio.create_task(self._dispatch(key))
+        self._wake[key].set()
+
+    async def _dispatch(self, key: tuple[str, str]) -> None:
+        wake = self._wake[key]
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), 1.0)
+            wake.clear()
+            dep = self.controller.deployments.get(key)
+            if dep is None:
+                continue  # not (yet) deployed: the requests wait
+            options = dep.record.options
+            # Enough workers to keep every slot the app may have busy, no more: a
+            # worker waits in the app's router, which is what scales it up.
+            limit = self.controller.ceiling(dep) * options.max_multiplexing
+            busy = sum(r.in_flight for r in dep.router.runners.values())
+            waiting = self.store.waiting(*key)
+            unclaimed = self._unclaimed.get(key, 0)
+            while unclaimed < waiting and unclaimed + busy < limit:
+                unclaimed += 1
+                task = asyncio.create_task(self._work(key, dep))
+                self._workers.add(task)
+                task.add_done_callback(self._workers.discard)
+            self._unclaimed[key] = unclaimed
+
+    async def _work(self, key: tuple[str, str], dep: Deployment) -> None:
+        """Wait for a runner slot, then take the next stored request (so the order and
+        the positions are the queue's, whoever got a slot first)."""
+        claimed: QueuedRequest | None = None
+        try:
+            runner = await dep.router.acquire()
+        except RouterError:
+            self._unclaimed[key] -= 1
+            await asyncio.sleep(1.0)  # full or deleted: the dispatcher looks again
+            self.kick(key)
+            return
+        try:
+            self._unclaimed[key] -= 1
+            claimed = self.store.claim_next(*key)
+            if claimed is not None:
+                task = asyncio.current_task()
+                assert task is not None
+                self._running[claimed.id] = task
+                await self._run(dep, runner, claimed)
+        finally:
+            dep.router.release(runner)
+            if claimed is not None:
+                self._running.pop(claimed.id, None)
+            self.kick(key)
+
+    async def _run(self, dep: Deployment, runner: Runner, item: QueuedRequest) -> None:
+        status, headers, body = 0, [], b""
+
+        async def capture(message: dict[str, Any]) -> None:
+            nonlocal status, headers, body
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [
+                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in message["headers"]
+                ]
+            elif message["type"] == "http.response.body":
+                body += message.get("body", b"")
+
+        timeout = (
+            dep.record.options.request_timeout or self.controller.config.default_request_timeout
+        )
+        try:
+            upstream = await _Upstream.from_scope(_scope(item), _receiver(item.body), dep, item.id)
+            async with asyncio.timeout(timeout):
+                await self.gateway._forward(capture, runner, upstream, _Progress())
+        except asyncio.CancelledError:
+            self.store.complete(
+                item.id, None, [], None, "the request was cancelled", "request_cancelled"
+            )
+            raise
+        except TimeoutError:
+            self.store.complete(item.id, 504, [], None,
+                                f"the request did not finish within request_timeout ({timeout}s)",
+                                "request_timeout")  # fmt: skip
+            return
+        except UpstreamConnectError:
+            # Nothing reached a runner: back in the queue, at its place.
+            self.controller.suspect(dep, runner)
+            self.store.requeue(item.id)
+            return
+        except OSError as exc:
+            self.controller.suspect(dep, runner)
+            if item.attempts < 2:
+                self.store.requeue(item.id)  # lost mid-request: once more, on another runner
+                return
+            self.store.complete(item.id, 502, [], None,
+                                f"runner {runner.id} failed while serving the request ({exc})",
+                                "runner_connection_error")  # fmt: skip
+            return
+        error = error_type = None
+        if status >= 400:
+            error, error_type = _error_of(headers, body, status)
+        self.store.complete(item.id, status, headers, body, error, error_type)
+
+    def cancel(self, request_id: str) -> tuple[int, str]:
+        item = self.store.get(request_id)
+        if item is None:
+            return 404, "NOT_FOUND"
+        if item.status == COMPLETED:
+            return 400, "ALREADY_COMPLETED"
+        task = self._running.get(request_id)
+        if task is not None:
+            task.cancel()  # the runner sees its connection close
+        else:
+            self.store.complete(request_id, None, [], None, "the request was cancelled",
+                                "request_cancelled")  # fmt: skip
+        return 202, "CANCELLATION_REQUESTED"
+
+
+def _scope(item: QueuedRequest) -> dict[str, Any]:
+    prefix = f"/{item.owner}/{item.app}"
+    path = prefix + item.path
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in item.headers]
+    headers.append((b"content-length", str(len(item.body)).encode()))
+    return {"type": "http", "method": item.method, "path": path, "raw_path": path.encode(),
+            "query_string": item.query.encode(), "headers": headers, "scheme": "http"}  # fmt: skip
+
+
+def _receiver(body: bytes) -> Any:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _error_of(headers: list[tuple[str, str]], body: bytes, status: int) -> tuple[str, str]:
+    error_type = next((v for k, v in headers if k.lower() == "x-fal-error-type"), f"http_{status}")
+    try:
+        detail = json.loads(body).get("detail", "")
+    except (ValueError, AttributeError):
+        detail = body[:500].decode("utf-8", "replace")
+    return (
+        detail if isinstance(detail, str) else json.dumps(detail)
+    ) or f"HTTP {status}", error_type
+
+
+def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
+    """fal's queue REST API. `owner_apps` resolves (owner, app) to a Deployment."""
+    router = APIRouter()
+    store = service.store
+
+    def urls(request: Request, owner: str, app: str, request_id: str) -> dict[str, str]:
+        base = f"{str(request.base_url).rstrip('/')}/queue/{owner}/{app}/requests/{request_id}"
+        return {"response_url": base, "status_url": f"{base}/status",
+                "cancel_url": f"{base}/cancel"}  # fmt: skip
+
+    def status_of(request: Request, item: QueuedRequest, logs: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": item.status, "request_id": item.id,
+                               **urls(request, item.owner, item.app, item.id)}  # fmt: skip
+        if item.status == IN_QUEUE:
+            out["queue_position"] = store.position(item.id)
+        if logs or item.status == COMPLETED:
+            out["logs"] = []  # per-request log attribution is not built yet
+        if item.status == COMPLETED:
+            if item.started_at and item.completed_at:
+                out["metrics"] = {"inference_time": round(item.completed_at - item.started_at, 4)}
+            if item.error:
+                out["error"], out["error_type"] = item.error, item.error_type
+        return out
+
+    def find(owner: str, app: str, request_id: str) -> QueuedRequest | None:
+        item = store.get(request_id)
+        return item if item and (item.owner, item.app) == (owner, app) else None
+
+    @router.get("/queue/{owner}/{app}/requests/{request_id}/status")
+    async def status(
+        owner: str, app: str, request_id: str, request: Request, logs: int = 0
+    ) -> Response:
+        item = find(owner, app, request_id)
+        if item is None:
+            return JSONResponse({"detail": f"no request {request_id!r}"}, status_code=404)
+        code = 200 if item.status == COMPLETED else 202
+        return JSONResponse(status_of(request, item, bool(logs)), status_code=code)
+
+    @router.get("/queue/{owner}/{app}/requests/{request_id}/status/stream")
+    async def status_stream(
+        owner: str, app: str, request_id: str, request: Request, logs: int = 0
+    ) -> Response:
+        if find(owner, app, request_id) is None:
+            return JSONResponse({"detail": f"no request {request_id!r}"}, status_code=404)
+
+        async def events() -> AsyncIterator[bytes]:
+            last = None
+            while True:
+                item = store.get(request_id)
+                if item is None:
+                    return
+                current = status_of(request, item, bool(logs))
+                if current != last:
+                    yield f"data: {json.dumps(current)}\n\n".encode()
+                    last = current
+                if item.status == COMPLETED:
+                    return
+                await asyncio.sleep(0.1)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @router.get("/queue/{owner}/{app}/requests/{request_id}")
+    async def result(owner: str, app: str, request_id: str) -> Response:
+        item = find(owner, app, request_id)
+        if item is None:
+            return JSONResponse({"detail": f"no request {request_id!r}"}, status_code=404)
+        if item.status != COMPLETED:
+            return JSONResponse({"detail": f"the request is {item.status}"}, status_code=400)
+        if item.response_status is None:
+            return JSONResponse({"detail": item.error, "error_type": item.error_type},
+                                status_code=500 if item.error_type != "request_cancelled" else 400,
+                                headers={"x-fal-error-type": item.error_type or ""})  # fmt: skip
+        keep = {"content-type", "x-fal-error-type"}
+        headers = {k: v for k, v in item.response_headers if k.lower() in keep}
+        return Response(
+            item.response_body or b"", status_code=item.response_status, headers=headers
+        )
+
+    @router.put("/queue/{owner}/{app}/requests/{request_id}/cancel")
+    async def cancel(owner: str, app: str, request_id: str) -> Response:
+        if find(owner, app, request_id) is None:
+            return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
+        code, word = service.cancel(request_id)
+        return JSONResponse({"status": word}, status_code=code)
+
+    @router.post("/queue/{owner}/{app}/{path:path}")
+    async def submit(owner: str, app: str, path: str, request: Request) -> Response:
+        if owner_apps(owner, app) is None:
+            return JSONResponse(
+                {
+                    "detail": f"no app {app!r} deployed for owner {owner!r}",
+                    "error_type": "app_not_found",
+                },
+                status_code=404,
+            )
+        body = await request.body()
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP]
+        priority = 1 if request.headers.get("x-fal-queue-priority", "normal") == "low" else 0
+        no_retry = request.headers.get("x-fal-no-retry", "") not in ("", "0", "false")
+        request_id = store.submit(
+            owner, app, "POST", "/" + path if path else "/", request.url.query, headers, body,
+            priority, no_retry,
+        )  # fmt: skip
+        service.kick((owner, app))
+        return JSONResponse(
+            {"status": IN_QUEUE, "request_id": request_id, **urls(request, owner, app, request_id),
+             "queue_position": store.position(request_id)},
+            headers={"x-fal-request-id": request_id},
+        )  # fmt: skip
+
+    return router
