@@ -111,8 +111,29 @@ def _v3(conn: Connection) -> None:
     ))  # fmt: skip
 
 
+def _v4(conn: Connection) -> None:
+    # Queue webhooks: the URL, and the delivery's state (attempts; "delivered" or "failed").
+    conn.execute(text("ALTER TABLE queue_requests ADD COLUMN webhook_url TEXT"))
+    conn.execute(text(
+        "ALTER TABLE queue_requests ADD COLUMN webhook_attempts INTEGER NOT NULL DEFAULT 0"
+    ))  # fmt: skip
+    conn.execute(text("ALTER TABLE queue_requests ADD COLUMN webhook_state VARCHAR(16)"))
+
+
+def _v5(conn: Connection) -> None:
+    # API keys (tidal.control.keys): the secret only as a salted HMAC-SHA-256.
+    conn.execute(text(
+        "CREATE TABLE api_keys (id VARCHAR(32) PRIMARY KEY, name VARCHAR(128), "
+        "scope VARCHAR(16) NOT NULL, salt VARCHAR(64) NOT NULL, "
+        "secret_hash VARCHAR(64) NOT NULL, created_at FLOAT NOT NULL, last_used_at FLOAT, "
+        "revoked_at FLOAT)"
+    ))  # fmt: skip
+    # Apps are private (a key needed to call them) unless deployed public.
+    conn.execute(text("ALTER TABLE apps ADD COLUMN public BOOLEAN NOT NULL DEFAULT 0"))
+
+
 # Append only: a released step never changes.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 def schema_version(conn: Connection) -> int:

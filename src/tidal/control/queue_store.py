@@ -37,6 +37,8 @@ class QueuedRequest:
     response_body: bytes | None
     error: str | None
     error_type: str | None
+    webhook_url: str | None = None
+    webhook_attempts: int = 0
 
     @classmethod
     def from_row(cls, row: Any) -> QueuedRequest:
@@ -49,7 +51,8 @@ class QueuedRequest:
             completed_at=m["completed_at"], response_status=m["response_status"],
             response_headers=[tuple(h) for h in json.loads(m["response_headers"] or "[]")],
             response_body=None if m["response_body"] is None else bytes(m["response_body"]),
-            error=m["error"], error_type=m["error_type"],
+            error=m["error"], error_type=m["error_type"], webhook_url=m["webhook_url"],
+            webhook_attempts=m["webhook_attempts"],
         )  # fmt: skip
 
 
@@ -61,19 +64,21 @@ class QueueStore:
     def submit(
         self, owner: str, app: str, method: str, path: str, query: str,
         headers: list[tuple[str, str]], body: bytes, priority: int, no_retry: bool,
+        webhook_url: str | None = None,
     ) -> str:  # fmt: skip
         request_id = uuid.uuid4().hex
         with self._engine.begin() as conn:
             conn.execute(
                 text(
                     "INSERT INTO queue_requests (id, owner, app, method, path, query, headers, "
-                    "body, priority, status, no_retry, created_at) VALUES (:id, :owner, :app, "
-                    ":method, :path, :query, :headers, :body, :priority, :status, :no_retry, :now)"
+                    "body, priority, status, no_retry, created_at, webhook_url) VALUES (:id, "
+                    ":owner, :app, :method, :path, :query, :headers, :body, :priority, :status, "
+                    ":no_retry, :now, :webhook_url)"
                 ),
                 {"id": request_id, "owner": owner, "app": app, "method": method, "path": path,
                  "query": query, "headers": json.dumps(headers), "body": body,
                  "priority": priority, "status": IN_QUEUE, "no_retry": int(no_retry),
-                 "now": time.time()},
+                 "now": time.time(), "webhook_url": webhook_url},
             )  # fmt: skip
         return request_id
 
@@ -186,3 +191,31 @@ class QueueStore:
                       "retried (no retries asked for, or attempts used up)"},
             ).rowcount  # fmt: skip
         return retried, failed
+
+    # Webhook delivery state: attempts made, then "delivered" or "failed" (given up).
+
+    def webhook_attempted(self, request_id: str, attempts: int) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                text("UPDATE queue_requests SET webhook_attempts = :n WHERE id = :id"),
+                {"n": attempts, "id": request_id},
+            )
+
+    def webhook_finished(self, request_id: str, state: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                text("UPDATE queue_requests SET webhook_state = :s WHERE id = :id"),
+                {"s": state, "id": request_id},
+            )
+
+    def webhooks_owed(self) -> list[QueuedRequest]:
+        """Completed requests whose webhook was neither delivered nor given up on."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT * FROM queue_requests WHERE status = :c AND webhook_url IS NOT NULL "
+                    "AND webhook_state IS NULL ORDER BY seq"
+                ),
+                {"c": COMPLETED},
+            ).all()
+        return [QueuedRequest.from_row(r) for r in rows]

@@ -5,6 +5,8 @@ with its id and URLs; a dispatcher per app hands stored requests, in priority
 and arrival order, to the same router and runners as the sync path, and
 stores the runner's answer for `GET .../requests/{id}`. A request that was in
 progress when the platform died runs again once on restart (at-least-once).
+`?fal_webhook=URL` (or `?webhook=URL`) has the outcome POSTed, signed, to URL
+(tidal/gateway/webhooks.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -24,6 +27,8 @@ from tidal.control.queue_store import COMPLETED, IN_QUEUE, QueuedRequest, QueueS
 from tidal.gateway.http1 import UpstreamConnectError
 from tidal.gateway.proxy import Gateway, _Progress, _Upstream
 from tidal.gateway.router import RouterError
+from tidal.gateway.webhooks import WebhookSender, valid_url
+from tidal.observe.request_logs import logs_for
 from tidal.scaling.controller import Controller, Deployment
 
 log = logging.getLogger("tidal.queue")
@@ -43,6 +48,17 @@ class QueueService:
         self._unclaimed: dict[tuple[str, str], int] = {}  # workers not yet holding a request
         self._running: dict[str, asyncio.Task[None]] = {}  # request id -> its worker
         self._workers: set[asyncio.Task[None]] = set()
+        self.webhooks = WebhookSender(store, controller.config.data_dir)
+
+    def complete(
+        self, request_id: str, status: int | None, headers: list[tuple[str, str]],
+        body: bytes | None, error: str | None = None, error_type: str | None = None,
+    ) -> None:  # fmt: skip
+        """Record the outcome and, where a webhook was asked for, send it (in a task)."""
+        if self.store.complete(request_id, status, headers, body, error, error_type):
+            item = self.store.get(request_id)
+            if item is not None and item.webhook_url:
+                self.webhooks.send(item)
 
     def start(self) -> None:
         retried, failed = self.store.recover()
@@ -52,12 +68,15 @@ class QueueService:
             )
         for key in self.store.apps_waiting():
             self.kick(key)
+        if owed := self.webhooks.resume():
+            log.info("queue after restart: %d webhook(s) to deliver", owed)
 
     async def close(self) -> None:
         tasks = [*self._dispatchers.values(), *self._workers]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.webhooks.close()  # undelivered ones go out on the next start
 
     def kick(self, key: tuple[str, str]) -> None:
         if key not in self._dispatchers:
@@ -134,12 +153,10 @@ class QueueService:
             async with asyncio.timeout(timeout):
                 await self.gateway._forward(capture, runner, upstream, _Progress())
         except asyncio.CancelledError:
-            self.store.complete(
-                item.id, None, [], None, "the request was cancelled", "request_cancelled"
-            )
+            self.complete(item.id, None, [], None, "the request was cancelled", "request_cancelled")
             raise
         except TimeoutError:
-            self.store.complete(item.id, 504, [], None,
+            self.complete(item.id, 504, [], None,
                                 f"the request did not finish within request_timeout ({timeout}s)",
                                 "request_timeout")  # fmt: skip
             return
@@ -153,14 +170,14 @@ class QueueService:
             if item.attempts < 2:
                 self.store.requeue(item.id)  # lost mid-request: once more, on another runner
                 return
-            self.store.complete(item.id, 502, [], None,
+            self.complete(item.id, 502, [], None,
                                 f"runner {runner.id} failed while serving the request ({exc})",
                                 "runner_connection_error")  # fmt: skip
             return
         error = error_type = None
         if status >= 400:
             error, error_type = _error_of(headers, body, status)
-        self.store.complete(item.id, status, headers, body, error, error_type)
+        self.complete(item.id, status, headers, body, error, error_type)
 
     def cancel(self, request_id: str) -> tuple[int, str]:
         item = self.store.get(request_id)
@@ -172,7 +189,7 @@ class QueueService:
         if task is not None:
             task.cancel()  # the runner sees its connection close
         else:
-            self.store.complete(request_id, None, [], None, "the request was cancelled",
+            self.complete(request_id, None, [], None, "the request was cancelled",
                                 "request_cancelled")  # fmt: skip
         return 202, "CANCELLATION_REQUESTED"
 
@@ -208,6 +225,7 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
     """fal's queue REST API. `owner_apps` resolves (owner, app) to a Deployment."""
     router = APIRouter()
     store = service.store
+    data_dir = service.controller.config.data_dir
 
     def urls(request: Request, owner: str, app: str, request_id: str) -> dict[str, str]:
         base = f"{str(request.base_url).rstrip('/')}/queue/{owner}/{app}/requests/{request_id}"
@@ -220,7 +238,13 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
         if item.status == IN_QUEUE:
             out["queue_position"] = store.position(item.id)
         if logs or item.status == COMPLETED:
-            out["logs"] = []  # per-request log attribution is not built yet
+            # What an App's endpoint printed while serving it (direct servers' output
+            # is in the runner's log: it cannot be told apart per request).
+            out["logs"] = (
+                logs_for(data_dir / "logs" / item.owner / item.app, item.id)
+                if item.status != IN_QUEUE
+                else []
+            )
         if item.status == COMPLETED:
             if item.started_at and item.completed_at:
                 out["metrics"] = {"inference_time": round(item.completed_at - item.started_at, 4)}
@@ -303,9 +327,20 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP]
         priority = 1 if request.headers.get("x-fal-queue-priority", "normal") == "low" else 0
         no_retry = request.headers.get("x-fal-no-retry", "") not in ("", "0", "false")
+        webhook = request.query_params.get("fal_webhook") or request.query_params.get("webhook")
+        if webhook is not None and not valid_url(webhook):
+            return JSONResponse(
+                {"detail": f"the webhook URL {webhook!r} is not an http(s) URL",
+                 "error_type": "invalid_webhook_url"},
+                status_code=422,
+            )  # fmt: skip
+        query = request.url.query
+        if webhook is not None:  # the webhook parameters are the queue's, not the endpoint's
+            query = urlencode([(k, v) for k, v in request.query_params.multi_items()
+                               if k not in ("fal_webhook", "webhook")])  # fmt: skip
         request_id = store.submit(
-            owner, app, "POST", "/" + path if path else "/", request.url.query, headers, body,
-            priority, no_retry,
+            owner, app, "POST", "/" + path if path else "/", query, headers, body,
+            priority, no_retry, webhook,
         )  # fmt: skip
         service.kick((owner, app))
         return JSONResponse(

@@ -17,6 +17,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from tidal.runtime import request_logs
+from tidal.runtime.request_logs import RequestContext
 from tidal.sdk.app import App, endpoints
 
 log = logging.getLogger("tidal.runtime")
@@ -62,6 +64,7 @@ def build_asgi(app_cls: type[App]) -> FastAPI:
     )
 
     api.add_middleware(_EndpointErrors)
+    api.add_middleware(RequestContext)  # outermost: errors are logged under the request
 
     paths = set()
     for attr, spec in endpoints(app_cls):
@@ -84,6 +87,7 @@ def serve_app(app_cls: type[App], port: int) -> None:
     """Set up, then serve on 127.0.0.1:port until SIGTERM (then `teardown()`)."""
     import uvicorn
 
+    request_logs.install()
     api = build_asgi(app_cls)
     uvicorn.run(
         api, host="127.0.0.1", port=port, log_level="info", access_log=False,

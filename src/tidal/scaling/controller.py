@@ -291,6 +291,8 @@ class Controller:
                 "TIDAL_APP": record.name,
                 "TIDAL_REVISION": str(record.revision),
                 "TIDAL_MACHINE_TYPE": allocation.machine_type,
+                # What endpoints print while serving a request, with its id (App runners).
+                "TIDAL_REQUEST_LOG": str(runner.log_path.with_suffix(".requests.jsonl")),
                 # Only the GPUs this runner holds; none at all on a CPU machine type.
                 "CUDA_VISIBLE_DEVICES": ",".join(allocation.gpu_ids),
             },

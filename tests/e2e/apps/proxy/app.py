@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -54,6 +55,8 @@ class Proxy(tidal.App, keep_alive=30, max_concurrency=2):
 
     @tidal.endpoint("/generate")
     def generate(self, input: GenerateRequest, request: Request) -> GenerateResponse:
+        print(f"generating {input.prompt!r} in {input.steps} steps", flush=True)
+        logging.getLogger("proxy").warning("steps=%d", input.steps)
         body = json.dumps({"prompt": input.prompt, "steps": input.steps}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/generate", data=body)
         with urllib.request.urlopen(req, timeout=30) as resp:
