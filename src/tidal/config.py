@@ -43,6 +43,8 @@ class PlatformConfig:
     region: str = "local"
     # The `[host]` and `[machine_types.*]` tables (see tidal.machines).
     machines: dict[str, Any] = field(default_factory=dict)
+    # API keys required (tidal.gateway.auth); `tidal server --no-auth` turns them off.
+    auth: bool = True
 
     @property
     def url(self) -> str:

@@ -12,11 +12,14 @@ from tidal.backends.local import LocalBackend
 from tidal.config import LOCAL_OWNER, PlatformConfig
 from tidal.control.api import build_api
 from tidal.control.db import open_database
+from tidal.control.keys import KeyStore
+from tidal.control.keys_api import keys_router
 from tidal.control.queue_store import QueueStore
 from tidal.control.registry import AppRecord, Registry
 from tidal.control.secrets import SecretStore
 from tidal.control.secrets_api import secrets_router
 from tidal.environments import Environments
+from tidal.gateway.auth import Authenticator
 from tidal.gateway.proxy import Gateway
 from tidal.gateway.queue import QueueService, queue_router
 from tidal.machines import load_machines
@@ -38,6 +41,8 @@ class Platform:
         engine = open_database(config.data_dir / "tidal.db")
         self.registry = Registry(engine)
         self.secrets = SecretStore.for_platform(engine, config)
+        self.keys = KeyStore(engine)
+        self.auth = Authenticator.for_platform(self.keys, config, self._is_public)
         self.files = FileServer(files_dir(config.data_dir))
         self.backend = LocalBackend(
             config.data_dir / "runners",
@@ -55,11 +60,16 @@ class Platform:
         self.controller.on_openapi_found.append(self._keep_openapi)
         self.api = build_api(self)
         self.api.include_router(secrets_router(self.secrets, self.owner))
+        self.api.include_router(keys_router(self.keys))
         self.queue = QueueService(QueueStore(engine), self.controller, self.gateway)
         self.queue_api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         self.queue_api.include_router(
             queue_router(self.queue, lambda o, a: self.controller.deployments.get((o, a)))
         )
+
+    def _is_public(self, owner: str, app: str) -> bool:
+        dep = self.controller.deployments.get((owner, app))
+        return dep is not None and dep.record.public
 
     def _keep_openapi(self, record: AppRecord, document: dict[str, Any]) -> None:
         self.registry.set_openapi(record.owner, record.name, record.revision, document)
@@ -89,6 +99,14 @@ class Platform:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
+        # API keys for every path family (/api/v1/health and /files/ stay open): see
+        # tidal.gateway.auth. A refusal has been answered when admit() is False.
+        if (
+            kind != "lifespan"
+            and self.auth.enabled
+            and not await self.auth.admit(scope, receive, send)
+        ):
+            return
         if kind == "http":
             if scope["path"].startswith("/api/"):
                 await self.api(scope, receive, send)

@@ -81,14 +81,16 @@ def wait_for(
 
 
 @contextlib.contextmanager
-def start_platform(data_dir: Path, extra_args: Sequence[str] = ()) -> Iterator[PlatformProcess]:
+def start_platform(
+    data_dir: Path, extra_args: Sequence[str] = (), auth: bool = False
+) -> Iterator[PlatformProcess]:
     """Start `tidal server` on a free port; stop it (and so its runners) on exit."""
     port = free_port()
     log_path = data_dir / "platform.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tidal", "server", "--port", str(port),
-             "--data-dir", str(data_dir), *extra_args],
+             "--data-dir", str(data_dir), *([] if auth else ["--no-auth"]), *extra_args],
             stdout=log, stderr=subprocess.STDOUT,
             # Its own session: a Ctrl-C at the terminal must not reach it as well as
             # our SIGINT below (uvicorn takes a second SIGINT as "exit now").

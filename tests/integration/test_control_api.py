@@ -46,6 +46,7 @@ def spec(digest: str, **options: Any) -> dict[str, Any]:
 @pytest.fixture
 def config(tmp_path: Path) -> PlatformConfig:
     return PlatformConfig(
+        auth=False,
         data_dir=tmp_path,
         port=free_port(),
         bundle_limit_bytes=1024 * 1024,
@@ -169,7 +170,7 @@ def test_database_migrations_are_recorded_once(tmp_path: Path) -> None:
 
 
 def test_without_isolation_an_exposed_port_app_runs_one_runner(tmp_path: Path) -> None:
-    config = PlatformConfig(data_dir=tmp_path, port=free_port(), isolate_network=False)
+    config = PlatformConfig(data_dir=tmp_path, port=free_port(), isolate_network=False, auth=False)
     data, digest = bundle({"app.py": APP_PY})
     with platform_in_thread(config), httpx.Client(base_url=config.url, timeout=30) as api:
         api.put(f"/api/v1/bundles/{digest}", content=data)

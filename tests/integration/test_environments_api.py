@@ -29,7 +29,7 @@ def events(url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_concurrent_asks_build_once_and_stream_progress(tmp_path: Path) -> None:
-    config = PlatformConfig(data_dir=tmp_path, port=free_port())
+    config = PlatformConfig(data_dir=tmp_path, port=free_port(), auth=False)
     body = {"requirements": ["six==1.16.0"]}
     with platform_in_thread(config), ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda _: events(config.url, body), range(3)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tidal.config import DEFAULT_URL
+from tidal.config import DEFAULT_URL, default_data_dir
 
 
 class CLIError(Exception):
@@ -71,6 +72,11 @@ def resolve(url_option: str | None = None) -> Target:
         owner = next((p for p in candidates if p.key and p.url.rstrip("/") == url), None)
         if owner is not None:
             key, key_source = owner.key, f"profile {owner.name!r}"
+    if key is None and url == DEFAULT_URL:
+        # The embedded platform on this machine: its admin key, where we may read it.
+        local = default_data_dir() / "admin.key"
+        with contextlib.suppress(OSError):
+            key, key_source = local.read_text().strip() or None, str(local)
     return Target(url, key, url_source, key_source, current.name if current else None)
 
 

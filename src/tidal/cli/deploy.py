@@ -150,7 +150,9 @@ def build_environment(client: Client, spec: AppSpec, status: Status) -> None:
             status.update(f"Building the environment… [dim]{event['log'][-80:]}[/]")
 
 
-def deploy(client: Client, target: str, app_name: str | None, console: Console) -> dict[str, Any]:
+def deploy(
+    client: Client, target: str, app_name: str | None, console: Console, public: bool = False
+) -> dict[str, Any]:
     with console.status("Loading the app…") as status:
         path, name, found = load_target(target)
         app = app_name or default_app_name(name, found)
@@ -173,6 +175,8 @@ def deploy(client: Client, target: str, app_name: str | None, console: Console) 
         build_environment(client, spec, status)
         status.update(f"Deploying {app}…")
         view: dict[str, Any] = client.post(
-            "/api/v1/apps", json={"spec": spec.model_dump(mode="json")}, timeout=None
+            "/api/v1/apps",
+            json={"spec": spec.model_dump(mode="json"), "public": public},
+            timeout=None,
         )
     return view

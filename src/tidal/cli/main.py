@@ -23,6 +23,7 @@ from tidal import __version__
 from tidal.cli.client import Client, CLIError, connect
 from tidal.cli.deploy import deploy as deploy_app
 from tidal.cli.doctor import doctor
+from tidal.cli.keys import keys_app
 from tidal.cli.profiles import profile_app
 from tidal.cli.secrets import secrets_app
 from tidal.cli.simulate import simulate_app
@@ -44,6 +45,7 @@ app.add_typer(apps_cmd, name="apps")
 app.add_typer(runners_cmd, name="runners")
 app.add_typer(simulate_app, name="scale")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(keys_app, name="keys")
 app.add_typer(profile_app, name="profile")
 app.command()(doctor)
 
@@ -102,6 +104,15 @@ def server(
             "machine types, host capacity, region, limits.",
         ),
     ] = None,
+    auth: Annotated[
+        bool | None,
+        typer.Option(
+            "--auth/--no-auth",
+            help="Require API keys (default: on, or the configuration's `auth`). The first "
+            "start with keys on writes an admin key to DATA_DIR/admin.key.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the embedded platform: control API, gateway and local runners, on one port."""
     from tidal.server import serve
@@ -112,6 +123,8 @@ def server(
     settings: dict[str, Any] = {"data_dir": data, "host": host, "port": port}
     if isolation == "off":
         settings["isolate_network"] = False
+    if auth is not None:
+        settings["auth"] = auth
     config_path = config_file or (data / "tidal.toml")
     try:
         if config_file or config_path.is_file():
@@ -141,9 +154,14 @@ def deploy(
         str | None, typer.Option("--app-name", help="Name of the app (default: the function's).")
     ] = None,
     as_json: JsonFlag = False,
+    public: Annotated[
+        bool, typer.Option("--public", help="Anyone may call the app, without an API key.")
+    ] = False,
 ) -> None:
     """Deploy an app (a new revision if it exists) and print its URL."""
-    view = deploy_app(client(), target, app_name, err_console if as_json else console)
+    view = deploy_app(
+        client(), target, app_name, err_console if as_json else console, public=public
+    )
     if as_json:
         print_json(view)
         return
@@ -173,7 +191,7 @@ def run(
         with console.status("Starting an embedded platform…"):
             with (Path(data_dir) / "platform.log").open("wb") as platform_log:
                 platform = subprocess.Popen(
-                    [sys.executable, "-m", "tidal", "server", "--port", str(port), "--data-dir", data_dir],
+                    [sys.executable, "-m", "tidal", "server", "--port", str(port), "--data-dir", data_dir, "--no-auth"],
                     stdout=subprocess.DEVNULL, stderr=platform_log,
                     start_new_session=True,  # Ctrl-C reaches us; we stop it once
                 )  # fmt: skip

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tidal.cli.client import Client, CLIError, platform_url
+from tidal.cli.client import Client, CLIError, resolve
 
 secrets_app = typer.Typer(
     help="Set, list and remove secrets: environment variables for your runners, stored "
@@ -34,7 +34,8 @@ class SecretsClient(Client):
 def _client(ctx: typer.Context) -> Iterator[SecretsClient]:
     # `tidal --url URL secrets ...`: the root command's option, when there is one.
     url = ctx.find_root().params.get("url")
-    api = SecretsClient(platform_url(url if isinstance(url, str) else None))
+    target = resolve(url if isinstance(url, str) else None)
+    api = SecretsClient(target.url, target.key, source=target.url_source)
     try:
         yield api
     finally:

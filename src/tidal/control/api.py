@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 class DeployRequest(BaseModel):
     spec: AppSpec
+    # Callable without an API key; private (the default) unless each deploy says so.
+    public: bool = False
 
 
 class EnvironmentRequest(BaseModel):
@@ -105,6 +107,7 @@ def build_api(platform: Platform) -> FastAPI:
             "name": record.name,
             "url": f"{base}/{record.owner}/{record.name}",
             "revision": record.revision,
+            "public": record.public,
             "kind": record.spec.kind,
             "entry": record.spec.entry,
             "bundle_digest": record.spec.bundle_digest,
@@ -211,7 +214,7 @@ def build_api(platform: Platform) -> FastAPI:
                         spec = spec.model_copy(update={"environment": item.digest})
             except EnvironmentBuildError as exc:
                 raise InvalidOptionError(str(exc)) from None
-        record = platform.registry.deploy(owner, spec)
+        record = platform.registry.deploy(owner, spec, public=body.public)
         platform.controller.apply(record)
         return app_view(record, request)
 
@@ -269,7 +272,7 @@ def build_api(platform: Platform) -> FastAPI:
         """Roll every runner (e.g. to pick up changed secrets): the same code as a new
         revision, rolled out ready-first like any deploy."""
         current = platform.registry.get(owner, name)
-        record = platform.registry.deploy(owner, current.spec)
+        record = platform.registry.deploy(owner, current.spec, public=current.public)
         platform.controller.apply(record)
         return app_view(record, request)
 

@@ -34,6 +34,8 @@ class AppRow(Base):
     current_revision: Mapped[int] = mapped_column(default=0)
     # Options changed live with `tidal apps scale`; they override the revision's.
     scaling_json: Mapped[str] = mapped_column(Text, default="{}")
+    # Callable without an API key (migration _v5).
+    public: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[float] = mapped_column(default=time.time)
     updated_at: Mapped[float] = mapped_column(default=time.time)
 

@@ -31,6 +31,8 @@ class AppRecord:
     created_at: float
     updated_at: float
     scaling_overrides: dict[str, Any] = field(default_factory=dict)
+    # Callable without an API key (each deploy says; private unless `--public`).
+    public: bool = False
 
     @property
     def options(self) -> AppOptions:
@@ -46,7 +48,7 @@ class Registry:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def deploy(self, owner: str, spec: AppSpec) -> AppRecord:
+    def deploy(self, owner: str, spec: AppSpec, public: bool = False) -> AppRecord:
         if spec.bundle_digest is None:
             raise ValueError("a revision needs its code bundle")
         now = time.time()
@@ -70,6 +72,7 @@ class Registry:
                 )
             )
             row.current_revision = number
+            row.public = public
             row.updated_at = now
             s.flush()
             return self._record(s, row)
@@ -148,4 +151,5 @@ class Registry:
             created_at=row.created_at,
             updated_at=row.updated_at,
             scaling_overrides=json.loads(row.scaling_json),
+            public=bool(row.public),
         )

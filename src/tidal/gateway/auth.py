@@ -1,0 +1,124 @@
+"""API key checks in front of every path family of the platform (raw ASGI).
+
+With the platform's `auth` setting on, a request carries `Authorization: Key <id>:<secret>`:
+
+- `/api/v1/health`: open (load balancers and `tidal doctor` probe it);
+- `/api/...` (the control plane): an `admin` key;
+- `/{owner}/{app}/...`, `/queue/{owner}/{app}/...` and WebSockets to apps: an `invoke` or
+  `admin` key, or none at all when the app was deployed public;
+- `/files/...`: open. A file's URL holds a random 128-bit id, unguessable, and it is
+  handed to whoever called the app (and put in `<img src>` tags, which send no header).
+
+No key: 401; a malformed, unknown or revoked key: 401; a key whose scope does not reach
+the path: 403 (`{"detail", "error_type"}` like the gateway's other errors). An answer
+never echoes the key it refused. On the data path our `Key` header is removed before the
+request goes on, so that a runner (its logs, the durable queue's stored headers) never
+sees a platform key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tidal.asgi import send_error
+from tidal.control.keys import ADMIN, KeyInfo, KeyStore
+
+Scope = dict[str, Any]
+IsPublic = Callable[[str, str], bool]
+
+OPEN_API_PATHS = frozenset({"/api/v1/health"})
+HOW = "send `Authorization: Key <id>:<secret>` (create keys with `tidal keys create`)"
+
+
+class Authenticator:
+    def __init__(self, store: KeyStore, enabled: bool, is_public: IsPublic) -> None:
+        self.store = store
+        self.enabled = enabled
+        self.is_public = is_public
+
+    @classmethod
+    def for_platform(cls, store: KeyStore, config: Any, is_public: IsPublic) -> Authenticator:
+        """The platform's checker; with auth on and no admin key, one is created and
+        written to `<data_dir>/admin.key` (see KeyStore.bootstrap)."""
+        enabled = bool(getattr(config, "auth", False))
+        if enabled:
+            store.bootstrap(Path(config.data_dir))
+        return cls(store, enabled, is_public)
+
+    async def admit(self, scope: Scope, receive: Any, send: Any) -> bool:
+        """True when the request may go on; otherwise the refusal is sent (HTTP) or the
+        WebSocket closed, and False is returned."""
+        if not self.enabled:
+            return True
+        refusal = self.check(scope)
+        if refusal is None:
+            return True
+        status, error_type, detail = refusal
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect; a close before accept is an HTTP 403
+            await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
+            return False
+        extra = [(b"www-authenticate", b"Key")] if status == 401 else []
+        await send_error(send, status, error_type, detail, extra)
+        return False
+
+    def check(self, scope: Scope) -> tuple[int, str, str] | None:
+        """None when allowed, else (status, error_type, detail). On the data path, our
+        Authorization header is dropped from `scope` once read."""
+        path: str = scope["path"]
+        if path in OPEN_API_PATHS:
+            return None
+        if path.startswith("/api/"):
+            key, refusal = self._key(scope, strip=False)
+            if refusal is not None:
+                return refusal
+            assert key is not None
+            if key.scope != ADMIN:
+                return (
+                    403,
+                    "forbidden",
+                    f"the API key {key.id} (scope {key.scope}) may only call apps; the "
+                    "control-plane API needs an admin key",
+                )
+            return None
+        if path.startswith("/files/"):
+            return None  # unguessable ids: see the module's docstring
+        owner, app = _owner_app(path)
+        public = bool(owner and app and self.is_public(owner, app))
+        _, refusal = self._key(scope, strip=True, check=not public)
+        return None if public else refusal
+
+    def _key(
+        self, scope: Scope, strip: bool, check: bool = True
+    ) -> tuple[KeyInfo | None, tuple[int, str, str] | None]:
+        headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
+        ours = [v for k, v in headers if k.lower() == b"authorization" and v[:4].lower() == b"key "]
+        if strip and ours:
+            scope["headers"] = [
+                (k, v) for k, v in headers if not (k.lower() == b"authorization" and v in ours)
+            ]
+        if not check:
+            return None, None
+        if not ours:
+            return None, (401, "unauthorized", f"this needs an API key: {HOW}")
+        if len(ours) > 1:
+            return None, (401, "unauthorized", "send one Authorization header, not several")
+        presented = ours[0][4:].decode("latin-1").strip()
+        key = self.store.verify(presented)
+        if key is None:
+            return None, (
+                401,
+                "unauthorized",
+                "the API key is not valid (malformed, unknown or revoked); " + HOW,
+            )
+        return key, None
+
+
+def _owner_app(path: str) -> tuple[str, str]:
+    """The (owner, app) a data-path request is for ("" where the path names none)."""
+    parts = path.split("/", 4)
+    if path.startswith("/queue/"):
+        parts = parts[1:]
+    return (parts[1], parts[2]) if len(parts) > 2 else ("", "")
