@@ -43,12 +43,20 @@ class PlatformConfig:
     region: str = "local"
     # The `[host]` and `[machine_types.*]` tables (see tidal.machines).
     machines: dict[str, Any] = field(default_factory=dict)
+    # Serve https with this certificate (PEM, leaf first, then intermediates) and key.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certfile else "http"
+
     # API keys required (tidal.gateway.auth); `tidal server --no-auth` turns them off.
     auth: bool = True
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
 
 class ConfigError(ValueError):
@@ -69,4 +77,7 @@ def load_config(path: Path, **overrides: Any) -> PlatformConfig:
             f"{path}: unknown setting {unknown[0]!r}; known: "
             f"{', '.join(sorted(known | {'host', 'machine_types'}))}"
         )
+    for key in ("tls_certfile", "tls_keyfile", "secrets_key_file"):
+        if isinstance(raw.get(key), str):  # relative to the TOML file's folder
+            raw[key] = path.parent / Path(raw[key]).expanduser()
     return PlatformConfig(**{**raw, "machines": machines, **overrides})

@@ -47,7 +47,7 @@ class Platform:
         self.backend = LocalBackend(
             config.data_dir / "runners",
             isolate=config.isolate_network,
-            env=runner_env(files_dir(config.data_dir), config.host, config.port),
+            env=runner_env(files_dir(config.data_dir), config.host, config.port, config.scheme),
         )
         host, catalog = load_machines(config.machines)
         self.inventory = Inventory(host, catalog)
@@ -153,6 +153,8 @@ def uvicorn_config(platform: Platform) -> uvicorn.Config:
         proxy_headers=False,
         log_level="warning",
         timeout_graceful_shutdown=int(platform.config.stop_grace_seconds) + 5,
+        ssl_certfile=platform.config.tls_certfile,
+        ssl_keyfile=platform.config.tls_keyfile,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -31,6 +32,13 @@ class PlatformProcess:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    # The CA that signed the platform's TLS certificate (https platforms only).
+    ca_file: Path | None = None
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx's `verify=` needs to trust this platform."""
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
 
     def cli(
         self,
@@ -44,6 +52,7 @@ class PlatformProcess:
         env = {
             **os.environ,
             "TIDAL_URL": self.url,
+            **({"SSL_CERT_FILE": str(self.ca_file)} if self.ca_file else {}),
             "COLUMNS": "200",
             "NO_COLOR": "1",
             **(env or {}),
@@ -60,7 +69,7 @@ class PlatformProcess:
         return done
 
     def http(self, timeout: float = 60) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
+        return httpx.Client(base_url=self.url, timeout=timeout, verify=self.verify)
 
     def runner_pids(self) -> list[int]:
         return [int(p.read_text()) for p in (self.data_dir / "runners").glob("*.pid")]
@@ -82,9 +91,15 @@ def wait_for(
 
 @contextlib.contextmanager
 def start_platform(
-    data_dir: Path, extra_args: Sequence[str] = (), auth: bool = False
+    data_dir: Path,
+    extra_args: Sequence[str] = (),
+    auth: bool = False,
+    tls_ca: Path | None = None,
 ) -> Iterator[PlatformProcess]:
-    """Start `tidal server` on a free port; stop it (and so its runners) on exit."""
+    """Start `tidal server` on a free port; stop it (and so its runners) on exit.
+
+    `tls_ca`: the platform serves https (its TOML or `extra_args` name the certificate),
+    and this CA, which signed it, is what the health check, `cli()` and `http()` trust."""
     port = free_port()
     log_path = data_dir / "platform.log"
     with log_path.open("wb") as log:
@@ -96,14 +111,16 @@ def start_platform(
             # our SIGINT below (uvicorn takes a second SIGINT as "exit now").
             start_new_session=True,
         )  # fmt: skip
-    running = PlatformProcess(f"http://127.0.0.1:{port}", data_dir, process, log_path)
+    scheme = "https" if tls_ca else "http"
+    running = PlatformProcess(f"{scheme}://127.0.0.1:{port}", data_dir, process, log_path, tls_ca)
     try:
 
         def healthy() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"the platform exited: {log_path.read_text()}")
             try:
-                return httpx.get(f"{running.url}/api/v1/health", timeout=1).status_code == 200
+                health = httpx.get(f"{running.url}/api/v1/health", timeout=1, verify=running.verify)
+                return health.status_code == 200
             except httpx.HTTPError:
                 return False
 

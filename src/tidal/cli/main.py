@@ -104,6 +104,13 @@ def server(
             "machine types, host capacity, region, limits.",
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve https with this PEM certificate (chain); needs --tls-key."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="The private key (PEM) of --tls-cert.")
+    ] = None,
     auth: Annotated[
         bool | None,
         typer.Option(
@@ -123,6 +130,10 @@ def server(
     settings: dict[str, Any] = {"data_dir": data, "host": host, "port": port}
     if isolation == "off":
         settings["isolate_network"] = False
+    if tls_cert is not None:
+        settings["tls_certfile"] = tls_cert.resolve()
+    if tls_key is not None:
+        settings["tls_keyfile"] = tls_key.resolve()
     if auth is not None:
         settings["auth"] = auth
     config_path = config_file or (data / "tidal.toml")
@@ -132,6 +143,8 @@ def server(
         else:
             config = PlatformConfig(**settings)
         # Fail on a bad [host] or [machine_types] table now, as one readable line.
+        if (config.tls_certfile is None) != (config.tls_keyfile is None):
+            raise ConfigError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
         load_machines(config.machines)
     except (ConfigError, MachineConfigError, TypeError) as exc:
         raise CLIError(str(exc)) from None

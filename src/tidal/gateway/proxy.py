@@ -82,7 +82,7 @@ class Gateway:
                             f"no app {app!r} deployed for owner {owner!r}; see `tidal apps list`")  # fmt: skip
             return
         request_id = uuid.uuid4().hex
-        ids = [(REQUEST_ID_HEADER, request_id.encode())]
+        ids = [(REQUEST_ID_HEADER, request_id.encode()), (b"x-fal-request-id", request_id.encode())]
         timeout = (
             dep.record.options.request_timeout or self.controller.config.default_request_timeout
         )
@@ -133,6 +133,7 @@ class Gateway:
             await upstream.write(conn, pool.host_header)
             await conn.read_head(head_only=upstream.method == b"HEAD")
             conn.headers.append((REQUEST_ID_HEADER, upstream.request_id.encode()))
+            conn.headers.append((b"x-fal-request-id", upstream.request_id.encode()))
             await send({"type": "http.response.start", "status": conn.status,
                         "headers": [h for h in conn.headers if h[0].lower() not in HOP_BY_HOP]})  # fmt: skip
             progress.started = True

@@ -149,7 +149,9 @@ class QueueService:
             dep.record.options.request_timeout or self.controller.config.default_request_timeout
         )
         try:
-            upstream = await _Upstream.from_scope(_scope(item), _receiver(item.body), dep, item.id)
+            upstream = await _Upstream.from_scope(
+                _scope(item, self.controller.config.scheme), _receiver(item.body), dep, item.id
+            )
             async with asyncio.timeout(timeout):
                 await self.gateway._forward(capture, runner, upstream, _Progress())
         except asyncio.CancelledError:
@@ -194,13 +196,13 @@ class QueueService:
         return 202, "CANCELLATION_REQUESTED"
 
 
-def _scope(item: QueuedRequest) -> dict[str, Any]:
+def _scope(item: QueuedRequest, scheme: str) -> dict[str, Any]:
     prefix = f"/{item.owner}/{item.app}"
     path = prefix + item.path
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in item.headers]
     headers.append((b"content-length", str(len(item.body)).encode()))
     return {"type": "http", "method": item.method, "path": path, "raw_path": path.encode(),
-            "query_string": item.query.encode(), "headers": headers, "scheme": "http"}  # fmt: skip
+            "query_string": item.query.encode(), "headers": headers, "scheme": scheme}  # fmt: skip
 
 
 def _receiver(body: bytes) -> Any:
@@ -237,13 +239,14 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
                                **urls(request, item.owner, item.app, item.id)}  # fmt: skip
         if item.status == IN_QUEUE:
             out["queue_position"] = store.position(item.id)
-        if logs or item.status == COMPLETED:
-            # What an App's endpoint printed while serving it (direct servers' output
-            # is in the runner's log: it cannot be told apart per request).
+        if item.status != IN_QUEUE:
+            # What an App's endpoint printed while serving it (a direct server's output is
+            # in its runner's log: it cannot be told apart per request). fal's clients
+            # expect the key whenever the request has started.
             out["logs"] = (
                 logs_for(data_dir / "logs" / item.owner / item.app, item.id)
-                if item.status != IN_QUEUE
-                else []
+                if logs or item.status == COMPLETED
+                else None
             )
         if item.status == COMPLETED:
             if item.started_at and item.completed_at:
@@ -258,7 +261,7 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
 
     @router.get("/queue/{owner}/{app}/requests/{request_id}/status")
     async def status(
-        owner: str, app: str, request_id: str, request: Request, logs: int = 0
+        owner: str, app: str, request_id: str, request: Request, logs: bool = False
     ) -> Response:
         item = find(owner, app, request_id)
         if item is None:
@@ -268,7 +271,7 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
 
     @router.get("/queue/{owner}/{app}/requests/{request_id}/status/stream")
     async def status_stream(
-        owner: str, app: str, request_id: str, request: Request, logs: int = 0
+        owner: str, app: str, request_id: str, request: Request, logs: bool = False
     ) -> Response:
         if find(owner, app, request_id) is None:
             return JSONResponse({"detail": f"no request {request_id!r}"}, status_code=404)

@@ -45,7 +45,7 @@ def files_dir(data_dir: Path) -> Path:
     return data_dir / "files"
 
 
-def public_url(host: str, port: int) -> str:
+def public_url(host: str, port: int, scheme: str = "http") -> str:
     """The platform's base URL as runners should use it (`TIDAL_PUBLIC_URL` wins if set).
 
     A wildcard bind address is not something to put in a URL: it becomes loopback.
@@ -59,12 +59,12 @@ def public_url(host: str, port: int) -> str:
         host = "::1"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
-def runner_env(store: Path, host: str, port: int) -> dict[str, str]:
+def runner_env(store: Path, host: str, port: int, scheme: str = "http") -> dict[str, str]:
     """The variables that let a runner's `tidal.toolkit.File` save into the store."""
-    return {FILES_DIR_ENV: str(store), PUBLIC_URL_ENV: public_url(host, port)}
+    return {FILES_DIR_ENV: str(store), PUBLIC_URL_ENV: public_url(host, port, scheme)}
 
 
 def valid_file_id(file_id: str) -> bool:
