@@ -35,6 +35,8 @@ class PlatformConfig:
     ended_runners_kept: int = 20
     # The key that seals secrets (default: DATA_DIR/secrets.key, created 0600 on first start).
     secrets_key_file: Path | None = None
+    # How long the queue keeps a completed request's result.
+    queue_result_ttl_seconds: float = 7 * 24 * 3600
     # Environments no app uses are removed after this long unused.
     environment_ttl_seconds: float = 7 * 24 * 3600
     # Give each exposed_port runner a private network namespace where the host allows.

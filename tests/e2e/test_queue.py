@@ -4,6 +4,7 @@ priority, and nothing lost when the platform is killed mid-way."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,31 @@ def test_nothing_is_lost_when_the_platform_is_killed(
     print(f"\n200 requests, killed after 40+: {len(done_ok)} completed, {len(failed)} failed by id, "
           f"{len(twice)} ran twice")  # fmt: skip
     assert json.dumps(finals)  # every status is plain JSON
+
+
+def test_start_deadline_and_cancelling_a_running_request(platform: PlatformProcess) -> None:
+    platform.cli("deploy", "scaling.py::single", "--app-name", "deadline", cwd=ECHO)
+    with platform.http() as http:
+        assert http.post("/local/deadline/work").status_code == 200  # a warm runner
+        running = submit(http, "deadline", "work?sleep=30", {"n": "long"})
+        wait_for(lambda: status(http, "deadline", running["request_id"])["status"] == "IN_PROGRESS")
+        # Sync: no slot frees within the caller's start deadline -> 504, typed as fal's.
+        late = http.post("/local/deadline/work", headers={"X-Fal-Request-Timeout": "0.5"})
+        assert late.status_code == 504
+        assert late.headers["x-fal-request-timeout-type"] == "user"
+        assert "X-Fal-Request-Timeout (0.5s)" in late.json()["detail"]
+        # Queued: a request that could not start in time completes with the reason.
+        queued = submit(http, "deadline", "work", {"n": "late"}, **{"X-Fal-Request-Timeout": "1"})
+        time.sleep(1.5)
+        # Cancelling the running one closes its connection to the runner at once...
+        cancel = http.put(running["cancel_url"])
+        assert (cancel.status_code, cancel.json()) == (202, {"status": "CANCELLATION_REQUESTED"})
+        done = completed(http, "deadline", running["request_id"], timeout=15)
+        assert done["error_type"] == "request_cancelled"
+        # ...which frees the slot; the late one is answered with its deadline, not run.
+        late_done = completed(http, "deadline", queued["request_id"], timeout=15)
+        assert late_done["error_type"] == "request_timeout"
+        assert "X-Fal-Request-Timeout (1s)" in late_done["error"]
+    runs = (platform.data_dir / "data" / "work-runs.txt").read_text().split()
+    assert queued["request_id"] not in runs
+    platform.cli("apps", "delete", "deadline")

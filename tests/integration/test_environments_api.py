@@ -52,3 +52,23 @@ def test_garbage_collection_keeps_what_is_used_or_recent(tmp_path: Path) -> None
     removed = envs.collect_garbage({"used"}, older_than_seconds=600)
     assert removed == ["stale"]
     assert sorted(p.name for p in (tmp_path / "envs").iterdir()) == ["recent", "used"]
+
+
+def test_queue_results_are_forgotten_after_their_retention(tmp_path: Path) -> None:
+    from tidal.control.db import open_database
+    from tidal.control.queue_store import QueueStore
+
+    store = QueueStore(open_database(tmp_path / "q.db"))
+    old = store.submit("local", "a", "POST", "/", "", [], b"", 0, False)
+    fresh = store.submit("local", "a", "POST", "/", "", [], b"", 0, False)
+    waiting = store.submit("local", "a", "POST", "/", "", [], b"", 0, False)
+    for request_id in (old, fresh):
+        store.claim_next("local", "a")
+        store.complete(request_id, 200, [], b"{}")
+    with store._engine.begin() as conn:  # completed an hour ago
+        from sqlalchemy import text
+
+        conn.execute(text("UPDATE queue_requests SET completed_at = 0 WHERE id = :i"), {"i": old})
+    assert store.purge(older_than_seconds=600) == 1
+    assert store.get(old) is None
+    assert store.get(fresh) is not None and store.get(waiting) is not None

@@ -146,6 +146,14 @@ class QueueStore:
             )
         return self.get(row.id)
 
+    def purge(self, older_than_seconds: float) -> int:
+        """Forget results completed longer ago than the retention time."""
+        with self._engine.begin() as conn:
+            return int(conn.execute(
+                text("DELETE FROM queue_requests WHERE status = :c AND completed_at < :t"),
+                {"c": COMPLETED, "t": time.time() - older_than_seconds},
+            ).rowcount)  # fmt: skip
+
     def requeue(self, request_id: str) -> None:
         with self._engine.begin() as conn:
             conn.execute(

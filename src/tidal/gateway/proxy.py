@@ -8,6 +8,7 @@ sent them, streamed both ways. Hop-by-hop headers are the only ones dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +32,11 @@ REQUEST_ID_HEADER = b"x-tidal-request-id"
 # Bodies up to this size are read whole and sent in one write; larger or
 # chunked ones stream through.
 BUFFER_LIMIT = 64 * 1024
+
+
+class _StartTimeout(Exception):
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
 
 
 class ClientGone(Exception):
@@ -93,8 +99,15 @@ class Gateway:
                 # A connection that could not be made sent nothing: safe to try another
                 # runner once, when the body can be sent again.
                 attempts = 2 if upstream.replayable else 1
+                start_limit = upstream.start_timeout
                 for attempt in range(attempts):
-                    runner = await dep.router.acquire()
+                    if start_limit is None:
+                        runner = await dep.router.acquire()
+                    else:
+                        try:
+                            runner = await asyncio.wait_for(dep.router.acquire(), start_limit)
+                        except TimeoutError:
+                            raise _StartTimeout(start_limit) from None
                     progress.runner_id = runner.id
                     try:
                         await self._forward(send, runner, upstream, progress)
@@ -108,6 +121,10 @@ class Gateway:
                         raise
                     finally:
                         dep.router.release(runner)
+        except _StartTimeout as exc:
+            await send_error(send, 504, "request_timeout",
+                             f"no runner took the request within X-Fal-Request-Timeout "
+                             f"({exc.limit:g}s)", [*ids, (b"x-fal-request-timeout-type", b"user")])  # fmt: skip
         except RouterError as exc:
             extra = [(b"retry-after", b"%d" % exc.retry_after)] if exc.retry_after else []
             await send_error(send, exc.status, exc.error_type, exc.detail, [*ids, *extra])
@@ -147,7 +164,7 @@ class Gateway:
 class _Upstream:
     """The request as the runner will get it: the head as bytes, and the body."""
 
-    __slots__ = ("body", "has_host", "head", "method", "request_id", "stream")
+    __slots__ = ("body", "has_host", "head", "method", "request_id", "start_timeout", "stream")
 
     def __init__(self) -> None:
         self.method = b""
@@ -156,6 +173,8 @@ class _Upstream:
         self.request_id = ""
         self.body = b""
         self.stream: AsyncIterator[bytes] | None = None
+        # fal's X-Fal-Request-Timeout: how long the caller lets the request wait to start.
+        self.start_timeout: float | None = None
 
     @property
     def replayable(self) -> bool:
@@ -182,6 +201,9 @@ class _Upstream:
                 chunked = True
             elif name == b"host":
                 self.has_host = True
+            elif name == b"x-fal-request-timeout":
+                with contextlib.suppress(ValueError):
+                    self.start_timeout = max(0.0, float(value))
             if name not in HOP_BY_HOP:
                 lines += (name, b": ", value, b"\r\n")
         client = scope.get("client")

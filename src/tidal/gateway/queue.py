@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -48,6 +49,7 @@ class QueueService:
         self._unclaimed: dict[tuple[str, str], int] = {}  # workers not yet holding a request
         self._running: dict[str, asyncio.Task[None]] = {}  # request id -> its worker
         self._workers: set[asyncio.Task[None]] = set()
+        self._purger: asyncio.Task[None] | None = None
         self.webhooks = WebhookSender(store, controller.config.data_dir)
 
     def complete(
@@ -68,10 +70,20 @@ class QueueService:
             )
         for key in self.store.apps_waiting():
             self.kick(key)
+        self._purger = asyncio.create_task(self._purge_results())
         if owed := self.webhooks.resume():
             log.info("queue after restart: %d webhook(s) to deliver", owed)
 
+    async def _purge_results(self) -> None:
+        ttl = self.controller.config.queue_result_ttl_seconds
+        while True:
+            if removed := self.store.purge(ttl):
+                log.info("queue: forgot %d result(s) older than %ds", removed, ttl)
+            await asyncio.sleep(min(3600.0, max(1.0, ttl / 10)))
+
     async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
         tasks = [*self._dispatchers.values(), *self._workers]
         for task in tasks:
             task.cancel()
@@ -121,7 +133,9 @@ class QueueService:
         try:
             self._unclaimed[key] -= 1
             claimed = self.store.claim_next(*key)
-            if claimed is not None:
+            if claimed is not None and (late := _missed_start(claimed)):
+                self.complete(claimed.id, None, [], None, late, "request_timeout")
+            elif claimed is not None:
                 task = asyncio.current_task()
                 assert task is not None
                 self._running[claimed.id] = task
@@ -194,6 +208,19 @@ class QueueService:
             self.complete(request_id, None, [], None, "the request was cancelled",
                                 "request_cancelled")  # fmt: skip
         return 202, "CANCELLATION_REQUESTED"
+
+
+def _missed_start(item: QueuedRequest) -> str | None:
+    """fal's X-Fal-Request-Timeout: a deadline for the request to start, counted from
+    its submission; why it was missed, or None."""
+    raw = next((v for k, v in item.headers if k.lower() == "x-fal-request-timeout"), None)
+    try:
+        limit = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if limit is None or time.time() - item.created_at <= limit:
+        return None
+    return f"the request did not start within X-Fal-Request-Timeout ({limit:g}s)"
 
 
 def _scope(item: QueuedRequest, scheme: str) -> dict[str, Any]:
