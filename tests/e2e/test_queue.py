@@ -153,3 +153,18 @@ def test_start_deadline_and_cancelling_a_running_request(platform: PlatformProce
     runs = (platform.data_dir / "data" / "work-runs.txt").read_text().split()
     assert queued["request_id"] not in runs
     platform.cli("apps", "delete", "deadline")
+
+
+def test_a_caller_hanging_up_frees_the_runner(platform: PlatformProcess) -> None:
+    platform.cli("deploy", "scaling.py::single", "--app-name", "hangup", cwd=ECHO)
+    with platform.http() as http:
+        assert http.post("/local/hangup/work").status_code == 200  # a warm runner
+    with pytest.raises(httpx.TimeoutException), platform.http(timeout=1.5) as impatient:
+        impatient.post("/local/hangup/work?sleep=30")
+    started = time.monotonic()
+    with platform.http() as http:  # the only slot was given back when the caller left
+        assert http.post("/local/hangup/work").status_code == 200
+    assert time.monotonic() - started < 15  # not after the abandoned request's 30 s
+    assert not [r for r in json.loads(platform.cli("runners", "list", "hangup", "--json").stdout)
+                if r["state"] == "failed"]  # fmt: skip
+    platform.cli("apps", "delete", "hangup")

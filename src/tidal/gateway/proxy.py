@@ -110,13 +110,15 @@ class Gateway:
                             raise _StartTimeout(start_limit) from None
                     progress.runner_id = runner.id
                     try:
-                        await self._forward(send, runner, upstream, progress)
+                        await self._forward(send, runner, upstream, progress, receive)
                         return
                     except UpstreamConnectError:
                         self.controller.suspect(dep, runner)
                         if attempt + 1 == attempts:
                             raise
                     except OSError:
+                        if progress.caller_left:
+                            return  # the caller hung up; the runner did nothing wrong
                         self.controller.suspect(dep, runner)
                         raise
                     finally:
@@ -142,10 +144,25 @@ class Gateway:
                                  "the request was not retried", ids)  # fmt: skip
 
     async def _forward(
-        self, send: Any, runner: Runner, upstream: _Upstream, progress: _Progress
+        self,
+        send: Any,
+        runner: Runner,
+        upstream: _Upstream,
+        progress: _Progress,
+        receive: Any = None,
     ) -> None:
         pool = self._pool(runner)
         conn = await pool.acquire()
+        watcher: asyncio.Task[None] | None = None
+
+        def watch() -> None:
+            # Only for requests still running after a second: a caller that hangs up
+            # then cancels the runner's work (its connection closes) at no cost to the
+            # many short requests.
+            nonlocal watcher
+            watcher = asyncio.ensure_future(_close_when_caller_leaves(receive, conn, progress))
+
+        timer = asyncio.get_running_loop().call_later(1.0, watch) if receive else None
         try:
             await upstream.write(conn, pool.host_header)
             await conn.read_head(head_only=upstream.method == b"HEAD")
@@ -158,7 +175,22 @@ class Gateway:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            if timer is not None:
+                timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
             pool.release(conn)
+
+
+async def _close_when_caller_leaves(
+    receive: Any, conn: UpstreamConnection, progress: _Progress
+) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            progress.caller_left = True
+            conn.close()
+            return
 
 
 class _Upstream:
@@ -232,10 +264,11 @@ class _Upstream:
 
 
 class _Progress:
-    __slots__ = ("runner_id", "started")
+    __slots__ = ("caller_left", "runner_id", "started")
 
     def __init__(self) -> None:
         self.started = False
+        self.caller_left = False
         self.runner_id = ""
 
 
