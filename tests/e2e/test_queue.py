@@ -168,3 +168,19 @@ def test_a_caller_hanging_up_frees_the_runner(platform: PlatformProcess) -> None
     assert not [r for r in json.loads(platform.cli("runners", "list", "hangup", "--json").stdout)
                 if r["state"] == "failed"]  # fmt: skip
     platform.cli("apps", "delete", "hangup")
+
+
+def test_cancelling_a_running_request_cancels_the_apps_handler(platform: PlatformProcess) -> None:
+    platform.cli("deploy", "app.py::Proxy", cwd=PROXY)
+    with platform.http() as http:
+        job = submit(http, "proxy", "slow", {"prompt": "job-to-cancel", "steps": 30})
+        wait_for(lambda: status(http, "proxy", job["request_id"])["status"] == "IN_PROGRESS")
+        time.sleep(0.3)  # the handler is running
+        assert http.put(job["cancel_url"]).status_code == 202
+        assert completed(http, "proxy", job["request_id"])["error_type"] == "request_cancelled"
+
+    def handler_saw_it() -> bool:
+        logs = platform.cli("logs", "proxy").stdout
+        return "handler saw the cancellation of 'job-to-cancel'" in logs
+
+    wait_for(handler_saw_it, timeout=15, what="the endpoint to see CancelledError")

@@ -6,6 +6,7 @@ running `setup()`), so the document always matches what the runner serves.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -64,6 +65,7 @@ def build_asgi(app_cls: type[App]) -> FastAPI:
     )
 
     api.add_middleware(_EndpointErrors)
+    api.add_middleware(_CancelOnDisconnect)
     api.add_middleware(RequestContext)  # outermost: errors are logged under the request
 
     paths = set()
@@ -138,3 +140,54 @@ class _EndpointErrors:
                 headers={"x-fal-error-type": type(exc).__name__},
             )
             await response(scope, receive, send)
+
+
+class _CancelOnDisconnect:
+    """The caller went away (it hung up, or the request was cancelled and the gateway
+    closed the connection): cancel the endpoint, which sees `asyncio.CancelledError`,
+    as fal's "handle request cancellations" describes. Once the endpoint has read the
+    whole body, nothing else is expected from the caller but a disconnect."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_read = asyncio.Event()
+        finished = False
+
+        async def tracked_receive() -> dict[str, Any]:
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_read.set()
+            return message
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal finished
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finished = True
+            await send(message)
+
+        endpoint = asyncio.ensure_future(self.app(scope, tracked_receive, tracked_send))
+
+        async def watch() -> None:
+            await body_read.wait()
+            while not finished:
+                if (await receive())["type"] == "http.disconnect":
+                    if not finished:
+                        print(
+                            f"tidal: {scope['path']}: the caller went away; cancelling", flush=True
+                        )
+                        endpoint.cancel()
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await endpoint
+        except asyncio.CancelledError:
+            if not watcher.done() or watcher.cancelled():
+                raise  # cancelled from outside (shutdown), not by the caller
+        finally:
+            watcher.cancel()

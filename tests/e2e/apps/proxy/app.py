@@ -70,6 +70,17 @@ class Proxy(tidal.App, keep_alive=30, max_concurrency=2):
             text=input.prompt.upper(), steps=input.steps, runner=os.environ["TIDAL_RUNNER_ID"]
         )
 
+    @tidal.endpoint("/slow")
+    async def slow(self, input: GenerateRequest) -> GenerateResponse:
+        try:
+            await asyncio.sleep(input.steps)
+        except asyncio.CancelledError:
+            print(f"handler saw the cancellation of {input.prompt!r}", flush=True)
+            raise
+        return GenerateResponse(
+            text="done", steps=input.steps, runner=os.environ["TIDAL_RUNNER_ID"]
+        )
+
     @tidal.endpoint("/info", method="GET")
     def info(self) -> dict[str, str]:
         return {"app": "proxy"}
