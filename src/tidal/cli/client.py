@@ -165,8 +165,14 @@ class Client:
     def patch(self, path: str, **kwargs: Any) -> Any:
         return self._request("PATCH", path, **kwargs).json()
 
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self._request("PUT", path, **kwargs).json()
+
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path).json()
+
+    def close(self) -> None:
+        self._http.close()
 
     def has_bundle(self, digest: str) -> bool:
         try:
@@ -205,3 +211,15 @@ def _error_text(resp: httpx.Response) -> str:
             f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail
         )
     return f"{detail} (HTTP {resp.status_code})"
+
+
+@contextlib.contextmanager
+def client_for(ctx: Any) -> Iterator[Client]:
+    """A client for a sub-command (`tidal --url URL secrets ...`): the root command's
+    --url when given, else the usual resolution; closed afterwards."""
+    url = ctx.find_root().params.get("url")
+    api = connect(url if isinstance(url, str) else None)
+    try:
+        yield api
+    finally:
+        api.close()

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 from urllib.parse import quote
@@ -14,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tidal.cli.client import Client, CLIError, connect
+from tidal.cli.client import CLIError, client_for
 
 keys_app = typer.Typer(
     help="Create, list and revoke API keys. Scope `admin` may use the control-plane API "
@@ -23,17 +21,6 @@ keys_app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-
-
-@contextmanager
-def _client(ctx: typer.Context) -> Iterator[Client]:
-    # `tidal --url URL keys ...`: the root command's option, when there is one.
-    url = ctx.find_root().params.get("url")
-    api = connect(url if isinstance(url, str) else None)
-    try:
-        yield api
-    finally:
-        api._http.close()
 
 
 @keys_app.command("create")
@@ -50,7 +37,7 @@ def keys_create(
     """Create a key and print it (`<id>:<secret>`) once: it cannot be shown again."""
     if scope not in ("invoke", "admin"):
         raise CLIError(f"--scope must be 'invoke' or 'admin', not {scope!r}")
-    with _client(ctx) as api:
+    with client_for(ctx) as api:
         view = api.post("/api/v1/keys", json={"scope": scope, "name": name})
     if as_json:
         print(json.dumps(view, indent=2, sort_keys=True))
@@ -70,7 +57,7 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """List keys: id, name, scope, created, last used (secrets are never shown)."""
-    with _client(ctx) as api:
+    with client_for(ctx) as api:
         views = api.get("/api/v1/keys")
     if as_json:
         print(json.dumps(views, indent=2, sort_keys=True))
@@ -90,7 +77,7 @@ def keys_list(
 def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Revoke a key by its id (`tk_...`): requests with it are refused from now on."""
     key_id = key_id.partition(":")[0]  # a whole key pasted by mistake: only its id is sent
-    with _client(ctx) as api:
+    with client_for(ctx) as api:
         api.delete(f"/api/v1/keys/{quote(key_id, safe='')}")
     console.print(f"[green]✓[/] Revoked key [bold]{key_id}[/]")
 

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from tidal.cli.client import Client, CLIError, resolve
+from tidal.cli.client import CLIError, client_for
 
 secrets_app = typer.Typer(
     help="Set, list and remove secrets: environment variables for your runners, stored "
@@ -23,23 +21,6 @@ secrets_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-
-
-class SecretsClient(Client):
-    def put(self, path: str, **kwargs: Any) -> Any:
-        return self._request("PUT", path, **kwargs).json()
-
-
-@contextmanager
-def _client(ctx: typer.Context) -> Iterator[SecretsClient]:
-    # `tidal --url URL secrets ...`: the root command's option, when there is one.
-    url = ctx.find_root().params.get("url")
-    target = resolve(url if isinstance(url, str) else None)
-    api = SecretsClient(target.url, target.key, source=target.url_source)
-    try:
-        yield api
-    finally:
-        api._http.close()
 
 
 def _path(name: str) -> str:
@@ -115,7 +96,7 @@ def secrets_set(
             encode_value(name, value)
     except SecretError as exc:
         raise CLIError(str(exc)) from None
-    with _client(ctx) as api:
+    with client_for(ctx) as api:
         for name, value in pairs:
             api.put(_path(name), json={"value": value})
             console.print(f"[green]✓[/] Set secret [bold]{name}[/]")
@@ -131,7 +112,7 @@ def secrets_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """List secret names and when they changed (values are never shown)."""
-    with _client(ctx) as api:
+    with client_for(ctx) as api:
         views = api.get("/api/v1/secrets")
     if as_json:
         print(json.dumps(views, indent=2, sort_keys=True))
@@ -148,7 +129,7 @@ def secrets_list(
 @secrets_app.command("unset")
 def secrets_unset(ctx: typer.Context, name: str) -> None:
     """Remove a secret. New runners no longer get it."""
-    with _client(ctx) as api:
+    with client_for(ctx) as api:
         api.delete(_path(name))
     console.print(f"[green]✓[/] Removed secret [bold]{name}[/]")
 
