@@ -18,7 +18,7 @@ from tidal.testing import start_platform
 
 pytestmark = pytest.mark.slow
 
-SEED = Path(__file__).parent / "apps" / "seed"
+SEED = Path(__file__).parents[2] / "examples" / "direct_server"
 
 
 def test_profile_deploy_call_and_doctor(tmp_path: Path) -> None:

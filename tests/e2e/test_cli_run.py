@@ -19,11 +19,11 @@ from tidal.testing import wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_run_starts_a_platform_deploys_serves_and_cleans_up(apps_dir: Path) -> None:
+def test_run_starts_a_platform_deploys_serves_and_cleans_up() -> None:
     env = {**os.environ, "TIDAL_URL": f"http://127.0.0.1:{free_port()}", "COLUMNS": "200"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tidal", "run", "app.py::run_server"],
-        cwd=apps_dir / "seed", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=Path(__file__).parents[2] / "examples" / "direct_server", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
     lines: list[str] = []

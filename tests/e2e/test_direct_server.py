@@ -18,6 +18,9 @@ from tidal.testing import PlatformProcess, start_platform, wait_for
 
 pytestmark = pytest.mark.slow
 
+# The seed pattern is the shipped example itself.
+SEED = Path(__file__).parents[2] / "examples" / "direct_server"
+
 
 def deploy(platform: PlatformProcess, folder: Path, target: str, *extra: str) -> dict[str, Any]:
     done = platform.cli("deploy", target, "--json", *extra, cwd=folder)
@@ -35,7 +38,7 @@ def live(platform: PlatformProcess, app: str) -> list[dict[str, Any]]:
 
 
 def test_seed_pattern_deploys_and_answers(platform: PlatformProcess, apps_dir: Path) -> None:
-    done = platform.cli("deploy", "app.py::run_server", cwd=apps_dir / "seed")
+    done = platform.cli("deploy", "app.py::run_server", cwd=SEED)
     url = f"{platform.url}/local/run-server"
     assert url in done.stdout
     assert live(platform, "run-server") == []  # nothing runs before the first request

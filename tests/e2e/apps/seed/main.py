@@ -1,8 +1,0 @@
-from fastapi import FastAPI
-
-app = FastAPI()
-
-
-@app.get("/")
-def root() -> dict[str, str]:
-    return {"hello": "world"}
