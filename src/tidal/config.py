@@ -43,6 +43,13 @@ class PlatformConfig:
     isolate_network: bool = True
     # The region label of this host's runners (apps' `regions` must include it).
     region: str = "local"
+    # The control plane's database: None is SQLite at DATA_DIR/tidal.db; a
+    # `postgresql://USER:PASSWORD@HOST/DB` URL lets several platforms share it.
+    database_url: str | None = None
+    # Backends that run runners; None: local, plus docker when an engine answers.
+    backends: list[str] | None = None
+    # Machine type -> backend, for types only one backend offers (e.g. GPU-H100 = "ray").
+    machine_backends: dict[str, str] = field(default_factory=dict)
     # The `[host]` and `[machine_types.*]` tables (see tidal.machines).
     machines: dict[str, Any] = field(default_factory=dict)
     # Serve https with this certificate (PEM, leaf first, then intermediates) and key.

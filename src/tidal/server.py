@@ -8,7 +8,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from tidal.backends.local import LocalBackend
+from tidal.backends.registry import open_backends
 from tidal.config import LOCAL_OWNER, PlatformConfig
 from tidal.control.api import build_api
 from tidal.control.db import open_database
@@ -38,22 +38,21 @@ class Platform:
     def __init__(self, config: PlatformConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = open_database(config.data_dir / "tidal.db")
+        engine = open_database(config.database_url or config.data_dir / "tidal.db")
         self.registry = Registry(engine)
         self.secrets = SecretStore.for_platform(engine, config)
         self.keys = KeyStore(engine)
         self.auth = Authenticator.for_platform(self.keys, config, self._is_public)
         self.files = FileServer(files_dir(config.data_dir))
-        self.backend = LocalBackend(
-            config.data_dir / "runners",
-            isolate=config.isolate_network,
-            env=runner_env(files_dir(config.data_dir), config.host, config.port, config.scheme),
+        self.backends = open_backends(
+            config,
+            runner_env(files_dir(config.data_dir), config.host, config.port, config.scheme),
         )
         host, catalog = load_machines(config.machines)
         self.inventory = Inventory(host, catalog)
         self.environments = Environments(config.data_dir)
         self.controller = Controller(
-            config, self.backend, self.inventory, secrets=self.secrets.env_for
+            config, self.backends.usable, self.inventory, secrets=self.secrets.env_for
         )
         self.gateway = Gateway(self.controller)
         self.controller.on_runner_ended.append(self.gateway.forget)
@@ -78,9 +77,14 @@ class Platform:
             dep.record.spec.openapi = document
 
     async def startup(self) -> None:
-        reaped = self.backend.reap_orphans()
-        if reaped:
-            log.warning("stopped %d runner(s) left over from an earlier platform process", reaped)
+        for backend in self.backends:
+            reaped = backend.reap_orphans()
+            if reaped:
+                log.warning(
+                    "stopped %d %s runner(s) left over from an earlier platform process",
+                    reaped,
+                    backend.name,
+                )
         records = self.registry.list()
         for record in records:
             self.controller.apply(record)

@@ -118,6 +118,10 @@ class AppSpec(BaseModel):
     bundle_digest: str | None = None
     # Set by the platform at deploy: the environment built for the requirements.
     environment: str | None = None
+    # Set by the platform at deploy: the backend that runs this revision's runners
+    # (tidal.backends.choice), and the container image built or pulled for it.
+    backend: str | None = None
+    image_ref: str | None = None
 
     @property
     def entry_file(self) -> str:

@@ -25,6 +25,10 @@ LIVE_STATES = frozenset(
 )
 
 
+class BackendUnavailable(Exception):
+    """A backend can't run runners here; the message says why and how to fix it."""
+
+
 @dataclass(frozen=True)
 class Address:
     """How the gateway reaches a runner's server. `netns_pid` set: inside that
@@ -49,6 +53,8 @@ class Runner:
     gpu_ids: tuple[str, ...] = ()
     pid: int | None = None
     created_at: float = field(default_factory=time.time)
+    # When it left PENDING (capacity found, process launching): splits a cold start.
+    starting_at: float | None = None
     ready_at: float | None = None
     ended_at: float | None = None
     in_flight: int = 0
@@ -76,13 +82,31 @@ class RunnerLaunch:
     isolate_network: bool
     data_dir: Path | None = None  # persistent storage, mounted at /data where possible
     python: Path | None = None  # the environment's interpreter (default: the platform's)
+    # What placement gave it (tidal.scaling.placement), or, for a backend that places
+    # runners itself, what it asked for: the first machine type that fits there wins.
+    machine_types: tuple[str, ...] = ()
+    machine_type: str = ""
+    cpus: float = 0.0
+    memory_mb: int = 0
+    gpu_ids: tuple[str, ...] = ()
+    num_gpus: int = 0
 
 
 class Backend(Protocol):
     name: str
+    # True: the backend's own scheduler decides where a runner fits (a cluster); the
+    # host inventory is not consulted, and start() may wait for capacity (runner PENDING).
+    own_placement: bool
+
+    def reap_orphans(self) -> int:
+        """Stop runners an earlier platform process left behind (and only those)."""
+        ...
 
     async def start(self, runner: Runner, launch: RunnerLaunch) -> None:
-        """Launch the runner: set its pid and address; readiness is probed by the caller."""
+        """Launch the runner: set its address (and pid, where there is one); readiness
+        is probed by the caller. With `own_placement`, the runner is still PENDING while
+        the cluster finds room (set `runner.reason` to say why it waits, and give up if
+        the runner stops being PENDING: it is no longer wanted)."""
         ...
 
     async def wait_exit(self, runner: Runner) -> int:

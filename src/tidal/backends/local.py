@@ -23,6 +23,7 @@ def free_port() -> int:
 
 class LocalBackend:
     name = "local"
+    own_placement = False
 
     def __init__(
         self, runners_dir: Path, isolate: bool = True, env: Mapping[str, str] | None = None

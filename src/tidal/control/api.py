@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from tidal import __version__
 from tidal.backends.base import Runner
+from tidal.backends.choice import choose_backend
 from tidal.control.bundles import BundleError, store_bundle
 from tidal.control.openapi import openapi_problem
 from tidal.control.registry import AppRecord, NotFound
@@ -30,6 +31,8 @@ class DeployRequest(BaseModel):
     spec: AppSpec
     # Callable without an API key; private (the default) unless each deploy says so.
     public: bool = False
+    # A backend the deployer insists on (`tidal deploy --local`); else the platform picks.
+    backend: str | None = None
 
 
 class EnvironmentRequest(BaseModel):
@@ -137,7 +140,11 @@ def build_api(platform: Platform) -> FastAPI:
         return {
             "status": "ok",
             "version": __version__,
-            "backend": platform.backend.name,
+            "backend": next(iter(platform.backends.usable)),
+            "backends": {
+                "usable": list(platform.backends.usable),
+                "unusable": platform.backends.unusable,
+            },
             "data_dir": str(data_dir),
             "disk_free_bytes": free,
             "disk_total_bytes": total,
@@ -214,9 +221,17 @@ def build_api(platform: Platform) -> FastAPI:
                         spec = spec.model_copy(update={"environment": item.digest})
             except EnvironmentBuildError as exc:
                 raise InvalidOptionError(str(exc)) from None
+        choice = choose_backend(
+            spec.options,
+            platform.backends.usable,
+            platform.backends.unusable,
+            platform.config.machine_backends,
+            body.backend,
+        )
+        spec = spec.model_copy(update={"backend": choice.backend})
         record = platform.registry.deploy(owner, spec, public=body.public)
         platform.controller.apply(record)
-        return app_view(record, request)
+        return {**app_view(record, request), "warnings": choice.warnings}
 
     @api.post("/api/v1/environments")
     async def build_environment(body: EnvironmentRequest) -> StreamingResponse:

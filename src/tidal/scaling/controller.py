@@ -10,12 +10,13 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tidal.backends.base import Backend, Runner, RunnerLaunch, RunnerState
+from tidal.backends.choice import LOCAL
 from tidal.config import PlatformConfig
 from tidal.control.openapi import openapi_problem
 from tidal.control.registry import AppRecord
@@ -24,7 +25,7 @@ from tidal.gateway.http1 import request_once
 from tidal.gateway.router import AppRouter, RouterError
 from tidal.gateway.upstream import answers_http
 from tidal.observe.logs import runner_log_path, tail
-from tidal.scaling.placement import Inventory
+from tidal.scaling.placement import Allocation, Inventory
 from tidal.scaling.policy import Load, RunnerView, decide
 
 log = logging.getLogger("tidal.scaling")
@@ -54,14 +55,15 @@ class Controller:
     def __init__(
         self,
         config: PlatformConfig,
-        backend: Backend,
+        backends: Mapping[str, Backend],
         inventory: Inventory,
         secrets: Callable[[str], dict[str, str]] | None = None,
     ) -> None:
         self.config = config
         # An owner's secrets, read as each runner starts (tidal.control.secrets).
         self.secrets = secrets
-        self.backend = backend
+        # Each revision names its backend (AppSpec.backend, chosen at deploy).
+        self.backends: dict[str, Backend] = dict(backends)
         self.inventory = inventory
         # Set when a runner ends and frees capacity: pending runners look again.
         self._capacity_freed = asyncio.Event()
@@ -115,19 +117,28 @@ class Controller:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.backend.kill_all()
+        for backend in self.backends.values():
+            backend.kill_all()
+
+    def backend_for(self, record: AppRecord) -> Backend:
+        """The backend of the record's revision (older records: the local one)."""
+        name = record.spec.backend or LOCAL
+        return self.backends.get(name) or next(iter(self.backends.values()))
+
+    def runner_backend(self, runner: Runner) -> Backend:
+        return self.backends[runner.backend]
 
     def ceiling(self, dep: Deployment) -> int:
         options = dep.record.options
         top = options.max_concurrency or self.config.default_max_concurrency
-        if options.exposed_port is not None and not self.backend.can_share_port():
+        if options.exposed_port is not None and not self.backend_for(dep.record).can_share_port():
             return 1
         return top
 
     def port_note(self, dep: Deployment) -> str:
         if dep.record.options.exposed_port is None:
             return ""
-        if self.backend.can_share_port():
+        if self.backend_for(dep.record).can_share_port():
             return "each runner has a private network namespace; no outbound network"
         return (
             "runners share the host's network here (isolation is off, or needs root on Linux), so this "
@@ -239,7 +250,7 @@ class Controller:
             id=runner_id,
             app=record.name,
             revision=record.revision,
-            backend=self.backend.name,
+            backend=self.backend_for(record).name,
             log_path=runner_log_path(self.config.data_dir, record.owner, record.name, runner_id),
         )
         dep.runners[runner.id] = runner
@@ -248,22 +259,29 @@ class Controller:
     async def _launch(self, dep: Deployment, runner: Runner) -> None:
         record = dep.record
         options = record.options
+        backend = self.runner_backend(runner)
         types = (
             [options.machine_type]
             if isinstance(options.machine_type, str)
             else options.machine_type
         )
-        while True:  # wait for capacity, visibly
-            allocation = self.inventory.allocate(runner.id, types, options.num_gpus)
-            if not isinstance(allocation, str):
-                break
-            runner.reason = allocation
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._capacity_freed.wait(), 1.0)
-            if runner.state is not RunnerState.PENDING:
-                return  # no longer needed
+        if backend.own_placement:
+            # The cluster's scheduler places it; start() waits there (PENDING) for room.
+            allocation = self._asked_for(types, options.num_gpus)
+        else:
+            while True:  # wait for capacity, visibly
+                placed = self.inventory.allocate(runner.id, types, options.num_gpus)
+                if not isinstance(placed, str):
+                    allocation = placed
+                    break
+                runner.reason = placed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._capacity_freed.wait(), 1.0)
+                if runner.state is not RunnerState.PENDING:
+                    return  # no longer needed
+            runner.state, runner.reason = RunnerState.STARTING, ""
+            runner.starting_at = time.time()
         runner.machine_type, runner.gpu_ids = allocation.machine_type, allocation.gpu_ids
-        runner.state, runner.reason = RunnerState.STARTING, ""
         environment = (
             Environments(self.config.data_dir).get(record.spec.environment)
             if record.spec.environment
@@ -296,9 +314,21 @@ class Controller:
                 # Only the GPUs this runner holds; none at all on a CPU machine type.
                 "CUDA_VISIBLE_DEVICES": ",".join(allocation.gpu_ids),
             },
-            isolate_network=self.backend.can_share_port(),
+            isolate_network=backend.can_share_port(),
             data_dir=self.config.data_dir / "data",
             python=python,
+            machine_types=tuple(types),
+            machine_type=allocation.machine_type,
+            cpus=allocation.cpus,
+            memory_mb=allocation.memory_mb,
+            gpu_ids=allocation.gpu_ids,
+            num_gpus=(
+                len(allocation.gpu_ids)
+                if not backend.own_placement
+                else self.inventory.gpus_needed(
+                    self.inventory.catalog[allocation.machine_type], options.num_gpus
+                )
+            ),
         )
         if options.exposed_port is not None and not launch.isolate_network:
             launch.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -306,10 +336,16 @@ class Controller:
                 log_file.write(f"tidal: note: {self.port_note(dep)}\n")
             log.warning("%s: %s", record.name, self.port_note(dep))
         try:
-            await self.backend.start(runner, launch)
+            await backend.start(runner, launch)
         except Exception as exc:
             log.exception("starting a runner for %s failed", record.name)
             self._ended(dep, runner, RunnerState.FAILED, f"the backend could not start it: {exc}")
+            return
+        if runner.state is RunnerState.PENDING:  # placed by the backend itself
+            runner.state, runner.reason = RunnerState.STARTING, ""
+            runner.starting_at = time.time()
+        elif not runner.live:  # no longer wanted while the backend placed it
+            await backend.stop(runner, self.config.stop_grace_seconds)
             return
         self._spawn(self._watch_exit(dep, runner))
         await self._wait_ready(dep, runner)
@@ -329,7 +365,7 @@ class Controller:
                 dep.wake.set()
                 self._after_ready(dep, runner)
                 return
-            if self.backend.exited(runner) or runner.id in dep.stopping:
+            if self.runner_backend(runner).exited(runner) or runner.id in dep.stopping:
                 return  # _watch_exit or _stop records why
             waited = time.monotonic() - started
             if waited >= timeout:
@@ -390,7 +426,7 @@ class Controller:
                 listener(dep.record, document)
 
     async def _watch_exit(self, dep: Deployment, runner: Runner) -> None:
-        code = await self.backend.wait_exit(runner)
+        code = await self.runner_backend(runner).wait_exit(runner)
         if runner.id in dep.stopping or not runner.live:
             return
         last = [line for line in tail(runner.log_path, 20) if line.strip()]
@@ -414,7 +450,7 @@ class Controller:
         runner.state = RunnerState.DRAINING
         dep.router.remove(runner)
         try:
-            await self.backend.stop(runner, self.config.stop_grace_seconds)
+            await self.runner_backend(runner).stop(runner, self.config.stop_grace_seconds)
         finally:
             dep.stopping.discard(runner.id)
             self._ended(dep, runner, state, reason, count_failure)
@@ -462,6 +498,11 @@ class Controller:
                     f"See `tidal logs {dep.record.name}`.",
                 )
             )
+
+    def _asked_for(self, types: list[str], num_gpus: int | None) -> Allocation:
+        """For a backend that places runners itself: the first type, unplaced."""
+        machine = self.inventory.catalog[types[0]]
+        return Allocation(machine.name, machine.cpus, machine.memory_mb)
 
     def bundle_dir(self, digest: str) -> Path:
         return self.config.data_dir / "bundles" / digest
