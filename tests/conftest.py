@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tidal.testing import PlatformProcess, start_platform
+from tidal.testing_postgres import PostgresServer, PostgresUnavailable, postgres_server
 
 APPS = Path(__file__).parent / "e2e" / "apps"
 
@@ -28,3 +29,27 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProce
 @pytest.fixture
 def apps_dir() -> Path:
     return APPS
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (Debian's binaries, `make system-deps`)."""
+    try:
+        with postgres_server() as server:
+            yield server
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The control plane's database, once per kind: a fresh one for each test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tidal.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(url)

@@ -95,8 +95,10 @@ def start_platform(
     extra_args: Sequence[str] = (),
     auth: bool = False,
     tls_ca: Path | None = None,
+    database_url: str | None = None,
 ) -> Iterator[PlatformProcess]:
     """Start `tidal server` on a free port; stop it (and so its runners) on exit.
+    `database_url`: the control plane's database (default: SQLite in `data_dir`).
 
     `tls_ca`: the platform serves https (its TOML or `extra_args` name the certificate),
     and this CA, which signed it, is what the health check, `cli()` and `http()` trust."""
@@ -105,7 +107,8 @@ def start_platform(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tidal", "server", "--port", str(port),
-             "--data-dir", str(data_dir), *([] if auth else ["--no-auth"]), *extra_args],
+             "--data-dir", str(data_dir), *([] if auth else ["--no-auth"]),
+             *(["--database-url", database_url] if database_url else []), *extra_args],
             stdout=log, stderr=subprocess.STDOUT,
             # Its own session: a Ctrl-C at the terminal must not reach it as well as
             # our SIGINT below (uvicorn takes a second SIGINT as "exit now").

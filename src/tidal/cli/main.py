@@ -120,6 +120,16 @@ def server(
             show_default=False,
         ),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TIDAL_DATABASE_URL",
+            help="The control plane's database: a postgresql://USER:PASSWORD@HOST/DB URL "
+            "(several platforms can share it; needs `pip install 'tidal[postgres]'`). "
+            "Default: the configuration's `database_url`, else SQLite in DATA_DIR.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the embedded platform: control API, gateway and local runners, on one port."""
     from tidal.server import serve
@@ -136,6 +146,8 @@ def server(
         settings["tls_keyfile"] = tls_key.resolve()
     if auth is not None:
         settings["auth"] = auth
+    if database_url:
+        settings["database_url"] = database_url
     config_path = config_file or (data / "tidal.toml")
     try:
         if config_file or config_path.is_file():
@@ -152,11 +164,12 @@ def server(
         f"[bold green]tidal platform[/] on [bold]{config.url}[/]  (data: {config.data_dir})"
     )
     console.print(f"Point the CLI at it with: export TIDAL_URL={config.url}")
+    from tidal.control.db import DatabaseError
     from tidal.control.secrets import SecretsKeyError
 
     try:
         serve(config)
-    except SecretsKeyError as exc:  # e.g. a key file others can read: one paragraph
+    except (SecretsKeyError, DatabaseError) as exc:  # e.g. a key file others can read
         raise CLIError(str(exc)) from None
 
 

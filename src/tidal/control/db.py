@@ -1,10 +1,15 @@
 """Tables and the migration path: numbered steps, applied in order, recorded in
-`schema_version`, so an older data directory upgrades in place."""
+`schema_version`, so an older data directory upgrades in place.
+
+The database is SQLite in the data directory by default, or PostgreSQL when the
+platform is given a `postgresql://` URL (several platforms can then share it). Each
+step runs on both: the few types that differ come from `_Dialect`."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import (
@@ -16,8 +21,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    make_url,
     text,
 )
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -67,10 +74,28 @@ class SecretRow(Base):
     updated_at: Mapped[float] = mapped_column(default=time.time)
 
 
+@dataclass(frozen=True)
+class _Dialect:
+    """The DDL words that differ between SQLite and PostgreSQL; on SQLite each renders
+    exactly what the step always said, so a released step's SQLite DDL never changes."""
+
+    pk: str  # an integer primary key the database numbers itself
+    seq_pk: str  # the same, never reusing a number (the queue's arrival order)
+    blob: str
+    false: str
+
+    @staticmethod
+    def of(conn: Connection) -> _Dialect:
+        if conn.dialect.name == "postgresql":
+            return _Dialect("SERIAL PRIMARY KEY", "BIGSERIAL PRIMARY KEY", "BYTEA", "FALSE")
+        return _Dialect("INTEGER PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB", "0")
+
+
 def _v1(conn: Connection) -> None:
+    d = _Dialect.of(conn)
     conn.execute(
         text(
-            "CREATE TABLE apps (id INTEGER PRIMARY KEY, owner VARCHAR(64) NOT NULL, "
+            f"CREATE TABLE apps (id {d.pk}, owner VARCHAR(64) NOT NULL, "
             "name VARCHAR(128) NOT NULL, current_revision INTEGER NOT NULL DEFAULT 0, "
             "scaling_json TEXT NOT NULL DEFAULT '{}', created_at FLOAT NOT NULL, "
             "updated_at FLOAT NOT NULL, UNIQUE (owner, name))"
@@ -78,7 +103,7 @@ def _v1(conn: Connection) -> None:
     )
     conn.execute(
         text(
-            "CREATE TABLE revisions (id INTEGER PRIMARY KEY, "
+            f"CREATE TABLE revisions (id {d.pk}, "
             "app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE, "
             "number INTEGER NOT NULL, spec_json TEXT NOT NULL, bundle_digest VARCHAR(64) NOT NULL, "
             "created_at FLOAT NOT NULL, UNIQUE (app_id, number))"
@@ -87,25 +112,27 @@ def _v1(conn: Connection) -> None:
 
 
 def _v2(conn: Connection) -> None:
+    d = _Dialect.of(conn)
     conn.execute(
         text(
-            "CREATE TABLE secrets (id INTEGER PRIMARY KEY, owner VARCHAR(64) NOT NULL, "
-            "name VARCHAR(128) NOT NULL, ciphertext BLOB NOT NULL, key_id VARCHAR(16) NOT NULL, "
+            f"CREATE TABLE secrets (id {d.pk}, owner VARCHAR(64) NOT NULL, "
+            f"name VARCHAR(128) NOT NULL, ciphertext {d.blob} NOT NULL, key_id VARCHAR(16) NOT NULL, "
             "created_at FLOAT NOT NULL, updated_at FLOAT NOT NULL, UNIQUE (owner, name))"
         )
     )
 
 
 def _v3(conn: Connection) -> None:
+    d = _Dialect.of(conn)
     # The durable queue: a request is stored here before its 2xx is returned.
     conn.execute(text(
-        "CREATE TABLE queue_requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        f"CREATE TABLE queue_requests (seq {d.seq_pk}, "
         "id VARCHAR(32) NOT NULL UNIQUE, owner VARCHAR(64) NOT NULL, app VARCHAR(128) NOT NULL, "
         "method VARCHAR(16) NOT NULL, path TEXT NOT NULL, query TEXT NOT NULL, "
-        "headers TEXT NOT NULL, body BLOB NOT NULL, priority INTEGER NOT NULL DEFAULT 0, "
+        f"headers TEXT NOT NULL, body {d.blob} NOT NULL, priority INTEGER NOT NULL DEFAULT 0, "
         "status VARCHAR(16) NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
         "no_retry INTEGER NOT NULL DEFAULT 0, created_at FLOAT NOT NULL, started_at FLOAT, "
-        "completed_at FLOAT, response_status INTEGER, response_headers TEXT, response_body BLOB, "
+        f"completed_at FLOAT, response_status INTEGER, response_headers TEXT, response_body {d.blob}, "
         "error TEXT, error_type VARCHAR(64))"
     ))  # fmt: skip
     conn.execute(text(
@@ -123,6 +150,7 @@ def _v4(conn: Connection) -> None:
 
 
 def _v5(conn: Connection) -> None:
+    d = _Dialect.of(conn)
     # API keys (tidal.control.keys): the secret only as a salted HMAC-SHA-256.
     conn.execute(text(
         "CREATE TABLE api_keys (id VARCHAR(32) PRIMARY KEY, name VARCHAR(128), "
@@ -131,11 +159,38 @@ def _v5(conn: Connection) -> None:
         "revoked_at FLOAT)"
     ))  # fmt: skip
     # Apps are private (a key needed to call them) unless deployed public.
-    conn.execute(text("ALTER TABLE apps ADD COLUMN public BOOLEAN NOT NULL DEFAULT 0"))
+    conn.execute(text(f"ALTER TABLE apps ADD COLUMN public BOOLEAN NOT NULL DEFAULT {d.false}"))
+
+
+def _v6(conn: Connection) -> None:
+    # The platform's own record of every request it answered (tidal.observe.records), and
+    # each app's runner counts over time: what the dashboard's analytics and errors read.
+    # Portable SQL (SQLite and PostgreSQL): no AUTOINCREMENT, no BLOB.
+    conn.execute(text(
+        "CREATE TABLE request_records (id VARCHAR(32) PRIMARY KEY, owner VARCHAR(64) NOT NULL, "
+        "app VARCHAR(128) NOT NULL, endpoint VARCHAR(256) NOT NULL, method VARCHAR(16) NOT NULL, "
+        "kind VARCHAR(8) NOT NULL, revision INTEGER, runner_id VARCHAR(32), "
+        "status_code INTEGER, error_type VARCHAR(128), error TEXT, "
+        "started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION NOT NULL, "
+        "latency_ms DOUBLE PRECISION NOT NULL, queue_wait_ms DOUBLE PRECISION NOT NULL, "
+        "cold_start INTEGER NOT NULL DEFAULT 0, cold_start_ms DOUBLE PRECISION, "
+        "cold_breakdown TEXT)"
+    ))  # fmt: skip
+    conn.execute(text("CREATE INDEX request_records_time ON request_records (started_at)"))
+    conn.execute(text(
+        "CREATE INDEX request_records_app ON request_records (owner, app, started_at)"
+    ))  # fmt: skip
+    conn.execute(text(
+        "CREATE TABLE runner_samples (owner VARCHAR(64) NOT NULL, app VARCHAR(128) NOT NULL, "
+        "ts DOUBLE PRECISION NOT NULL, pending INTEGER NOT NULL, starting INTEGER NOT NULL, "
+        "ready INTEGER NOT NULL, draining INTEGER NOT NULL, in_flight INTEGER NOT NULL, "
+        "waiting INTEGER NOT NULL, PRIMARY KEY (owner, app, ts))"
+    ))  # fmt: skip
+    conn.execute(text("CREATE INDEX runner_samples_time ON runner_samples (ts)"))
 
 
 # Append only: a released step never changes.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 def schema_version(conn: Connection) -> int:
@@ -144,8 +199,15 @@ def schema_version(conn: Connection) -> int:
     return int(row or 0)
 
 
+# Any constant of our own: platforms starting at once against one PostgreSQL database
+# take turns migrating (the lock ends with the transaction).
+_MIGRATION_LOCK = 0x7469_6461_6C00  # "tidal"
+
+
 def migrate(engine: Engine) -> int:
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
         current = schema_version(conn)
         for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
             step(conn)
@@ -153,8 +215,77 @@ def migrate(engine: Engine) -> int:
         return len(MIGRATIONS)
 
 
-def open_database(path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{path}")
+class DatabaseError(RuntimeError):
+    """The platform's database cannot be opened; the message says why and what to do."""
+
+
+def database_url(target: Path | str) -> str:
+    """A SQLAlchemy URL: a path is a SQLite file; `postgresql://` goes through psycopg 3."""
+    if isinstance(target, Path):
+        return f"sqlite:///{target}"
+    for scheme in ("postgresql://", "postgres://"):
+        if target.startswith(scheme):
+            return "postgresql+psycopg://" + target[len(scheme) :]
+    return target
+
+
+def shown(url: str) -> str:
+    """The URL with its password hidden, fit for logs and error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an unparsable database URL)"
+
+
+def open_database(target: Path | str) -> Engine:
+    """Open (and migrate) the platform's database: a SQLite file path, or a URL such
+    as `postgresql://user:password@host/db`."""
+    url = database_url(target)
+    named = shown(str(target))
+    if not url.startswith(("sqlite:", "postgresql+psycopg:")):
+        raise DatabaseError(
+            f"the database URL {named} is not one tidal can use; give a "
+            "`postgresql://USER:PASSWORD@HOST:PORT/DB` URL, or leave `database_url` unset "
+            "for SQLite in the data directory"
+        )
+    try:
+        engine = _engine(url)
+    except ArgumentError as exc:
+        raise DatabaseError(
+            f"the database URL {named} is not valid ({exc}); give a "
+            "`postgresql://USER:PASSWORD@HOST:PORT/DB` URL"
+        ) from None
+    except ModuleNotFoundError:
+        raise DatabaseError(
+            f"the database URL {named} needs the psycopg driver, which is not installed; "
+            "install it with `pip install 'tidal[postgres]'`"
+        ) from None
+    try:
+        migrate(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        fix = (
+            "Check that the data directory is writable and that no other platform uses "
+            "this file (platforms that share a control plane need PostgreSQL)"
+            if url.startswith("sqlite:")
+            else "Check that the server is running and reachable from this host, and that "
+            "the user, password and database name in the URL are right (create the "
+            "database with `createdb`); or leave `database_url` unset to use SQLite in "
+            "the data directory"
+        )
+        raise DatabaseError(
+            f"cannot open the platform's database at {named}: {reason}. {fix}"
+        ) from None
+    return engine
+
+
+def _engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        # pool_pre_ping: a connection the server closed (restart, failover) is replaced,
+        # not handed to a request.
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    engine = create_engine(url)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -163,5 +294,4 @@ def open_database(path: Path) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.close()
 
-    migrate(engine)
     return engine

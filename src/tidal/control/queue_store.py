@@ -127,6 +127,8 @@ class QueueStore:
         return {(r.owner, r.app) for r in rows}
 
     def claim_next(self, owner: str, app: str) -> QueuedRequest | None:
+        if self._engine.dialect.name == "postgresql":
+            return self._claim_shared(owner, app)
         with self._lock, self._engine.begin() as conn:
             row = conn.execute(
                 text(
@@ -145,6 +147,22 @@ class QueueStore:
                 {"s": IN_PROGRESS, "now": time.time(), "id": row.id},
             )
         return self.get(row.id)
+
+    def _claim_shared(self, owner: str, app: str) -> QueuedRequest | None:
+        """PostgreSQL, where several platforms may share the queue: one statement
+        locks the first waiting row, skipping rows another platform is claiming this
+        instant, and marks it; no request is claimed twice."""
+        with self._lock, self._engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "UPDATE queue_requests SET status = :p, started_at = :now, "
+                    "attempts = attempts + 1 WHERE seq = (SELECT seq FROM queue_requests "
+                    "WHERE owner = :o AND app = :a AND status = :q ORDER BY priority, seq "
+                    "LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = :q RETURNING *"
+                ),
+                {"o": owner, "a": app, "q": IN_QUEUE, "p": IN_PROGRESS, "now": time.time()},
+            ).first()
+        return None if row is None else QueuedRequest.from_row(row)
 
     def purge(self, older_than_seconds: float) -> int:
         """Forget results completed longer ago than the retention time."""

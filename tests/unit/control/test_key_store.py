@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tidal.control import keys as keys_module
 from tidal.control.db import open_database
@@ -28,8 +28,8 @@ from tidal.gateway.auth import Authenticator
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = open_database(tmp_path / "tidal.db")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = open_database(database_url)
     yield engine
     engine.dispose()
 
@@ -47,8 +47,10 @@ def test_create_prints_id_and_secret_and_stores_only_a_hash(
     assert key_id == info.id and key_id.startswith("tk_") and len(key_id) == 15
     assert len(secret) == 32 and parse_key(key) == (key_id, secret)
     assert info.scope == INVOKE and info.name == "ci" and info.last_used_at is None
-    engine.dispose()  # the WAL folded into the file
-    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("tidal.db*"))
+    with engine.connect() as conn:
+        stored = repr(conn.execute(text("SELECT * FROM api_keys")).all()).encode()
+    engine.dispose()  # the WAL folded into the file (SQLite)
+    on_disk = stored + b"".join(p.read_bytes() for p in tmp_path.glob("tidal.db*"))
     assert key_id.encode() in on_disk
     assert secret.encode() not in on_disk
     assert secret not in repr(store) and secret not in repr(info) and "secret" not in info.view()

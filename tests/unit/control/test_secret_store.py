@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text, update
 
 from tidal.control.db import MIGRATIONS, SecretRow, _v1, open_database
+from tidal.control.db import database_url as db_url
 from tidal.control.secrets import (
     MAX_VALUE_BYTES,
     SecretError,
@@ -27,8 +28,8 @@ VALUE = "s3cr3t-unit-value"
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = open_database(tmp_path / "tidal.db")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = open_database(database_url)
     yield engine
     engine.dispose()
 
@@ -253,15 +254,14 @@ def test_values_never_show_in_reprs_or_lists(store: SecretStore) -> None:
     assert dict(env) == {"API_TOKEN": VALUE}  # still a plain mapping for the launch env
 
 
-def test_a_version_1_database_gains_the_secrets_table(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    old = create_engine(f"sqlite:///{path}")
+def test_a_version_1_database_gains_the_secrets_table(tmp_path: Path, database_url: str) -> None:
+    old = create_engine(db_url(database_url))
     with old.begin() as conn:
         _v1(conn)
         conn.execute(text("CREATE TABLE schema_version (version INTEGER NOT NULL)"))
         conn.execute(text("INSERT INTO schema_version (version) VALUES (1)"))
     old.dispose()
-    engine = open_database(path)
+    engine = open_database(database_url)
     try:
         with engine.connect() as conn:
             version = conn.execute(text("SELECT max(version) FROM schema_version")).scalar()

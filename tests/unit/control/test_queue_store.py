@@ -1,0 +1,125 @@
+"""The durable queue's storage, on SQLite and on PostgreSQL: order, positions, the
+outcome, recovery after a restart, and (PostgreSQL) platforms sharing one queue."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+
+from tidal.control.db import open_database
+from tidal.control.queue_store import COMPLETED, IN_PROGRESS, QueueStore
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = open_database(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> QueueStore:
+    return QueueStore(engine)
+
+
+def submit(store: QueueStore, priority: int = 0, body: bytes = b"{}", app: str = "echo") -> str:
+    return store.submit(
+        "local", app, "POST", "/work", "a=1", [("content-type", "application/json")], body,
+        priority, no_retry=False,
+    )  # fmt: skip
+
+
+def test_claims_go_by_priority_then_arrival(store: QueueStore) -> None:
+    normal = [submit(store) for _ in range(3)]
+    low = submit(store, priority=1)
+    urgent = submit(store, priority=-1)
+    submit(store, app="other")
+    assert [store.position(i) for i in normal] == [1, 2, 3]
+    assert store.position(urgent) == 0 and store.position(low) == 4
+    assert store.waiting("local", "echo") == 5
+    assert store.apps_waiting() == {("local", "echo"), ("local", "other")}
+    claimed = [store.claim_next("local", "echo") for _ in range(5)]
+    assert [c.id for c in claimed if c] == [urgent, *normal, low]
+    assert store.claim_next("local", "echo") is None
+    first = claimed[0]
+    assert first is not None and first.status == IN_PROGRESS and first.attempts == 1
+    assert first.headers == [("content-type", "application/json")] and first.body == b"{}"
+    assert store.position(urgent) is None
+
+
+def test_outcomes_are_stored_once_with_their_bytes(store: QueueStore) -> None:
+    request_id = submit(store, body=b"\x00\xffbinary")
+    item = store.claim_next("local", "echo")
+    assert item is not None and item.body == b"\x00\xffbinary"
+    assert store.complete(request_id, 200, [("x-a", "b")], b"\x00out")
+    assert not store.complete(request_id, 500, [], None, "late", "cancelled")  # already done
+    done = store.get(request_id)
+    assert done is not None and done.status == COMPLETED
+    assert (done.response_status, done.response_headers, done.response_body) == (
+        200, [("x-a", "b")], b"\x00out",
+    )  # fmt: skip
+    assert store.purge(older_than_seconds=3600) == 0
+    assert store.purge(older_than_seconds=-1) == 1 and store.get(request_id) is None
+
+
+def test_recover_runs_again_once_then_fails_by_id(store: QueueStore) -> None:
+    request_id = submit(store)
+    assert store.claim_next("local", "echo") is not None
+    assert store.recover() == (1, 0)  # the platform died mid-request: run it again
+    again = store.claim_next("local", "echo")
+    assert again is not None and again.attempts == 2
+    assert store.recover() == (0, 1)  # attempts used up: failed, by id
+    failed = store.get(request_id)
+    assert failed is not None and failed.status == COMPLETED
+    assert failed.error_type == "platform_restart"
+
+
+def test_webhooks_owed_until_delivered(store: QueueStore) -> None:
+    request_id = store.submit(
+        "local", "echo", "POST", "/", "", [], b"", 0, no_retry=True,
+        webhook_url="http://127.0.0.1:9/hook",
+    )  # fmt: skip
+    store.claim_next("local", "echo")
+    store.complete(request_id, 200, [], b"ok")
+    assert [r.id for r in store.webhooks_owed()] == [request_id]
+    store.webhook_attempted(request_id, 1)
+    store.webhook_finished(request_id, "delivered")
+    assert store.webhooks_owed() == []
+    item = store.get(request_id)
+    assert item is not None and item.webhook_attempts == 1
+
+
+def test_platforms_sharing_a_queue_never_claim_the_same_request(
+    database_url: str, store: QueueStore
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several platforms share a queue on PostgreSQL only")
+    ids = {submit(store) for _ in range(200)}
+    # Two platforms (an engine each), each with two claiming threads, all at once.
+    engines = [open_database(database_url) for _ in range(2)]
+    claims: list[str] = []
+    start = threading.Barrier(4)
+
+    def drain(other: QueueStore) -> None:
+        start.wait()
+        # None can also mean "the rows left are being claimed this instant": ask again.
+        while other.waiting("local", "echo"):
+            if (item := other.claim_next("local", "echo")) is not None:
+                claims.append(item.id)
+
+    try:
+        stores = [QueueStore(e) for e in engines]
+        threads = [threading.Thread(target=drain, args=(s,)) for s in stores * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for e in engines:
+            e.dispose()
+    assert len(claims) == len(set(claims)) == 200 and set(claims) == ids
+    assert store.waiting("local", "echo") == 0
+    assert all(r is not None and r.status == IN_PROGRESS for r in map(store.get, ids))
