@@ -38,7 +38,7 @@ class Platform:
     def __init__(self, config: PlatformConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = open_database(config.database_url or config.data_dir / "tidal.db")
+        self.engine = engine = open_database(config.database_url or config.data_dir / "tidal.db")
         self.registry = Registry(engine)
         self.secrets = SecretStore.for_platform(engine, config)
         self.keys = KeyStore(engine)
@@ -100,6 +100,7 @@ class Platform:
         await self.queue.close()
         await self.controller.shutdown()
         await self.gateway.close()
+        self.engine.dispose()  # a PostgreSQL pool's connections closed, not left to the GC
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]

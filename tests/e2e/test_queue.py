@@ -97,12 +97,12 @@ def test_positions_are_exact_and_cancel_and_priority_work(platform: PlatformProc
 
 
 def test_nothing_is_lost_when_the_platform_is_killed(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, database_url: str
 ) -> None:
     data_dir = tmp_path_factory.mktemp("durable")
     (data_dir / "tidal.toml").write_text("[host]\ncpus = 64\nmemory_mb = 65536\n")
     ids: list[str] = []
-    with start_platform(data_dir) as first:
+    with start_platform(data_dir, database_url=database_url) as first:
         first.cli("deploy", "scaling.py::single", cwd=ECHO)
         with first.http() as http:
             ids = [
@@ -112,7 +112,7 @@ def test_nothing_is_lost_when_the_platform_is_killed(
             wait_for(lambda: status(http, "single", ids[40])["status"] == "COMPLETED", timeout=60)
         first.process.kill()  # SIGKILL: no shutdown at all
         first.process.wait()
-    with start_platform(data_dir) as second, second.http() as http:
+    with start_platform(data_dir, database_url=database_url) as second, second.http() as http:
         finals = [completed(http, "single", i, timeout=120) for i in ids]
     assert all(f["status"] == "COMPLETED" for f in finals)  # none vanished
     failed = [f for f in finals if "error" in f]

@@ -44,10 +44,11 @@ def spec(digest: str, **options: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> PlatformConfig:
+def config(tmp_path: Path, database_url: str) -> PlatformConfig:
     return PlatformConfig(
         auth=False,
         data_dir=tmp_path,
+        database_url=database_url,  # SQLite and PostgreSQL, each test
         port=free_port(),
         bundle_limit_bytes=1024 * 1024,
         machines={"host": {"cpus": 64, "memory_mb": 65536}},
@@ -155,13 +156,13 @@ def test_apps_survive_a_restart_and_orphans_are_reaped(config: PlatformConfig) -
             orphan.wait()
 
 
-def test_database_migrations_are_recorded_once(tmp_path: Path) -> None:
+def test_database_migrations_are_recorded_once(database_url: str) -> None:
     from sqlalchemy import text
 
     from tidal.control.db import MIGRATIONS, open_database
 
-    engine = open_database(tmp_path / "t.db")
-    engine2 = open_database(tmp_path / "t.db")  # re-opening applies nothing twice
+    engine = open_database(database_url)
+    engine2 = open_database(database_url)  # re-opening applies nothing twice
     with engine2.connect() as conn:
         versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
     assert versions == list(range(1, len(MIGRATIONS) + 1))
