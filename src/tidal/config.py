@@ -50,6 +50,12 @@ class PlatformConfig:
     backends: list[str] | None = None
     # Machine type -> backend, for types only one backend offers (e.g. GPU-H100 = "ray").
     machine_backends: dict[str, str] = field(default_factory=dict)
+    # The ray backend (tidal.backends.ray): the cluster's address (None: RAY_ADDRESS, else
+    # the cluster `ray start` runs on this machine), the address runners bind and report
+    # (None: their node's IP), and where each node keeps bundles, environments and logs.
+    ray_address: str | None = None
+    ray_runner_host: str | None = None
+    ray_node_dir: str | None = None
     # The `[host]` and `[machine_types.*]` tables (see tidal.machines).
     machines: dict[str, Any] = field(default_factory=dict)
     # Serve https with this certificate (PEM, leaf first, then intermediates) and key.

@@ -120,6 +120,24 @@ def check_backends(health: dict[str, Any] | None) -> Check:
     return Check("backends", OK, ", ".join(map(str, backends)), {"backends": backends})
 
 
+def check_clusters(health: dict[str, Any] | None) -> list[Check]:
+    """One check per cluster backend (ray): its nodes and their resources."""
+    checks = []
+    for name, cluster in ((health or {}).get("clusters") or {}).items():
+        nodes = [n for n in cluster.get("nodes", []) if n.get("alive")]
+        lines = [f"{len(nodes)} node(s) alive, {cluster.get('runners', 0)} runner(s) here"]
+        for n in nodes:
+            resources = ", ".join(
+                f"{k} {v:g}" for k, v in sorted(n.get("resources", {}).items())
+                if not k.startswith(("node:", "object_store", "memory"))
+            )  # fmt: skip
+            labels = ", ".join(f"{k}={v}" for k, v in sorted(n.get("labels", {}).items()))
+            lines.append(f"{n['node_id'][:12]} {n['address']}: {resources}"
+                         + (f" [{labels}]" if labels else ""))  # fmt: skip
+        checks.append(Check(name, OK if nodes else FAIL, "\n".join(lines), cluster))
+    return checks
+
+
 def check_machines(client: Client, reachable: bool) -> Check:
     if not reachable:
         return Check("machines", WARN, "not checked: no platform")
@@ -264,6 +282,7 @@ def run_checks(target: Target) -> list[Check]:
         connection,
         check_key(target, client, reachable),
         check_backends(health),
+        *check_clusters(health),
         check_machines(client, reachable),
         check_disk(target, health),
         check_python(),

@@ -130,6 +130,24 @@ def server(
             show_default=False,
         ),
     ] = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend",
+            help="Where runners run: local, docker or ray; repeat for several (machine "
+            "types pick one through [machine_backends] in the configuration). Default: the "
+            "configuration's `backends`, else local plus docker when an engine answers.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="The Ray cluster of the ray backend, HOST:PORT (default: RAY_ADDRESS, "
+            "else the cluster `ray start` runs on this machine).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the embedded platform: control API, gateway and local runners, on one port."""
     from tidal.server import serve
@@ -148,6 +166,10 @@ def server(
         settings["auth"] = auth
     if database_url:
         settings["database_url"] = database_url
+    if backend:
+        settings["backends"] = list(backend)
+    if ray_address:
+        settings["ray_address"] = ray_address
     config_path = config_file or (data / "tidal.toml")
     try:
         if config_file or config_path.is_file():

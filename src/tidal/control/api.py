@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -145,6 +146,12 @@ def build_api(platform: Platform) -> FastAPI:
                 "usable": list(platform.backends.usable),
                 "unusable": platform.backends.unusable,
             },
+            # Cluster backends (ray): their nodes and resources, for `tidal doctor`.
+            "clusters": {
+                name: await asyncio.to_thread(backend.describe)
+                for name, backend in platform.backends.usable.items()
+                if hasattr(backend, "describe")
+            },
             "data_dir": str(data_dir),
             "disk_free_bytes": free,
             "disk_total_bytes": total,
@@ -201,11 +208,19 @@ def build_api(platform: Platform) -> FastAPI:
             if isinstance(options.machine_type, str)
             else options.machine_type
         )
-        problem = platform.inventory.check(types, options.num_gpus)
+        # A cluster backend (ray) places runners itself, by node resources and labels:
+        # this host's capacity and region say nothing about where they can run.
+        clustered = platform.backends.usable[choose_backend(
+            options, platform.backends.usable, platform.backends.unusable,
+            platform.config.machine_backends, body.backend,
+        ).backend].own_placement  # fmt: skip
+        unknown = [t for t in types if t not in platform.inventory.catalog]
+        checked = (unknown or None) if clustered else types  # clustered: names only
+        problem = platform.inventory.check(checked, options.num_gpus) if checked else None
         if problem:
             raise InvalidOptionError(f"machine_type {options.machine_type!r}: {problem}")
         region = platform.config.region
-        if options.regions is not None and region not in options.regions:
+        if options.regions is not None and region not in options.regions and not clustered:
             raise InvalidOptionError(
                 f"regions {options.regions!r}: this platform's runners are in region "
                 f"{region!r}; include it, or leave regions unset"

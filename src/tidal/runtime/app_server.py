@@ -85,14 +85,14 @@ def build_asgi(app_cls: type[App]) -> FastAPI:
     return api
 
 
-def serve_app(app_cls: type[App], port: int) -> None:
-    """Set up, then serve on 127.0.0.1:port until SIGTERM (then `teardown()`)."""
+def serve_app(app_cls: type[App], port: int, host: str = "127.0.0.1") -> None:
+    """Set up, then serve on host:port until SIGTERM (then `teardown()`)."""
     import uvicorn
 
     request_logs.install()
     api = build_asgi(app_cls)
     uvicorn.run(
-        api, host="127.0.0.1", port=port, log_level="info", access_log=False,
+        api, host=host, port=port, log_level="info", access_log=False,
         timeout_graceful_shutdown=30,
     )  # fmt: skip
 

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--entry", required=True)
     parser.add_argument("--port", type=int, required=True)
+    # An App's server listens here: loopback, unless the gateway is on another machine (ray).
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--isolate-network", action="store_true")
     parser.add_argument("--data-dir", type=Path, help="the platform's persistent /data")
     args = parser.parse_args(argv)
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         if app_module and isinstance(target, type) and issubclass(target, app_module.App):
             from tidal.runtime.app_server import serve_app
 
-            serve_app(target, args.port)
+            serve_app(target, args.port, args.host)
             return
         if not isinstance(target, Function):
             raise TypeError(f"{args.entry} is neither a @tidal.function nor a tidal.App")
