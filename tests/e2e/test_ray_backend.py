@@ -173,42 +173,48 @@ def test_a_killed_node_is_replaced_and_nothing_queued_is_lost(
     def sync_load() -> None:
         with platform.http() as http:
             while not stop.is_set():
-                resp = http.post("/local/spare/work", json={"sleep": 0.3})
-                statuses.append((resp.status_code, resp.text))
+                try:
+                    resp = http.post("/local/spare/work", json={"sleep": 0.3})
+                    statuses.append((resp.status_code, resp.text))
+                except httpx.HTTPError as exc:
+                    statuses.append((0, repr(exc)))
 
     load = [threading.Thread(target=sync_load) for _ in range(2)]
     for t in load:
         t.start()
-    with platform.http() as http:
-        queued = []
-        for _ in range(6):
-            resp = http.post("/queue/local/spare/work", json={"sleep": 1.0})
-            assert resp.status_code == 200, resp.text
-            queued.append(resp.json())
-        time.sleep(0.5)
-        killed_at = time.monotonic()
-        cluster.remove_node(spare, allow_graceful=False)
-        # The runners of the dead node are marked gone within seconds.
-        wait_for(lambda: {r["id"] for r in runners(platform, "spare", "failed")} >=
-                 {r["id"] for r in first}, timeout=20, what="the dead node's runners to fail")  # fmt: skip
-        detected = time.monotonic() - killed_at
-        # Replaced on the nodes still there, as XS.
-        again = wait_for(lambda: len(runners(platform, "spare", "ready")) == 2 and
-                         runners(platform, "spare", "ready"), timeout=90, what="replacements")  # fmt: skip
-        assert {r["machine_type"] for r in again} == {"XS"}
-        for item in queued:
-            done = wait_for(
-                lambda item=item: (
-                    s := http.get(item["status_url"].replace(platform.url, ""))
-                ).json()["status"] == "COMPLETED" and s.json(),
-                timeout=60, what=f"queued request {item['request_id']}",
-            )  # fmt: skip
-            result = http.get(done["response_url"].replace(platform.url, ""))
-            assert result.status_code == 200, result.text
-    time.sleep(1.0)
-    stop.set()
-    for t in load:
-        t.join(30)
+    try:
+        with platform.http() as http:
+            queued = []
+            for _ in range(6):
+                resp = http.post("/queue/local/spare/work", json={"sleep": 1.0})
+                assert resp.status_code == 200, resp.text
+                queued.append(resp.json())
+            time.sleep(0.5)
+            killed_at = time.monotonic()
+            cluster.remove_node(spare, allow_graceful=False)
+            # The runners of the dead node are marked gone within seconds.
+            wait_for(lambda: {r["id"] for r in runners(platform, "spare", "failed")} >=
+                     {r["id"] for r in first}, timeout=20, what="the dead node's runners")  # fmt: skip
+            detected = time.monotonic() - killed_at
+            # Replaced on the nodes still there, as XS.
+            again = wait_for(lambda: len(runners(platform, "spare", "ready")) == 2 and
+                             runners(platform, "spare", "ready"), timeout=90, what="replacements")  # fmt: skip
+            assert {r["machine_type"] for r in again} == {"XS"}
+            time.sleep(1.0)  # sync traffic on the replacements, then let the queue drain
+            stop.set()
+            for item in queued:
+                done = wait_for(
+                    lambda item=item: (
+                        s := http.get(item["status_url"].replace(platform.url, ""))
+                    ).json()["status"] == "COMPLETED" and s.json(),
+                    timeout=60, what=f"queued request {item['request_id']}",
+                )  # fmt: skip
+                result = http.get(done["response_url"].replace(platform.url, ""))
+                assert result.status_code == 200, result.text
+    finally:
+        stop.set()
+        for t in load:
+            t.join(30)
     print(f"dead node's runners failed {detected:.1f}s after the kill")
     codes = {code for code, _ in statuses}
     assert codes <= {200, 502}, statuses

@@ -40,6 +40,7 @@ LOG_POLL_SECONDS = 0.5
 # A runner whose port stopped answering this many probes in a row (once it had
 # answered) is gone, even before Ray reports its node dead.
 PROBE_FAILURES = 3
+PLACE_ATTEMPTS = 3
 
 HOW_TO_FIX = (
     "Start a cluster with `ray start --head` (and `ray start --address HEAD:6379` on "
@@ -170,7 +171,7 @@ class RayBackend:
 
         reaped = 0
         for name in ray.util.list_named_actors():
-            if name in self._handles:
+            if name.split(".")[0] in self._handles:
                 continue
             with contextlib.suppress(ValueError, ray.exceptions.RayError):
                 ray.kill(ray.get_actor(name), no_restart=True)
@@ -181,13 +182,39 @@ class RayBackend:
         return False  # two exposed_port runners could land on one node
 
     async def start(self, runner: Runner, launch: RunnerLaunch) -> None:
+        import ray
+
+        for attempt in range(PLACE_ATTEMPTS):
+            try:
+                where = await self._place(runner, launch, attempt)
+                break
+            except ray.exceptions.ActorDiedError:
+                # Placed on a node that died before Ray noticed (its resources still
+                # counted): place again once the cluster's view has caught up.
+                if attempt == PLACE_ATTEMPTS - 1 or runner.state is not RunnerState.PENDING:
+                    raise
+                await asyncio.sleep(2.0)
+        if where is None:
+            return  # no longer wanted
+        runner.address = Address(str(where["host"]), int(where["port"]))
+        runner.gpu_ids = tuple(where["gpu_ids"])
+        runner.pid = None  # a process on another node: nothing this machine can signal
+        _note(launch.log_path, f"on Ray node {where['node_id'][:12]} as {runner.machine_type}, "
+              f"pid {where['pid']}, {where['host']}:{where['port']}")  # fmt: skip
+
+    async def _place(
+        self, runner: Runner, launch: RunnerLaunch, attempt: int
+    ) -> dict[str, Any] | None:
+        """Create the runner's actor and launch the runner in it; None when the runner
+        stopped being wanted while Ray looked for room."""
         machine, custom = await asyncio.to_thread(self._choose_type, launch)
         gpus = self._gpus(machine, launch)
         options = launch.spec.options
         digest, bundle_ref = await asyncio.to_thread(self._bundle, launch.bundle_dir)
         selector = {REGION_LABEL: f"in({','.join(options.regions)})"} if options.regions else None
         actor: Any = self._actor_class.options(
-            name=runner.id, num_cpus=machine.cpus, num_gpus=gpus,
+            name=runner.id if attempt == 0 else f"{runner.id}.{attempt}",
+            num_cpus=machine.cpus, num_gpus=gpus,
             memory=machine.memory_mb * 2**20, resources=custom,
             max_restarts=0, max_concurrency=8,
             **({"label_selector": selector} if selector else {}),
@@ -213,19 +240,13 @@ class RayBackend:
             while not launched.done():
                 await asyncio.wait({launched}, timeout=1.0)
                 if runner.state is not RunnerState.PENDING:
-                    raise _NoLongerWanted
+                    self._forget(runner.id)
+                    return None
             where: dict[str, Any] = launched.result()
-        except _NoLongerWanted:
-            self._forget(runner.id)
-            return
         except BaseException:
             self._forget(runner.id)
             raise
-        runner.address = Address(str(where["host"]), int(where["port"]))
-        runner.gpu_ids = tuple(where["gpu_ids"])
-        runner.pid = None  # a process on another node: nothing this machine can signal
-        _note(launch.log_path, f"on Ray node {where['node_id'][:12]} as {runner.machine_type}, "
-              f"pid {where['pid']}, {where['host']}:{where['port']}")  # fmt: skip
+        return where
 
     async def wait_exit(self, runner: Runner) -> int:
         handle = self._handles[runner.id]
@@ -337,10 +358,6 @@ class RayBackend:
                 failures += 1
                 if failures >= PROBE_FAILURES:
                     return
-
-
-class _NoLongerWanted(Exception):
-    pass
 
 
 def _future(ref: Any) -> asyncio.Future[Any]:
