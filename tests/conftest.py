@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from tidal.testing import PlatformProcess, start_platform
+from tidal.testing_docker import DockerEngine, DockerUnavailable
+from tidal.testing_docker import docker_engine as start_docker_engine
 from tidal.testing_postgres import PostgresServer, PostgresUnavailable, postgres_server
 
 APPS = Path(__file__).parent / "e2e" / "apps"
@@ -29,6 +31,17 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProce
 @pytest.fixture
 def apps_dir() -> Path:
     return APPS
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """One real Docker engine for the session (Debian's dockerd, `make system-deps`), with
+    the base image tidal-test/debian-python:bookworm built by debootstrap; stopped at the end."""
+    try:
+        with start_docker_engine() as engine:
+            yield engine
+    except DockerUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

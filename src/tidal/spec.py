@@ -29,6 +29,9 @@ class ImageSpec(BaseModel):
     build_args: dict[str, str] = Field(default_factory=dict)
     # Registry credentials are never inlined: this names a platform secret.
     auth_secret: str | None = None
+    # from_dockerfile: the digest of its folder (the build context), uploaded by the CLI
+    # through the bundle store; `path` is then the Dockerfile's name inside it.
+    context: str | None = None
 
 
 class ScalingOptions(BaseModel):

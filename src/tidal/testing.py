@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -96,9 +96,12 @@ def start_platform(
     auth: bool = False,
     tls_ca: Path | None = None,
     database_url: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[PlatformProcess]:
     """Start `tidal server` on a free port; stop it (and so its runners) on exit.
     `database_url`: the control plane's database (default: SQLite in `data_dir`).
+
+    `env`: variables added to the platform's environment (e.g. DOCKER_HOST).
 
     `tls_ca`: the platform serves https (its TOML or `extra_args` name the certificate),
     and this CA, which signed it, is what the health check, `cli()` and `http()` trust."""
@@ -109,7 +112,7 @@ def start_platform(
             [sys.executable, "-m", "tidal", "server", "--port", str(port),
              "--data-dir", str(data_dir), *([] if auth else ["--no-auth"]),
              *(["--database-url", database_url] if database_url else []), *extra_args],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
             # Its own session: a Ctrl-C at the terminal must not reach it as well as
             # our SIGINT below (uvicorn takes a second SIGINT as "exit now").
             start_new_session=True,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
 import json
+import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 from tidal.cli.client import Client, CLIError
@@ -18,7 +23,7 @@ from tidal.control.openapi import openapi_problem
 from tidal.sdk.app import App, endpoints
 from tidal.sdk.function import Function
 from tidal.sdk.loader import load_module
-from tidal.spec import AppSpec, HealthCheckSpec, InvalidOptionError
+from tidal.spec import AppSpec, HealthCheckSpec, ImageSpec, InvalidOptionError
 
 APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 BUNDLE_LIMIT = 50 * 1024 * 1024
@@ -150,9 +155,74 @@ def build_environment(client: Client, spec: AppSpec, status: Status) -> None:
             status.update(f"Building the environment… [dim]{event['log'][-80:]}[/]")
 
 
+def context_zip(folder: Path, limit: int) -> tuple[bytes, str]:
+    """A Dockerfile's folder (the build context) as a reproducible zip, and its digest."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d not in (".git", "__pycache__"))
+            for name in sorted(files):
+                path = Path(root) / name
+                info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), (1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, path.read_bytes())
+                if buf.tell() > limit:
+                    raise CLIError(
+                        f"the build context {folder} is over {limit // 2**20} MB: keep the "
+                        "Dockerfile in a folder holding only what the image needs"
+                    )
+    data = buf.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def upload_context(client: Client, image: ImageSpec, app_dir: Path) -> ImageSpec:
+    """from_dockerfile(path): ship the Dockerfile's folder as the build context, by digest.
+    A relative path is looked up next to the app's file first, then in the current folder."""
+    given = Path(image.path or "")
+    candidates = [given] if given.is_absolute() else [app_dir / given, Path.cwd() / given]
+    dockerfile = next((p.resolve() for p in candidates if p.is_file()), None)
+    if dockerfile is None:
+        raise CLIError(
+            f"from_dockerfile({image.path!r}): no such file next to the app ({app_dir}) "
+            "or in the current folder"
+        )
+    data, digest = context_zip(dockerfile.parent, BUNDLE_LIMIT)
+    if not client.has_bundle(digest):
+        client.put_bundle(digest, data)
+    return image.model_copy(update={"path": dockerfile.name, "context": digest})
+
+
+def build_image(client: Client, spec: AppSpec, console: Console, status: Status) -> None:
+    """Have the platform build (or find) the app's image now, streaming the build log."""
+    image = spec.options.image
+    if image is None:
+        return
+    status.update("Building the container image…")
+    for line in client.stream_lines(
+        "/api/v1/images", method="POST", json={"image": image.model_dump(mode="json")}
+    ):
+        event = json.loads(line)
+        if "error" in event:
+            raise CLIError(event["error"])
+        if "log" in event:
+            text = event["log"]
+            console.print(f"  [dim]{escape(text)}[/]", highlight=False)
+            if text.startswith("Step "):
+                status.update(f"Building the container image… [bold]{escape(text[:80])}[/]")
+        if "ready" in event:
+            how = "cached" if event["cached"] else f"built in {event['seconds']:.1f}s"
+            console.print(f"[green]✓[/] Image {event['ready']} ({how})")
+
+
 def deploy(
-    client: Client, target: str, app_name: str | None, console: Console, public: bool = False
+    client: Client,
+    target: str,
+    app_name: str | None,
+    console: Console,
+    public: bool = False,
+    local: bool = False,
 ) -> dict[str, Any]:
+    """`local`: run on the local backend, ignoring the app's container image."""
     with console.status("Loading the app…") as status:
         path, name, found = load_target(target)
         app = app_name or default_app_name(name, found)
@@ -172,11 +242,22 @@ def deploy(
             status.update(f"Uploading the code bundle ({len(data) / 1024:.0f} KiB)…")
             client.put_bundle(digest, data)
         spec = build_spec(path, name, found, app, digest)
+        image = spec.options.image
+        if image is not None and image.kind == "dockerfile" and not local:
+            status.update("Uploading the build context…")
+            image = upload_context(client, image, path.parent)
+            spec.options = spec.options.model_copy(update={"image": image})
         build_environment(client, spec, status)
+        if not local:
+            build_image(client, spec, console, status)
         status.update(f"Deploying {app}…")
         view: dict[str, Any] = client.post(
             "/api/v1/apps",
-            json={"spec": spec.model_dump(mode="json"), "public": public},
+            json={
+                "spec": spec.model_dump(mode="json"),
+                "public": public,
+                "backend": "local" if local else None,
+            },
             timeout=None,
         )
     return view

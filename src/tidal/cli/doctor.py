@@ -115,9 +115,28 @@ def check_backends(health: dict[str, Any] | None) -> Check:
     if health is None:
         return Check("backends", WARN, "not checked: no platform")
     backends = health.get("backends") or ([health["backend"]] if health.get("backend") else [])
+    unusable: dict[str, str] = {}
+    if isinstance(backends, dict):  # {"usable": [...], "unusable": {name: why}}
+        unusable = dict(backends.get("unusable") or {})
+        backends = list(backends.get("usable") or [])
     if not backends:
         return Check("backends", FAIL, "the platform reports no backend")
-    return Check("backends", OK, ", ".join(map(str, backends)), {"backends": backends})
+    detail = "usable: " + ", ".join(map(str, backends))
+    detail += "".join(f"\n{name}: not usable: {why}" for name, why in unusable.items())
+    return Check("backends", OK, detail, {"backends": backends, "unusable": unusable})
+
+
+def check_docker(health: dict[str, Any] | None) -> Check:
+    """Whether apps with a container image can run (the docker backend)."""
+    if health is None:
+        return Check("docker", WARN, "not checked: no platform")
+    backends = health.get("backends")
+    if not isinstance(backends, dict):
+        return Check("docker", WARN, "this platform does not report its backends")
+    if "docker" in (backends.get("usable") or []):
+        return Check("docker", OK, "a Docker engine answers: apps with an image run in containers")
+    why = (backends.get("unusable") or {}).get("docker", "not enabled on this platform")
+    return Check("docker", WARN, f"apps with an image cannot deploy: {why}", {"why": why})
 
 
 def check_clusters(health: dict[str, Any] | None) -> list[Check]:
@@ -282,6 +301,7 @@ def run_checks(target: Target) -> list[Check]:
         connection,
         check_key(target, client, reachable),
         check_backends(health),
+        check_docker(health),
         *check_clusters(health),
         check_machines(client, reachable),
         check_disk(target, health),

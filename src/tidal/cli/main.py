@@ -205,17 +205,26 @@ def deploy(
     public: Annotated[
         bool, typer.Option("--public", help="Anyone may call the app, without an API key.")
     ] = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local", help="Run on the local backend, ignoring the app's container image."
+        ),
+    ] = False,
 ) -> None:
     """Deploy an app (a new revision if it exists) and print its URL."""
     view = deploy_app(
-        client(), target, app_name, err_console if as_json else console, public=public
-    )
+        client(), target, app_name, err_console if as_json else console, public=public,
+        local=local,
+    )  # fmt: skip
     if as_json:
         print_json(view)
         return
     console.print(
         f"[green]✓[/] Deployed [bold]{view['owner']}/{view['name']}[/] revision {view['revision']}"
     )
+    for warning in view.get("warnings", []):
+        console.print(f"  [yellow]warning:[/] {warning}")
     for note in view["notes"]:
         console.print(f"  [yellow]note:[/] {note}")
     console.print(f"  URL: [bold]{view['url']}[/]")

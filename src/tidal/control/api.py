@@ -36,6 +36,10 @@ class DeployRequest(BaseModel):
     backend: str | None = None
 
 
+class RollbackRequest(BaseModel):
+    revision: int
+
+
 class EnvironmentRequest(BaseModel):
     requirements: list[str] = []
     python_version: str | None = None
@@ -303,6 +307,45 @@ def build_api(platform: Platform) -> FastAPI:
         revision, rolled out ready-first like any deploy."""
         current = platform.registry.get(owner, name)
         record = platform.registry.deploy(owner, current.spec, public=current.public)
+        platform.controller.apply(record)
+        return app_view(record, request)
+
+    @api.get("/api/v1/apps/{name}/revisions")
+    async def app_revisions(name: str) -> list[dict[str, Any]]:
+        """Every revision, newest first; `current` marks the one deployed."""
+        current = platform.registry.get(owner, name).revision
+        return [
+            {"revision": number, "created_at": created, "current": number == current,
+             "kind": spec.kind, "entry": spec.entry, "bundle_digest": spec.bundle_digest,
+             "endpoints": _endpoints(spec.openapi)}
+            for number, created, spec in platform.registry.revisions(owner, name)
+        ]  # fmt: skip
+
+    @api.post("/api/v1/apps/{name}/rollback")
+    async def rollback_app(name: str, body: RollbackRequest, request: Request) -> dict[str, Any]:
+        """Deploy an earlier revision's code and options again, as a new revision (rolled
+        out ready-first like any deploy); live scaling changes stay."""
+        current = platform.registry.get(owner, name)
+        found = [s for n, _, s in platform.registry.revisions(owner, name) if n == body.revision]
+        if not found:
+            raise HTTPException(404, f"app {name!r} has no revision {body.revision}")
+        spec = found[0]
+        if not spec.bundle_digest or not (data_dir / "bundles" / spec.bundle_digest).is_dir():
+            raise HTTPException(
+                409, f"revision {body.revision}'s code bundle is gone; deploy it again"
+            )
+        options = spec.options
+        if options.requirements or options.python_version:
+            # Its environment may have been collected since: built again (or found).
+            try:
+                async for item in platform.environments.ensure(
+                    options.requirements, options.python_version
+                ):
+                    if isinstance(item, Environment):
+                        spec = spec.model_copy(update={"environment": item.digest})
+            except EnvironmentBuildError as exc:
+                raise InvalidOptionError(str(exc)) from None
+        record = platform.registry.deploy(owner, spec, public=current.public)
         platform.controller.apply(record)
         return app_view(record, request)
 

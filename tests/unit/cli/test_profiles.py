@@ -238,7 +238,15 @@ def test_doctor_without_a_platform_fails(capsys: pytest.CaptureFixture[str]) -> 
     report = json.loads(capsys.readouterr().out)
     statuses = {c["check"]: c["status"] for c in report["checks"]}
     assert statuses["connection"] == "fail"
-    assert set(statuses) == {"connection", "key", "backends", "machines", "disk", "python"}
+    assert set(statuses) == {
+        "connection",
+        "key",
+        "backends",
+        "docker",
+        "machines",
+        "disk",
+        "python",
+    }
     assert not report["ok"]
 
 

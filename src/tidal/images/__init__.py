@@ -1,0 +1,1 @@
+"""Container images for the docker backend: build or pull, add the runtime layer, cache."""

@@ -1,0 +1,243 @@
+"""The docker backend end to end: a real dockerd (tidal.testing_docker), images built
+from Dockerfiles on a debootstrap base image, runners as containers, driven through
+the `tidal` CLI against a real platform process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tidal.backends.docker import OWNER_LABEL, RUNNER_LABEL
+from tidal.testing import PlatformProcess, start_platform, wait_for
+from tidal.testing_docker import DockerEngine
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+ROOT = Path(__file__).parents[2]
+APPS = Path(__file__).parent / "apps"
+ROOMY = "health_check_interval_seconds = 0.5\n[host]\ncpus = 64\nmemory_mb = 131072\n"
+SECRET = "s3cr3t-value-for-the-docker-test"
+
+
+@pytest.fixture(scope="module")
+def dplatform(
+    docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PlatformProcess]:
+    data_dir = tmp_path_factory.mktemp("dplatform")
+    (data_dir / "tidal.toml").write_text(ROOMY)
+    with start_platform(data_dir, env=docker_engine.env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def engine_client(docker_engine: DockerEngine) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=docker_engine.host)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def deploy(platform: PlatformProcess, folder: Path, target: str, *extra: str) -> dict[str, Any]:
+    done = platform.cli("deploy", target, "--json", *extra, cwd=folder, timeout=600)
+    view: dict[str, Any] = json.loads(done.stdout)
+    view["_stderr"] = done.stderr
+    return view
+
+
+def runners(platform: PlatformProcess, app: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = json.loads(platform.cli("runners", "list", app, "--json").stdout)
+    return out
+
+
+def ready(platform: PlatformProcess, app: str) -> list[dict[str, Any]]:
+    return [r for r in runners(platform, app) if r["state"] == "ready"]
+
+
+def containers_of(client: docker.DockerClient, app: str) -> list[Any]:
+    return list(client.containers.list(sparse=True, filters={"label": f"tidal.app={app}"}))
+
+
+def test_health_reports_docker_usable(dplatform: PlatformProcess) -> None:
+    with dplatform.http() as http:
+        health = http.get("/api/v1/health").json()
+    assert "docker" in health["backends"]["usable"], health
+    doctor = dplatform.cli("doctor", check=False)
+    assert "docker" in doctor.stdout
+
+
+def test_direct_server_in_containers_two_runners(
+    dplatform: PlatformProcess, engine_client: docker.DockerClient
+) -> None:
+    view = deploy(dplatform, APPS / "docker_direct", "app.py::run_server")
+    assert "Step " in view["_stderr"]  # the build log streamed to the CLI
+    with dplatform.http() as http:
+        resp = http.get("/local/run-server/")
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"hello": "world"}
+        where = http.get("/local/run-server/where").json()
+        assert where["greeting"] == "bonjour from the build stage"  # multi-stage + build arg
+        assert where["in_container"] is True
+        # Two runners of one app at once, both serving on port 8000 in their containers.
+        dplatform.cli("apps", "scale", "run-server", "--min-concurrency", "2")
+        wait_for(lambda: len(ready(dplatform, "run-server")) == 2, timeout=60, what="2 runners")
+        assert len(containers_of(engine_client, "run-server")) == 2
+        with ThreadPoolExecutor(8) as pool:
+            seen = set(pool.map(lambda _: http.get("/local/run-server/where").json()["runner"],
+                                range(40)))  # fmt: skip
+        assert len(seen) == 2, seen
+        dplatform.cli("apps", "scale", "run-server", "--min-concurrency", "0", "--keep-alive", "0")
+        wait_for(lambda: not containers_of(engine_client, "run-server"), timeout=60,
+                 what="containers gone after scale-down")  # fmt: skip
+
+
+def test_redeploy_is_a_cache_hit(dplatform: PlatformProcess) -> None:
+    deploy(dplatform, APPS / "docker_direct", "app.py::run_server")  # built (or cached) already
+    started = time.monotonic()
+    view = deploy(dplatform, APPS / "docker_direct", "app.py::run_server")
+    seconds = time.monotonic() - started
+    assert "Step " not in view["_stderr"], view["_stderr"]
+    assert "(cached)" in view["_stderr"]
+    print(f"redeploy with a cached image: {seconds:.2f}s")
+
+
+def test_app_secrets_data_and_teardown(
+    dplatform: PlatformProcess, engine_client: docker.DockerClient
+) -> None:
+    dplatform.cli("secrets", "set", f"DOCKER_TEST_SECRET={SECRET}")
+    deploy(dplatform, APPS / "docker_app", "app.py::Stateful")
+    with dplatform.http() as http:
+        info = http.post("/local/stateful/info", json={}).json()
+        assert info["in_container"] is True and info["built"] == "built"
+        import hashlib
+
+        assert info["secret_sha256"] == hashlib.sha256(SECRET.encode()).hexdigest()
+        (container,) = containers_of(engine_client, "stateful")
+        labels = container.attrs["Labels"]
+        assert SECRET not in json.dumps(labels)
+        assert labels["tidal.app"] == "stateful" and labels[RUNNER_LABEL] == info["runner"]
+        # /data is shared: a second container (a new runner) reads what the first wrote.
+        http.post("/local/stateful/write", json={"name": "shared.txt", "text": "from one"})
+        dplatform.cli("apps", "scale", "stateful", "--min-concurrency", "2")
+        wait_for(lambda: len(ready(dplatform, "stateful")) == 2, timeout=60, what="2 runners")
+        texts = {}
+        for _ in range(30):
+            got = http.post("/local/stateful/read", json={"name": "shared.txt"}).json()
+            texts[got["runner"]] = got["text"]
+            if len(texts) == 2:
+                break
+        with ThreadPoolExecutor(4) as pool:
+            for got in pool.map(
+                lambda _: http.post("/local/stateful/read", json={"name": "shared.txt"}).json(),
+                range(20),
+            ):
+                texts[got["runner"]] = got["text"]
+        assert set(texts.values()) == {"from one"} and len(texts) == 2, texts
+        # Scale-down stops containers gracefully: teardown() runs in each.
+        ids = [r["id"] for r in ready(dplatform, "stateful")]
+        dplatform.cli("apps", "scale", "stateful", "--min-concurrency", "0", "--keep-alive", "0")
+        wait_for(lambda: not containers_of(engine_client, "stateful"), timeout=60,
+                 what="containers gone")  # fmt: skip
+    data = dplatform.data_dir / "data"
+    for runner_id in ids:
+        assert (data / f"teardown-{runner_id}").read_text() == "done"
+    logs = dplatform.cli("logs", "stateful").stdout
+    assert "setup of" in logs  # container output reaches the runner logs
+    assert SECRET not in logs
+
+
+def test_from_dockerfile_ships_its_folder(dplatform: PlatformProcess) -> None:
+    deploy(dplatform, APPS / "docker_ctx", "app.py::ctx_server")
+    with dplatform.http() as http:
+        resp = http.get("/local/ctx-server/")
+        assert resp.status_code == 200
+        assert "served from the build context" in resp.text
+
+
+def test_fal_proxy_example_in_a_container(dplatform: PlatformProcess, tmp_path: Path) -> None:
+    """The seed's proxy-app example, unchanged, given an image by a subclass."""
+    shutil.copytree(ROOT / "examples" / "fal_proxy_app", tmp_path, dirs_exist_ok=True)
+    (tmp_path / "docker_app.py").write_text(
+        "from app import MyServerProxy\n"
+        "from tidal import ContainerImage\n\n\n"
+        "class DockerProxy(MyServerProxy, image=ContainerImage.from_dockerfile_str(\n"
+        '    "FROM tidal-test/debian-python:bookworm\\n"\n'
+        ")):\n    pass\n"
+    )
+    deploy(dplatform, tmp_path, "docker_app.py::DockerProxy")
+    with dplatform.http() as http:
+        resp = http.post("/local/docker-proxy/generate", json={"prompt": "a red square"})
+        assert resp.status_code == 200, resp.text
+        url = resp.json()["image"]["url"]
+        image = http.get(url.replace(dplatform.url, ""))
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+
+
+def test_failing_build_names_the_step(dplatform: PlatformProcess) -> None:
+    done = dplatform.cli("deploy", "build_fails.py::broken", cwd=APPS / "docker_bad", check=False)
+    assert done.returncode != 0
+    out = done.stdout + done.stderr
+    assert "Step 3/" in out and "exit 3" in out, out
+    assert "about to fail: no such package" in out
+
+
+def test_image_without_python_fails_clearly(dplatform: PlatformProcess) -> None:
+    done = dplatform.cli("deploy", "no_python.py::no_python", cwd=APPS / "docker_bad", check=False)
+    assert done.returncode != 0
+    assert "no `python3`" in done.stdout + done.stderr
+
+
+def test_local_flag_ignores_the_image(dplatform: PlatformProcess) -> None:
+    done = dplatform.cli(
+        "deploy", "app.py::run_server", "--local", "--app-name", "direct-local",
+        cwd=APPS / "docker_direct",
+    )  # fmt: skip
+    assert "image is ignored" in done.stdout
+    with dplatform.http() as http:
+        assert http.get("/local/direct-local/").json() == {"hello": "world"}
+
+
+def test_orphans_removed_at_platform_start(
+    docker_engine: DockerEngine, engine_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    (tmp_path / "tidal.toml").write_text(ROOMY)
+    # A container that is not the platform's must survive its start.
+    stranger = engine_client.containers.run(
+        "tidal-test/debian-python:bookworm", ["sleep", "300"], detach=True,
+        labels={OWNER_LABEL: "someone-else", RUNNER_LABEL: "r-x"},
+    )  # fmt: skip
+    try:
+        with start_platform(tmp_path, env=docker_engine.env) as first:
+            deploy(first, APPS / "docker_direct", "app.py::run_server")
+            with first.http() as http:
+                assert http.get("/local/run-server/").status_code == 200
+            assert len(containers_of(engine_client, "run-server")) == 1
+            os.killpg(first.process.pid, signal.SIGKILL)  # a crash: nothing cleans up
+            first.process.wait()
+            assert len(containers_of(engine_client, "run-server")) == 1
+        with start_platform(tmp_path, env=docker_engine.env):
+            assert containers_of(engine_client, "run-server") == []
+            stranger.reload()
+            assert stranger.status == "running"
+    finally:
+        stranger.remove(force=True)
+
+
+def test_no_engine_says_how_to_start_one(tmp_path: Path) -> None:
+    (tmp_path / "tidal.toml").write_text(ROOMY)
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"}
+    with start_platform(tmp_path, env=env) as running:
+        done = running.cli("deploy", "app.py::run_server", cwd=APPS / "docker_direct", check=False)
+        assert done.returncode != 0
+        assert "dockerd" in done.stdout + done.stderr
+        assert "--local" in done.stdout + done.stderr
