@@ -196,7 +196,7 @@ class DockerBackend:
                 str(port),
                 "--host",
                 "0.0.0.0",
-            ],  # fmt: skip
+            ],
             working_dir=BUNDLE_MOUNT,
             environment=container_env(env, gpus),
             volumes=bind_mounts(launch, env),
