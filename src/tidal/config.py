@@ -37,6 +37,10 @@ class PlatformConfig:
     secrets_key_file: Path | None = None
     # How long the queue keeps a completed request's result.
     queue_result_ttl_seconds: float = 7 * 24 * 3600
+    # How long the request records behind the dashboard's analytics and errors are kept.
+    records_retention_seconds: float = 7 * 24 * 3600
+    # Serve /metrics without an API key (otherwise it needs an admin key, like /api/).
+    metrics_open: bool = False
     # Environments no app uses are removed after this long unused.
     environment_ttl_seconds: float = 7 * 24 * 3600
     # Give each exposed_port runner a private network namespace where the host allows.

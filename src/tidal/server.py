@@ -18,11 +18,15 @@ from tidal.control.queue_store import QueueStore
 from tidal.control.registry import AppRecord, Registry
 from tidal.control.secrets import SecretStore
 from tidal.control.secrets_api import secrets_router
+from tidal.dashboard import Dashboard
 from tidal.environments import Environments
 from tidal.gateway.auth import Authenticator
 from tidal.gateway.proxy import Gateway
 from tidal.gateway.queue import QueueService, queue_router
 from tidal.machines import load_machines
+from tidal.observe.metrics import CONTENT_TYPE as METRICS_TYPE
+from tidal.observe.records import Recorder
+from tidal.observe.records_api import records_router
 from tidal.scaling.controller import Controller
 from tidal.scaling.placement import Inventory
 from tidal.storage.files import FileServer, files_dir, runner_env
@@ -65,6 +69,10 @@ class Platform:
         self.queue_api.include_router(
             queue_router(self.queue, lambda o, a: self.controller.deployments.get((o, a)))
         )
+        # Every request's record (analytics, errors, /metrics) and the web dashboard.
+        self.recorder = Recorder.for_platform(self)
+        self.api.include_router(records_router(self.recorder.store, self.owner, config.data_dir))
+        self.dashboard = Dashboard(self)
 
     def _is_public(self, owner: str, app: str) -> bool:
         dep = self.controller.deployments.get((owner, app))
@@ -95,11 +103,13 @@ class Platform:
         if removed:
             log.info("removed %d unused environment(s)", len(removed))
         self.queue.start()
+        self.recorder.start()
 
     async def shutdown(self) -> None:
         await self.queue.close()
         await self.controller.shutdown()
         await self.gateway.close()
+        await self.recorder.close()
         self.engine.dispose()  # a PostgreSQL pool's connections closed, not left to the GC
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -119,12 +129,23 @@ class Platform:
                 await self.queue_api(scope, receive, send)
             elif scope["path"].startswith("/files/"):
                 await self.files(scope, receive, send)
+            elif scope["path"] == "/dashboard" or scope["path"].startswith("/dashboard/"):
+                await self.dashboard(scope, receive, send)
+            elif scope["path"] == "/metrics":
+                await self._metrics(send)
             else:
                 await self.gateway(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
             await self.gateway.websocket(scope, receive, send)
+
+    async def _metrics(self, send: Any) -> None:
+        assert self.recorder.metrics is not None
+        body = self.recorder.metrics.render().encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", METRICS_TYPE.encode()), (b"content-length", b"%d" % len(body))]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:

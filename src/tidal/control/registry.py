@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,21 @@ class Registry:
         with Session(self._engine) as s:
             rows = s.scalars(select(AppRow).order_by(AppRow.owner, AppRow.name)).all()
             return [self._record(s, r) for r in rows]
+
+    def revisions(self, owner: str, name: str) -> Sequence[tuple[int, float, AppSpec]]:
+        """Every revision of the app, newest first: (number, created_at, spec)."""
+        with Session(self._engine) as s:
+            row = s.scalar(select(AppRow).where(AppRow.owner == owner, AppRow.name == name))
+            if row is None:
+                raise NotFound(f"no app named {name!r} (owner {owner!r})")
+            revs = s.scalars(
+                select(RevisionRow)
+                .where(RevisionRow.app_id == row.id)
+                .order_by(RevisionRow.number.desc())
+            ).all()
+            return [
+                (r.number, r.created_at, AppSpec.model_validate_json(r.spec_json)) for r in revs
+            ]
 
     def delete(self, owner: str, name: str) -> None:
         with Session(self._engine) as s, s.begin():

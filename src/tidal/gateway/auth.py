@@ -8,6 +8,9 @@ With the platform's `auth` setting on, a request carries `Authorization: Key <id
   `admin` key, or none at all when the app was deployed public;
 - `/files/...`: open. A file's URL holds a random 128-bit id, unguessable, and it is
   handed to whoever called the app (and put in `<img src>` tags, which send no header).
+- `/metrics`: an `admin` key, unless the platform's `metrics_open` setting is on.
+- `/dashboard/...`: let through; the dashboard signs its users in itself (an admin key,
+  once, for a session cookie: tidal.dashboard).
 
 No key: 401; a malformed, unknown or revoked key: 401; a key whose scope does not reach
 the path: 403 (`{"detail", "error_type"}` like the gateway's other errors). An answer
@@ -33,10 +36,13 @@ HOW = "send `Authorization: Key <id>:<secret>` (create keys with `tidal keys cre
 
 
 class Authenticator:
-    def __init__(self, store: KeyStore, enabled: bool, is_public: IsPublic) -> None:
+    def __init__(
+        self, store: KeyStore, enabled: bool, is_public: IsPublic, metrics_open: bool = False
+    ) -> None:
         self.store = store
         self.enabled = enabled
         self.is_public = is_public
+        self.metrics_open = metrics_open
 
     @classmethod
     def for_platform(cls, store: KeyStore, config: Any, is_public: IsPublic) -> Authenticator:
@@ -45,7 +51,7 @@ class Authenticator:
         enabled = bool(getattr(config, "auth", False))
         if enabled:
             store.bootstrap(Path(config.data_dir))
-        return cls(store, enabled, is_public)
+        return cls(store, enabled, is_public, bool(getattr(config, "metrics_open", False)))
 
     async def admit(self, scope: Scope, receive: Any, send: Any) -> bool:
         """True when the request may go on; otherwise the refusal is sent (HTTP) or the
@@ -70,7 +76,11 @@ class Authenticator:
         path: str = scope["path"]
         if path in OPEN_API_PATHS:
             return None
-        if path.startswith("/api/"):
+        if path == "/dashboard" or path.startswith("/dashboard/"):
+            return None  # its own sign-in and session checks: tidal.dashboard
+        if path == "/metrics" and self.metrics_open:
+            return None
+        if path.startswith("/api/") or path == "/metrics":
             key, refusal = self._key(scope, strip=False)
             if refusal is not None:
                 return refusal

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidal.asgi import send_error
 from tidal.backends.base import Runner
 from tidal.gateway.http1 import UpstreamConnectError, UpstreamConnection, UpstreamPool
 from tidal.gateway.router import RouterError
 from tidal.gateway.websocket import proxy_websocket
+from tidal.observe.records import SYNC, RequestRecord, cold_start_of, error_message
 from tidal.scaling.controller import Controller, Deployment
+
+if TYPE_CHECKING:
+    from tidal.observe.records import Recorder
 
 Scope = dict[str, Any]
 
@@ -32,6 +37,8 @@ REQUEST_ID_HEADER = b"x-tidal-request-id"
 # Bodies up to this size are read whole and sent in one write; larger or
 # chunked ones stream through.
 BUFFER_LIMIT = 64 * 1024
+# Of an error answer's body, this much is kept for the request record (its message).
+ERROR_BODY_KEPT = 4096
 
 
 class _StartTimeout(Exception):
@@ -47,6 +54,8 @@ class Gateway:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
         self._pools: dict[str, UpstreamPool] = {}
+        # Each finished request is handed to it (tidal.observe.records), if set.
+        self.recorder: Recorder | None = None
 
     async def close(self) -> None:
         for pool in self._pools.values():
@@ -93,6 +102,17 @@ class Gateway:
             dep.record.options.request_timeout or self.controller.config.default_request_timeout
         )
         progress = _Progress()
+        progress.arrived = time.time()
+        try:
+            await self._serve(scope, receive, send, dep, request_id, ids, timeout, progress)
+        finally:
+            if self.recorder is not None:
+                self.recorder.add(progress.record(scope, dep, request_id))
+
+    async def _serve(
+        self, scope: Scope, receive: Any, send: Any, dep: Deployment, request_id: str,
+        ids: list[tuple[bytes, bytes]], timeout: float, progress: _Progress,
+    ) -> None:  # fmt: skip
         try:
             async with asyncio.timeout(timeout):
                 upstream = await _Upstream.from_scope(scope, receive, dep, request_id)
@@ -109,6 +129,7 @@ class Gateway:
                         except TimeoutError:
                             raise _StartTimeout(start_limit) from None
                     progress.runner_id = runner.id
+                    progress.runner, progress.acquired = runner, time.time()
                     try:
                         await self._forward(send, runner, upstream, progress, receive)
                         return
@@ -118,26 +139,32 @@ class Gateway:
                             raise
                     except OSError:
                         if progress.caller_left:
-                            return  # the caller hung up; the runner did nothing wrong
+                            # The caller hung up; the runner did nothing wrong.
+                            progress.failed(499, "client_closed_request", "the caller went away")
+                            return
                         self.controller.suspect(dep, runner)
                         raise
                     finally:
                         dep.router.release(runner)
         except _StartTimeout as exc:
+            progress.failed(504, "request_timeout", f"no runner within {exc.limit:g}s")
             await send_error(send, 504, "request_timeout",
                              f"no runner took the request within X-Fal-Request-Timeout "
                              f"({exc.limit:g}s)", [*ids, (b"x-fal-request-timeout-type", b"user")])  # fmt: skip
         except RouterError as exc:
+            progress.failed(exc.status, exc.error_type, exc.detail)
             extra = [(b"retry-after", b"%d" % exc.retry_after)] if exc.retry_after else []
             await send_error(send, exc.status, exc.error_type, exc.detail, [*ids, *extra])
         except TimeoutError:
+            progress.failed(504, "request_timeout", f"not finished within {timeout}s")
             if not progress.started:
                 await send_error(send, 504, "request_timeout",
                                  f"the request did not finish within request_timeout ({timeout}s)",
                                  ids)  # fmt: skip
         except ClientGone:
-            pass
+            progress.failed(499, "client_closed_request", "the caller went away")
         except OSError as exc:
+            progress.failed(502, "runner_connection_error", f"runner failed: {exc}")
             if not progress.started:
                 await send_error(send, 502, "runner_connection_error",
                                  f"runner {progress.runner_id} failed before answering ({exc}); "
@@ -166,12 +193,21 @@ class Gateway:
         try:
             await upstream.write(conn, pool.host_header)
             await conn.read_head(head_only=upstream.method == b"HEAD")
+            progress.status = conn.status
+            keep = conn.status >= 400  # the error's type and message go in its record
+            if keep:
+                progress.error_type = next(
+                    (v.decode("latin-1") for k, v in conn.headers if k.lower() == b"x-fal-error-type"),
+                    None,
+                )  # fmt: skip
             conn.headers.append((REQUEST_ID_HEADER, upstream.request_id.encode()))
             conn.headers.append((b"x-fal-request-id", upstream.request_id.encode()))
             await send({"type": "http.response.start", "status": conn.status,
                         "headers": [h for h in conn.headers if h[0].lower() not in HOP_BY_HOP]})  # fmt: skip
             progress.started = True
             async for chunk in conn.body():
+                if keep and len(progress.error_body) < ERROR_BODY_KEPT:
+                    progress.error_body += chunk[: ERROR_BODY_KEPT - len(progress.error_body)]
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -264,12 +300,46 @@ class _Upstream:
 
 
 class _Progress:
-    __slots__ = ("caller_left", "runner_id", "started")
+    __slots__ = ("acquired", "arrived", "caller_left", "error", "error_body", "error_type",
+                 "runner", "runner_id", "started", "status")  # fmt: skip
 
     def __init__(self) -> None:
         self.started = False
         self.caller_left = False
         self.runner_id = ""
+        # For the request's record: wall-clock times, the runner, the outcome.
+        self.arrived = self.acquired = 0.0
+        self.runner: Runner | None = None
+        self.status: int | None = None
+        self.error_type: str | None = None
+        self.error: str | None = None
+        self.error_body = b""
+
+    def failed(self, status: int, error_type: str, detail: str) -> None:
+        """The platform's own answer (or the outcome, where the runner's had started)."""
+        if self.status is None or not self.started:
+            self.status = status
+        self.error_type, self.error = error_type, detail
+
+    def record(self, scope: Scope, dep: Deployment, request_id: str) -> RequestRecord:
+        finished = time.time()
+        acquired = self.acquired or finished
+        cold, cold_ms, breakdown = cold_start_of(self.runner, self.arrived, acquired)
+        prefix_length = len(dep.record.owner) + len(dep.record.name) + 2
+        error = self.error
+        if error is None and self.error_body:
+            error = error_message(self.error_body, self.status)
+        return RequestRecord(
+            id=request_id, owner=dep.record.owner, app=dep.record.name,
+            endpoint=scope["path"][prefix_length:] or "/", method=scope["method"], kind=SYNC,
+            started_at=self.arrived, finished_at=finished,
+            latency_ms=(finished - self.arrived) * 1000,
+            queue_wait_ms=(acquired - self.arrived) * 1000, status_code=self.status,
+            error_type=self.error_type or (f"http_{self.status}" if error else None),
+            error=error, revision=self.runner.revision if self.runner else None,
+            runner_id=self.runner_id or None, cold_start=cold, cold_start_ms=cold_ms,
+            cold_breakdown=breakdown,
+        )  # fmt: skip
 
 
 async def _read_body(receive: Any) -> bytes:

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -29,8 +29,12 @@ from tidal.gateway.http1 import UpstreamConnectError
 from tidal.gateway.proxy import Gateway, _Progress, _Upstream
 from tidal.gateway.router import RouterError
 from tidal.gateway.webhooks import WebhookSender, valid_url
+from tidal.observe.records import QUEUE, RequestRecord, cold_start_of
 from tidal.observe.request_logs import logs_for
 from tidal.scaling.controller import Controller, Deployment
+
+if TYPE_CHECKING:
+    from tidal.observe.records import Recorder
 
 log = logging.getLogger("tidal.queue")
 
@@ -51,16 +55,21 @@ class QueueService:
         self._workers: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
         self.webhooks = WebhookSender(store, controller.config.data_dir)
+        # Each finished request is handed to it (tidal.observe.records), if set.
+        self.recorder: Recorder | None = None
 
     def complete(
         self, request_id: str, status: int | None, headers: list[tuple[str, str]],
         body: bytes | None, error: str | None = None, error_type: str | None = None,
+        runner: Runner | None = None,
     ) -> None:  # fmt: skip
         """Record the outcome and, where a webhook was asked for, send it (in a task)."""
         if self.store.complete(request_id, status, headers, body, error, error_type):
             item = self.store.get(request_id)
             if item is not None and item.webhook_url:
                 self.webhooks.send(item)
+            if item is not None and self.recorder is not None:
+                self.recorder.add(_record(item, runner))
 
     def start(self) -> None:
         retried, failed = self.store.recover()
@@ -169,12 +178,13 @@ class QueueService:
             async with asyncio.timeout(timeout):
                 await self.gateway._forward(capture, runner, upstream, _Progress())
         except asyncio.CancelledError:
-            self.complete(item.id, None, [], None, "the request was cancelled", "request_cancelled")
+            self.complete(item.id, None, [], None, "the request was cancelled", "request_cancelled",
+                          runner)  # fmt: skip
             raise
         except TimeoutError:
             self.complete(item.id, 504, [], None,
                                 f"the request did not finish within request_timeout ({timeout}s)",
-                                "request_timeout")  # fmt: skip
+                                "request_timeout", runner)  # fmt: skip
             return
         except UpstreamConnectError:
             # Nothing reached a runner: back in the queue, at its place.
@@ -188,12 +198,12 @@ class QueueService:
                 return
             self.complete(item.id, 502, [], None,
                                 f"runner {runner.id} failed while serving the request ({exc})",
-                                "runner_connection_error")  # fmt: skip
+                                "runner_connection_error", runner)  # fmt: skip
             return
         error = error_type = None
         if status >= 400:
             error, error_type = _error_of(headers, body, status)
-        self.complete(item.id, status, headers, body, error, error_type)
+        self.complete(item.id, status, headers, body, error, error_type, runner)
 
     def cancel(self, request_id: str) -> tuple[int, str]:
         item = self.store.get(request_id)
@@ -208,6 +218,23 @@ class QueueService:
             self.complete(request_id, None, [], None, "the request was cancelled",
                                 "request_cancelled")  # fmt: skip
         return 202, "CANCELLATION_REQUESTED"
+
+
+def _record(item: QueuedRequest, runner: Runner | None) -> RequestRecord:
+    """The request record of a finished queued request: its wait is from submission to
+    being claimed for a runner, its latency from submission to completion."""
+    finished = item.completed_at or time.time()
+    claimed = item.started_at if runner is not None and item.started_at else finished
+    cold, cold_ms, breakdown = cold_start_of(runner, item.created_at, claimed)
+    return RequestRecord(
+        id=item.id, owner=item.owner, app=item.app, endpoint=item.path, method=item.method,
+        kind=QUEUE, started_at=item.created_at, finished_at=finished,
+        latency_ms=max(0.0, finished - item.created_at) * 1000,
+        queue_wait_ms=max(0.0, claimed - item.created_at) * 1000,
+        status_code=item.response_status, error_type=item.error_type, error=item.error,
+        revision=runner.revision if runner else None, runner_id=runner.id if runner else None,
+        cold_start=cold, cold_start_ms=cold_ms, cold_breakdown=breakdown,
+    )  # fmt: skip
 
 
 def _missed_start(item: QueuedRequest) -> str | None:
@@ -355,6 +382,10 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
             )
         body = await request.body()
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP]
+        if "host" in request.headers and "x-forwarded-host" not in request.headers:
+            # The runner builds URLs (tidal.toolkit.File) from the host the caller used,
+            # not from its own address, which is all a stored request would show it.
+            headers.append(("x-forwarded-host", request.headers["host"]))
         priority = 1 if request.headers.get("x-fal-queue-priority", "normal") == "low" else 0
         no_retry = request.headers.get("x-fal-no-retry", "") not in ("", "0", "false")
         webhook = request.query_params.get("fal_webhook") or request.query_params.get("webhook")
