@@ -16,13 +16,15 @@ from pydantic import BaseModel
 
 from tidal import __version__
 from tidal.backends.base import Runner
-from tidal.backends.choice import choose_backend
+from tidal.backends.choice import DOCKER, choose_backend
 from tidal.control.bundles import BundleError, store_bundle
 from tidal.control.openapi import openapi_problem
 from tidal.control.registry import AppRecord, NotFound
 from tidal.environments import Environment, EnvironmentBuildError
+from tidal.images.builder import BuiltImage, ImageBuildError
+from tidal.images.platform_step import build_image
 from tidal.observe.logs import app_log_files, follow, tail
-from tidal.spec import AppSpec, InvalidOptionError
+from tidal.spec import AppSpec, ImageSpec, InvalidOptionError
 
 if TYPE_CHECKING:
     from tidal.server import Platform
@@ -34,6 +36,10 @@ class DeployRequest(BaseModel):
     public: bool = False
     # A backend the deployer insists on (`tidal deploy --local`); else the platform picks.
     backend: str | None = None
+
+
+class ImageRequest(BaseModel):
+    image: ImageSpec
 
 
 class RollbackRequest(BaseModel):
@@ -248,6 +254,14 @@ def build_api(platform: Platform) -> FastAPI:
             body.backend,
         )
         spec = spec.model_copy(update={"backend": choice.backend})
+        if choice.backend == DOCKER and spec.options.image is not None:
+            # Built now (a cache hit when the CLI's POST /api/v1/images built it first).
+            try:
+                async for built in build_image(platform, owner, spec.options.image):
+                    if isinstance(built, BuiltImage):
+                        spec = spec.model_copy(update={"image_ref": built.ref})
+            except ImageBuildError as exc:
+                raise InvalidOptionError(str(exc)) from None
         record = platform.registry.deploy(owner, spec, public=body.public)
         platform.controller.apply(record)
         return {**app_view(record, request), "warnings": choice.warnings}
@@ -276,6 +290,24 @@ def build_api(platform: Platform) -> FastAPI:
                     else:
                         yield json.dumps({"log": item}) + "\n"
             except EnvironmentBuildError as exc:
+                yield json.dumps({"error": str(exc)}) + "\n"
+
+        return StreamingResponse(progress(), media_type="application/x-ndjson")
+
+    @api.post("/api/v1/images")
+    async def build_image_stream(body: ImageRequest) -> StreamingResponse:
+        """Build (or find) an app's container image, streaming its log as JSON lines."""
+
+        async def progress() -> AsyncIterator[str]:
+            try:
+                async for item in build_image(platform, owner, body.image):
+                    if isinstance(item, BuiltImage):
+                        done = {"ready": item.ref, "cached": item.cached,
+                                "seconds": round(item.seconds, 2)}  # fmt: skip
+                        yield json.dumps(done) + "\n"
+                    else:
+                        yield json.dumps({"log": item}) + "\n"
+            except ImageBuildError as exc:
                 yield json.dumps({"error": str(exc)}) + "\n"
 
         return StreamingResponse(progress(), media_type="application/x-ndjson")
