@@ -11,7 +11,18 @@ own imports and server start is platform overhead:
     SDK                     `import tidal` and @tidal.function in app.py (pydantic, validation)
     listening -> response   readiness polling, then proxying the request itself
 
-    .venv/bin/python bench/cold_start.py [--trials N] [--skip-isolated]
+    .venv/bin/python bench/cold_start.py [--trials N] [--skip-isolated] [--docker | --docker-only]
+
+With --docker (as root, Debian's docker.io and debootstrap installed) it also starts a
+private dockerd (tidal.testing_docker) and measures the docker backend, split as
+
+    request -> container started   gateway, scaling, image lookup, `docker create` + start
+    container -> app.py import     the image's Python starting tidal.runtime
+    setup                          app.py import -> its server listening (SDK, user code)
+    listening -> response          readiness polling, then proxying the request
+
+against a plain `docker run` of the same image to its first HTTP answer, measured in the
+same run: the platform's overhead is what tidal adds beyond that.
 """
 
 from __future__ import annotations
@@ -225,11 +236,142 @@ def render(rows: list[Row], args: argparse.Namespace) -> None:
         console.print(f"  --isolation {row.label}: {p50:.1f} ms {ok}")
 
 
+DOCKERFILE = "FROM tidal-test/debian-python:bookworm\n"
+DOCKER_TARGET_MS = 300.0
+DOCKER_STAGES = (
+    ("total", "total (request -> response)"),
+    ("to_container", "  request -> container started"),
+    ("runtime_start", "  container -> app.py import begins"),
+    ("setup", "  setup: app.py import -> listening"),
+    ("to_response", "  listening -> response"),
+    ("docker_run", "plain `docker run` -> first answer"),
+    ("overhead", "overhead beyond docker run"),
+)
+PLAIN_SERVER = (
+    "import http.server as h\n"
+    "class H(h.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200); self.send_header('Content-Length', '2')\n"
+    "        self.end_headers(); self.wfile.write(b'ok')\n"
+    "h.HTTPServer(('0.0.0.0', 8000), H).serve_forever()\n"
+)
+
+
+def _started_at(value: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds, as time.time()."""
+    from datetime import datetime
+
+    stamp, _, frac = value.rstrip("Z").partition(".")
+    whole = datetime.fromisoformat(stamp + "+00:00").timestamp()
+    return whole + float(f"0.{frac or 0}")
+
+
+def plain_docker_run(client: object, image: str) -> float:
+    """A plain `docker run -p 127.0.0.1:P:8000` of `image`, until its first HTTP answer (s)."""
+    port = free_port()
+    t0 = time.time()
+    container = client.containers.run(  # type: ignore[attr-defined]
+        image, ["python3", "-c", PLAIN_SERVER], detach=True,
+        ports={"8000/tcp": ("127.0.0.1", port)}, init=True,
+    )  # fmt: skip
+    try:
+        while True:
+            with contextlib.suppress(OSError, httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                    return time.time() - t0
+            if time.time() - t0 > WAIT_TIMEOUT_S:
+                raise AssertionError("the plain container never answered")
+            time.sleep(0.005)
+    finally:
+        container.remove(force=True)
+
+
+def docker_trial(
+    platform: PlatformProcess, client: object, app: str, url: str, marks: Path
+) -> dict[str, float]:
+    stop_all(platform, app)
+    marks.unlink(missing_ok=True)
+    t0, t1 = cold_request(url)
+    (container,) = client.containers.list(filters={"label": f"tidal.app={app}"})  # type: ignore[attr-defined]
+    started = _started_at(container.attrs["State"]["StartedAt"])
+    image = container.image.tags[0]
+    m = {k: float(v) for k, v in (line.split() for line in marks.read_text().splitlines())}
+    stop_all(platform, app)
+    plain = plain_docker_run(client, image)
+    ms = {
+        "total": t1 - t0,
+        "to_container": started - t0,
+        "runtime_start": m["import"] - started,
+        "setup": m["listen"] - m["import"],
+        "to_response": t1 - m["listen"],
+        "docker_run": plain,
+        "overhead": (t1 - t0) - plain,
+    }
+    return {k: v * 1000 for k, v in ms.items()}
+
+
+def measure_docker(root: Path, args: argparse.Namespace) -> Row:
+    import docker
+
+    from tidal.testing_docker import docker_engine
+
+    console.print(f"docker backend: {args.warmup} warm-up + {args.trials} cold starts")
+    app_dir, data_dir = root / "app-docker", root / "data-docker"
+    app_dir.mkdir()
+    data_dir.mkdir()
+    marks = data_dir / "data" / "marks.txt"  # /data/marks.txt inside the container
+    source = APP_PY.format(marks="/data/marks.txt", port=8000, name=FUNCTION_NAME).replace(
+        "@tidal.function(",
+        f"@tidal.function(image=tidal.ContainerImage.from_dockerfile_str({DOCKERFILE!r}), ",
+    )
+    (app_dir / "app.py").write_text(source)
+    with contextlib.ExitStack() as stack:
+        engine = stack.enter_context(docker_engine())
+        client = docker.DockerClient(base_url=engine.host)
+        stack.callback(client.close)
+        platform = stack.enter_context(start_platform(data_dir, env=engine.env))
+        started = time.monotonic()
+        view = json.loads(
+            platform.cli("deploy", f"app.py::{FUNCTION_NAME}", "--json", cwd=app_dir).stdout
+        )
+        built = time.monotonic() - started
+        started = time.monotonic()
+        platform.cli("deploy", f"app.py::{FUNCTION_NAME}", "--json", cwd=app_dir)
+        cached = time.monotonic() - started
+        app, url = view["name"], view["url"].rstrip("/") + "/"
+        warm = [docker_trial(platform, client, app, url, marks) for _ in range(args.warmup)]
+        trials = [docker_trial(platform, client, app, url, marks) for _ in range(args.trials)]
+        stop_all(platform, app)
+    notes = [f"first deploy (image build) {built:.1f} s", f"redeploy (cache hit) {cached:.2f} s"]
+    notes += [f"warm-up total {w['total']:.0f} ms" for w in warm]
+    return Row("docker", trials, "; ".join(notes))
+
+
+def render_docker(row: Row, args: argparse.Namespace) -> None:
+    table = Table(title=f"tidal cold start, docker backend: ms, {args.trials} trials")
+    table.add_column("stage", no_wrap=True)
+    for stat in ("p50", "min", "max"):
+        table.add_column(stat, justify="right")
+    for key, label in DOCKER_STAGES:
+        values = [t[key] for t in row.trials]
+        cells = [f"{statistics.median(values):.1f}", f"{min(values):.1f}", f"{max(values):.1f}"]
+        style = "bold" if key in ("total", "overhead") else None
+        table.add_row(label, *cells, style=style)
+    console.print(table)
+    console.print(f"  {row.note}")
+    p50 = statistics.median(t["overhead"] for t in row.trials)
+    ok = "[green]PASS[/]" if p50 < DOCKER_TARGET_MS else "[red]MISS[/]"
+    console.print(f"target: overhead beyond docker run p50 < {DOCKER_TARGET_MS:.0f} ms: "
+                  f"{p50:.1f} ms {ok}")  # fmt: skip
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Cold start time of the local backend.")
     parser.add_argument("--trials", type=int, default=10, help="cold starts per row")
     parser.add_argument("--warmup", type=int, default=1, help="untimed cold starts first")
     parser.add_argument("--skip-isolated", action="store_true", help="only the --isolation off row")
+    parser.add_argument("--docker", action="store_true", help="also measure the docker backend")
+    parser.add_argument("--docker-only", action="store_true", help="only the docker backend")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.warmup < 0:
         parser.error("--trials must be >= 1 and --warmup >= 0")
@@ -239,18 +381,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     modes = ["off"] if args.skip_isolated else ["auto", "off"]
+    if args.docker_only:
+        modes = []
     if "auto" in modes and os.geteuid() != 0:
         console.print("[yellow]not root: with --isolation auto, runners share the host network")
     with tempfile.TemporaryDirectory(prefix="tidal-bench-", ignore_cleanup_errors=True) as tmp:
         try:
             rows = [measure(Path(tmp), mode, args) for mode in modes]
+            docker_row = (
+                measure_docker(Path(tmp), args) if args.docker or args.docker_only else None
+            )
         except (AssertionError, httpx.HTTPError, OSError, KeyError) as exc:
             console.print(f"[bold red]benchmark failed:[/] {exc}")
             return 1
         except KeyboardInterrupt:
             console.print("interrupted; the platforms were stopped")
             return 130
-    render(rows, args)
+    if rows:
+        render(rows, args)
+    if docker_row is not None:
+        render_docker(docker_row, args)
     return 0
 
 

@@ -34,7 +34,10 @@ _INSTALL = (
     f"assert sys.version_info >= {MIN_PYTHON!r}, "
     f"'tidal needs Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} in the image'; "
     "d = site.getsitepackages()[-1]; os.makedirs(d, exist_ok=True); "
-    f"open(os.path.join(d, {PTH_NAME!r}), 'w').write({RUNTIME_DIR!r} + '\\n')"
+    f"open(os.path.join(d, {PTH_NAME!r}), 'w').write({RUNTIME_DIR!r} + '\\n'); "
+    # Bytecode now, by the image's own Python: runners can't write it (read-only,
+    # PYTHONDONTWRITEBYTECODE) and compiling pydantic at each cold start costs ~0.3 s.
+    f"import compileall; compileall.compile_dir({RUNTIME_DIR!r}, quiet=1, workers=0)"
 )
 
 
