@@ -115,13 +115,13 @@ class QueueService:
             if dep is None:
                 continue  # not (yet) deployed: the requests wait
             options = dep.record.options
-            # Enough workers to keep every slot the app may have busy, no more: a
-            # worker waits in the app's router, which is what scales it up.
+            # At most one waiting worker per slot the app may have: a worker waits in
+            # the app's router, which is what scales it up, and in line with sync
+            # callers (FIFO), so a steady sync load can't starve the queue.
             limit = self.controller.ceiling(dep) * options.max_multiplexing
-            busy = sum(r.in_flight for r in dep.router.runners.values())
             waiting = self.store.waiting(*key)
             unclaimed = self._unclaimed.get(key, 0)
-            while unclaimed < waiting and unclaimed + busy < limit:
+            while unclaimed < min(waiting, limit):
                 unclaimed += 1
                 task = asyncio.create_task(self._work(key, dep))
                 self._workers.add(task)
