@@ -200,8 +200,7 @@ def test_a_killed_node_is_replaced_and_nothing_queued_is_lost(
             again = wait_for(lambda: len(runners(platform, "spare", "ready")) == 2 and
                              runners(platform, "spare", "ready"), timeout=90, what="replacements")  # fmt: skip
             assert {r["machine_type"] for r in again} == {"XS"}
-            time.sleep(1.0)  # sync traffic on the replacements, then let the queue drain
-            stop.set()
+            # The queue drains while sync callers keep the replacements busy.
             for item in queued:
                 done = wait_for(
                     lambda item=item: (
@@ -211,6 +210,7 @@ def test_a_killed_node_is_replaced_and_nothing_queued_is_lost(
                 )  # fmt: skip
                 result = http.get(done["response_url"].replace(platform.url, ""))
                 assert result.status_code == 200, result.text
+            assert not stop.is_set()
     finally:
         stop.set()
         for t in load:
