@@ -261,3 +261,21 @@ def test_logs_and_app_list(page: Any, secured: PlatformProcess, deployed: str) -
     row = page.wait_for_selector(f"tr:has(a[data-app={deployed}])")
     wait_for(lambda: int(row.query_selector(".requests-1h").inner_text()) >= 2, timeout=10)
     shot(page, "00-apps")
+
+
+def test_rollback_from_the_cli_and_the_app_page(
+    page: Any, secured: PlatformProcess, deployed: str, admin_key: str
+) -> None:
+    key = {"TIDAL_KEY": admin_key}
+    secured.cli("apps", "restart", deployed, env=key)  # revision 2, the same code
+    listed = json.loads(secured.cli("apps", "revisions", deployed, "--json", env=key).stdout)
+    assert [(r["revision"], r["current"]) for r in listed] == [(2, True), (1, False)]
+    out = secured.cli("apps", "rollback", deployed, "1", env=key).stdout
+    assert "revision 3" in out
+    page.goto(f"{secured.url}/dashboard/#/apps/{deployed}")
+    page.wait_for_selector("button[data-rollback='2']")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button[data-rollback='2']")
+    page.wait_for_selector("td:has-text('r4')")
+    assert api(secured, admin_key, f"/api/v1/apps/{deployed}")["revision"] == 4
+    shot(page, "10-revisions")

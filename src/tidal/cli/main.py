@@ -358,6 +358,30 @@ def apps_restart(name: str) -> None:
     console.print(f"[green]✓[/] {name}: revision {v['revision']} (same code) is rolling out")
 
 
+@apps_cmd.command("revisions")
+def apps_revisions(name: str, as_json: JsonFlag = False) -> None:
+    """List an app's revisions, newest first (roll back with `tidal apps rollback`)."""
+    views = client().get(f"/api/v1/apps/{name}/revisions")
+    if as_json:
+        print_json(views)
+        return
+    table = Table("revision", "deployed", "bundle", "kind", "")
+    for v in views:
+        when = datetime.fromtimestamp(v["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(f"r{v['revision']}", when, (v["bundle_digest"] or "")[:12], v["kind"],
+                      "[green]current[/]" if v["current"] else "")  # fmt: skip
+    console.print(table)
+
+
+@apps_cmd.command("rollback")
+def apps_rollback(name: str, revision: int) -> None:
+    """Deploy an earlier revision's code and options again, as a new revision."""
+    v = client().post(f"/api/v1/apps/{name}/rollback", json={"revision": revision})
+    console.print(
+        f"[green]✓[/] {name}: revision {v['revision']} (the code of r{revision}) is rolling out"
+    )
+
+
 @apps_cmd.command("scale")
 def apps_scale(
     name: str,
