@@ -4,10 +4,12 @@ the `tidal` CLI against a real platform process."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import httpx
 import pytest
 
 from tidal.backends.docker import OWNER_LABEL, RUNNER_LABEL
+from tidal.backends.local import free_port
 from tidal.testing import PlatformProcess, start_platform, wait_for
 from tidal.testing_docker import DockerEngine
 
@@ -241,3 +245,93 @@ def test_no_engine_says_how_to_start_one(tmp_path: Path) -> None:
         assert done.returncode != 0
         assert "dockerd" in done.stdout + done.stderr
         assert "--local" in done.stdout + done.stderr
+
+
+REGISTRY_CONFIG = """\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: 0.0.0.0:5000
+auth:
+  htpasswd:
+    realm: tidal-test
+    path: /etc/registry.htpasswd
+"""
+
+
+@pytest.fixture(scope="module")
+def registry(
+    engine_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A private registry with basic auth, in a container built from Debian's
+    `docker-registry` binary on the debootstrap base image (no registry is reachable)."""
+    binary, htpasswd = shutil.which("docker-registry"), shutil.which("htpasswd")
+    if binary is None or htpasswd is None:
+        pytest.fail("install Debian's docker-registry and apache2-utils (make system-deps)")
+    ctx = tmp_path_factory.mktemp("registry-image")
+    shutil.copy(binary, ctx / "docker-registry")
+    (ctx / "config.yml").write_text(REGISTRY_CONFIG)
+    users = subprocess.run([htpasswd, "-nbB", "tester", "pw-123"], capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    (ctx / "htpasswd").write_text(users)
+    (ctx / "Dockerfile").write_text(
+        "FROM tidal-test/debian-python:bookworm\n"
+        "COPY docker-registry /usr/bin/docker-registry\n"
+        "COPY config.yml /etc/registry.yml\nCOPY htpasswd /etc/registry.htpasswd\n"
+        'CMD ["/usr/bin/docker-registry", "serve", "/etc/registry.yml"]\n'
+    )
+    engine_client.images.build(path=str(ctx), tag="tidal-test/registry:local", rm=True)
+    port = free_port()
+    container = engine_client.containers.run(
+        "tidal-test/registry:local", detach=True, ports={"5000/tcp": ("127.0.0.1", port)}
+    )
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/v2/"), timeout=30, what="registry")
+        yield f"127.0.0.1:{port}"
+    finally:
+        container.remove(force=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 401  # up, and asking for auth
+    except httpx.HTTPError:
+        return False
+
+
+def test_from_registry_pulls_with_auth_from_a_secret(
+    dplatform: PlatformProcess, engine_client: docker.DockerClient, registry: str, tmp_path: Path
+) -> None:
+    auth = {"username": "tester", "password": "pw-123"}
+    ref = f"{registry}/team/served:1"
+    image, _ = engine_client.images.build(
+        fileobj=io.BytesIO(b"FROM tidal-test/debian-python:bookworm\nRUN echo pulled > /origin\n"),
+        rm=True,
+    )
+    image.tag(ref)
+    for line in engine_client.images.push(ref, auth_config=auth, stream=True, decode=True):
+        assert "error" not in line, line
+    engine_client.images.remove(ref)  # the deploy must pull it
+    (tmp_path / "app.py").write_text(
+        "import subprocess, sys\nimport tidal\n\n"
+        f"@tidal.function(image=tidal.ContainerImage.from_registry({ref!r}, auth='REG_AUTH'),\n"
+        "                exposed_port=8000)\n"
+        "def pulled() -> None:\n"
+        "    subprocess.run([sys.executable, '-m', 'http.server', '8000', '--directory', '/'],\n"
+        "                   check=True)\n"
+    )
+    missing = dplatform.cli("deploy", "app.py::pulled", cwd=tmp_path, check=False)
+    assert missing.returncode != 0 and "no secret named 'REG_AUTH'" in missing.stderr
+    dplatform.cli("secrets", "set", "REG_AUTH=pw-wrong")
+    refused = dplatform.cli("deploy", "app.py::pulled", cwd=tmp_path, check=False)
+    assert refused.returncode != 0 and "not registry credentials" in refused.stderr
+    dplatform.cli("secrets", "set", "REG_AUTH=tester:wrong-password")
+    refused = dplatform.cli("deploy", "app.py::pulled", cwd=tmp_path, check=False)
+    assert refused.returncode != 0 and f"pulling {ref} failed" in refused.stderr
+    dplatform.cli("secrets", "set", f"REG_AUTH={json.dumps(auth)}")
+    view = deploy(dplatform, tmp_path, "app.py::pulled")
+    assert f"pulling {ref}" in view["_stderr"]
+    with dplatform.http() as http:
+        assert http.get("/local/pulled/origin").text.strip() == "pulled"
