@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -76,6 +78,18 @@ class PlatformConfig:
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def platform_id(data_dir: Path) -> str:
+    """This platform's stable name (kept in DATA_DIR/platform.id): what it writes as the
+    holder of the queued requests it runs, so a restart finds its own."""
+    path = data_dir / "platform.id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        name = f"{socket.gethostname()[:40]}-{secrets.token_hex(6)}"
+        path.write_text(name + "\n")
+        return name
 
 
 class ConfigError(ValueError):

@@ -9,7 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tidal.backends.registry import open_backends
-from tidal.config import LOCAL_OWNER, PlatformConfig
+from tidal.config import LOCAL_OWNER, PlatformConfig, platform_id
 from tidal.control.api import build_api
 from tidal.control.db import open_database
 from tidal.control.keys import KeyStore
@@ -64,7 +64,9 @@ class Platform:
         self.api = build_api(self)
         self.api.include_router(secrets_router(self.secrets, self.owner))
         self.api.include_router(keys_router(self.keys))
-        self.queue = QueueService(QueueStore(engine), self.controller, self.gateway)
+        self.queue = QueueService(
+            QueueStore(engine, holder=platform_id(config.data_dir)), self.controller, self.gateway
+        )
         self.queue_api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         self.queue_api.include_router(
             queue_router(self.queue, lambda o, a: self.controller.deployments.get((o, a)))

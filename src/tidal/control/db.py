@@ -189,8 +189,16 @@ def _v6(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX runner_samples_time ON runner_samples (ts)"))
 
 
+def _v7(conn: Connection) -> None:
+    # Which platform holds a request in progress, and until when (its lease, renewed
+    # while it runs): platforms sharing a database requeue only their own requests on
+    # restart, and others' once the lease has run out (tidal.control.queue_store).
+    conn.execute(text("ALTER TABLE queue_requests ADD COLUMN claimed_by VARCHAR(64)"))
+    conn.execute(text("ALTER TABLE queue_requests ADD COLUMN lease_until DOUBLE PRECISION"))
+
+
 # Append only: a released step never changes.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 
 
 def schema_version(conn: Connection) -> int:

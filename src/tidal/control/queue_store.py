@@ -15,6 +15,10 @@ from sqlalchemy import Engine, text
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 # A request in progress when the platform died is run again this many times in all.
 MAX_ATTEMPTS = 2
+# A platform renews the leases of the requests it runs every LEASE_SECONDS / 3; one
+# that stops renewing (it died) loses them, and any platform sharing the queue puts
+# them back in line.
+LEASE_SECONDS = 30.0
 
 
 @dataclass
@@ -57,8 +61,10 @@ class QueuedRequest:
 
 
 class QueueStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, holder: str = "local") -> None:
         self._engine = engine
+        # This platform's name in `claimed_by` (stable across its restarts).
+        self.holder = holder
         self._lock = threading.Lock()  # one claim at a time: positions stay exact
 
     def submit(
@@ -139,29 +145,35 @@ class QueueStore:
             ).first()
             if row is None:
                 return None
+            now = time.time()
             conn.execute(
                 text(
                     "UPDATE queue_requests SET status = :s, started_at = :now, "
-                    "attempts = attempts + 1 WHERE id = :id"
+                    "attempts = attempts + 1, claimed_by = :h, lease_until = :until "
+                    "WHERE id = :id"
                 ),
-                {"s": IN_PROGRESS, "now": time.time(), "id": row.id},
-            )
+                {"s": IN_PROGRESS, "now": now, "id": row.id, "h": self.holder,
+                 "until": now + LEASE_SECONDS},
+            )  # fmt: skip
         return self.get(row.id)
 
     def _claim_shared(self, owner: str, app: str) -> QueuedRequest | None:
         """PostgreSQL, where several platforms may share the queue: one statement
         locks the first waiting row, skipping rows another platform is claiming this
         instant, and marks it; no request is claimed twice."""
+        now = time.time()
         with self._lock, self._engine.begin() as conn:
             row = conn.execute(
                 text(
                     "UPDATE queue_requests SET status = :p, started_at = :now, "
-                    "attempts = attempts + 1 WHERE seq = (SELECT seq FROM queue_requests "
+                    "attempts = attempts + 1, claimed_by = :h, lease_until = :until "
+                    "WHERE seq = (SELECT seq FROM queue_requests "
                     "WHERE owner = :o AND app = :a AND status = :q ORDER BY priority, seq "
                     "LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = :q RETURNING *"
                 ),
-                {"o": owner, "a": app, "q": IN_QUEUE, "p": IN_PROGRESS, "now": time.time()},
-            ).first()
+                {"o": owner, "a": app, "q": IN_QUEUE, "p": IN_PROGRESS, "now": now,
+                 "h": self.holder, "until": now + LEASE_SECONDS},
+            ).first()  # fmt: skip
         return None if row is None else QueuedRequest.from_row(row)
 
     def purge(self, older_than_seconds: float) -> int:
@@ -175,7 +187,10 @@ class QueueStore:
     def requeue(self, request_id: str) -> None:
         with self._engine.begin() as conn:
             conn.execute(
-                text("UPDATE queue_requests SET status = :s WHERE id = :id"),
+                text(
+                    "UPDATE queue_requests SET status = :s, claimed_by = NULL, "
+                    "lease_until = NULL WHERE id = :id"
+                ),
                 {"s": IN_QUEUE, "id": request_id},
             )
 
@@ -196,27 +211,44 @@ class QueueStore:
             )  # fmt: skip
         return bool(done.rowcount)
 
-    def recover(self) -> tuple[int, int]:
-        """After a restart: requests that were in progress run again (at least once), or
-        fail by id where they ran out of attempts or opted out of retries."""
+    def recover(self, restarted: bool = True) -> tuple[int, int]:
+        """Requests in progress on a platform that died run again (at least once), or
+        fail by id where they ran out of attempts or opted out of retries. `restarted`:
+        this platform just started, so what it held before is orphaned too; otherwise
+        only requests whose lease ran out (another platform stopped renewing)."""
+        lost = "lease_until < :now"
+        if restarted:
+            lost = f"(claimed_by = :h OR claimed_by IS NULL OR {lost})"
+        params = {"q": IN_QUEUE, "p": IN_PROGRESS, "max": MAX_ATTEMPTS, "now": time.time(),
+                  "h": self.holder}  # fmt: skip
         with self._engine.begin() as conn:
             retried = conn.execute(
                 text(
-                    "UPDATE queue_requests SET status = :q WHERE status = :p "
+                    "UPDATE queue_requests SET status = :q, claimed_by = NULL, "
+                    f"lease_until = NULL WHERE status = :p AND {lost} "
                     "AND attempts < :max AND no_retry = 0"
                 ),
-                {"q": IN_QUEUE, "p": IN_PROGRESS, "max": MAX_ATTEMPTS},
+                params,
             ).rowcount
             failed = conn.execute(
                 text(
                     "UPDATE queue_requests SET status = :c, completed_at = :now, "
-                    "error = :e, error_type = 'platform_restart' WHERE status = :p"
+                    f"error = :e, error_type = 'platform_restart' WHERE status = :p AND {lost}"
                 ),
-                {"c": COMPLETED, "p": IN_PROGRESS, "now": time.time(),
-                 "e": "the platform restarted while this request was running; it was not "
-                      "retried (no retries asked for, or attempts used up)"},
+                {**params, "c": COMPLETED,
+                 "e": "the platform running this request stopped before it finished; it "
+                      "was not retried (no retries asked for, or attempts used up)"},
             ).rowcount  # fmt: skip
         return retried, failed
+
+    def renew_leases(self) -> int:
+        """Extend the leases of the requests this platform is running."""
+        with self._engine.begin() as conn:
+            return int(conn.execute(
+                text("UPDATE queue_requests SET lease_until = :until WHERE claimed_by = :h "
+                     "AND status = :p"),
+                {"until": time.time() + LEASE_SECONDS, "h": self.holder, "p": IN_PROGRESS},
+            ).rowcount)  # fmt: skip
 
     # Webhook delivery state: attempts made, then "delivered" or "failed" (given up).
 

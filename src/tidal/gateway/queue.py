@@ -24,7 +24,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tidal.backends.base import Runner
-from tidal.control.queue_store import COMPLETED, IN_QUEUE, QueuedRequest, QueueStore
+from tidal.control.queue_store import (
+    COMPLETED,
+    IN_QUEUE,
+    LEASE_SECONDS,
+    QueuedRequest,
+    QueueStore,
+)
 from tidal.gateway.http1 import UpstreamConnectError
 from tidal.gateway.proxy import Gateway, _Progress, _Upstream
 from tidal.gateway.router import RouterError
@@ -54,6 +60,7 @@ class QueueService:
         self._running: dict[str, asyncio.Task[None]] = {}  # request id -> its worker
         self._workers: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
+        self._leases: asyncio.Task[None] | None = None
         self.webhooks = WebhookSender(store, controller.config.data_dir)
         # Each finished request is handed to it (tidal.observe.records), if set.
         self.recorder: Recorder | None = None
@@ -80,6 +87,7 @@ class QueueService:
         for key in self.store.apps_waiting():
             self.kick(key)
         self._purger = asyncio.create_task(self._purge_results())
+        self._leases = asyncio.create_task(self._keep_leases())
         if owed := self.webhooks.resume():
             log.info("queue after restart: %d webhook(s) to deliver", owed)
 
@@ -90,9 +98,30 @@ class QueueService:
                 log.info("queue: forgot %d result(s) older than %ds", removed, ttl)
             await asyncio.sleep(min(3600.0, max(1.0, ttl / 10)))
 
+    async def _keep_leases(self) -> None:
+        """Renew the leases of what this platform runs, and put back in line what a
+        platform sharing the queue held when it died (its leases ran out)."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                self.store.renew_leases()
+                retried, failed = self.store.recover(restarted=False)
+            except Exception:  # the database may be away for a moment; try next time
+                log.exception("queue: renewing leases failed")
+                continue
+            if retried or failed:
+                log.warning(
+                    "queue: %d request(s) of a platform that stopped run again, %d failed",
+                    retried,
+                    failed,
+                )
+                for key in self.store.apps_waiting():
+                    self.kick(key)
+
     async def close(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
+        for task in (self._purger, self._leases):
+            if task is not None:
+                task.cancel()
         tasks = [*self._dispatchers.values(), *self._workers]
         for task in tasks:
             task.cancel()

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tidal.control.db import open_database
 from tidal.control.queue_store import COMPLETED, IN_PROGRESS, QueueStore
@@ -123,3 +123,29 @@ def test_platforms_sharing_a_queue_never_claim_the_same_request(
     assert len(claims) == len(set(claims)) == 200 and set(claims) == ids
     assert store.waiting("local", "echo") == 0
     assert all(r is not None and r.status == IN_PROGRESS for r in map(store.get, ids))
+
+
+def test_a_restarted_platform_requeues_only_what_it_held(engine: Engine) -> None:
+    # Two platforms share the queue; "a" restarts while "b" is still running a request.
+    a, b = QueueStore(engine, holder="a"), QueueStore(engine, holder="b")
+    mine, theirs = submit(a), submit(a)
+    assert (claimed := a.claim_next("local", "echo")) and claimed.id == mine
+    assert (claimed := b.claim_next("local", "echo")) and claimed.id == theirs
+    assert a.recover(restarted=True) == (1, 0)
+    assert a.get(mine).status == "IN_QUEUE"  # type: ignore[union-attr]
+    assert b.get(theirs).status == IN_PROGRESS  # type: ignore[union-attr]
+    # b keeps renewing; a's periodic sweep leaves b's request alone.
+    assert b.renew_leases() == 1
+    assert a.recover(restarted=False) == (0, 0)
+
+
+def test_a_lapsed_lease_puts_the_request_back_in_line(engine: Engine) -> None:
+    a, b = QueueStore(engine, holder="a"), QueueStore(engine, holder="b")
+    request_id = submit(b)
+    assert b.claim_next("local", "echo") is not None
+    with engine.begin() as conn:  # b died LEASE_SECONDS ago: nobody renewed its lease
+        conn.execute(text("UPDATE queue_requests SET lease_until = lease_until - 3600"))
+    assert a.recover(restarted=False) == (1, 0)
+    again = a.claim_next("local", "echo")
+    assert again is not None and again.id == request_id and again.attempts == 2
+    assert b.renew_leases() == 0  # it is a's now
