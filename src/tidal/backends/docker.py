@@ -123,14 +123,15 @@ def _ping(host: str, timeout: float) -> str | None:
 
 
 def open_docker_backend(config: PlatformConfig, env: Mapping[str, str]) -> DockerBackend:
-    try:
-        import docker
-    except ImportError:
-        raise BackendUnavailable("the docker SDK is not installed; `pip install docker`") from None
     host = engine_host(os.environ)
-    problem = _ping(host, timeout=1.0)
+    try:
+        problem = _ping(host, timeout=1.0)  # no socket: fails before importing the SDK
+    except ImportError:
+        problem = "the docker SDK is not installed (`pip install docker`)"
     if problem:
         raise BackendUnavailable(f"{problem}. To fix: {DOCKER_HINT}")
+    import docker
+
     client = docker.DockerClient(base_url=host, timeout=120)
     return DockerBackend(client, config.data_dir, env)
 
