@@ -52,6 +52,9 @@ class PlatformConfig:
     # The control plane's database: None is SQLite at DATA_DIR/tidal.db; a
     # `postgresql://USER:PASSWORD@HOST/DB` URL lets several platforms share it.
     database_url: str | None = None
+    # With a shared database: how often this platform picks up apps that another one
+    # deployed, scaled or deleted.
+    registry_poll_seconds: float = 2.0
     # Backends that run runners; None: local, plus docker when an engine answers.
     backends: list[str] | None = None
     # Machine type -> backend, for types only one backend offers (e.g. GPU-H100 = "ray").

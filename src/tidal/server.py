@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -15,7 +17,7 @@ from tidal.control.db import open_database
 from tidal.control.keys import KeyStore
 from tidal.control.keys_api import keys_router
 from tidal.control.queue_store import QueueStore
-from tidal.control.registry import AppRecord, Registry
+from tidal.control.registry import AppRecord, NotFound, Registry
 from tidal.control.secrets import SecretStore
 from tidal.control.secrets_api import secrets_router
 from tidal.dashboard import Dashboard
@@ -41,6 +43,7 @@ class Platform:
 
     def __init__(self, config: PlatformConfig) -> None:
         self.config = config
+        self._follower: asyncio.Task[None] | None = None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = engine = open_database(config.database_url or config.data_dir / "tidal.db")
         self.registry = Registry(engine)
@@ -106,8 +109,32 @@ class Platform:
             log.info("removed %d unused environment(s)", len(removed))
         self.queue.start()
         self.recorder.start()
+        if self.config.database_url:  # other platforms may change apps in it
+            self._follower = asyncio.create_task(self._follow_registry())
+
+    async def _follow_registry(self) -> None:
+        """Apps deployed, scaled, rolled back or deleted through another platform on the
+        same database take effect here too, within `registry_poll_seconds`."""
+        while True:
+            await asyncio.sleep(self.config.registry_poll_seconds)
+            try:
+                await self._sync_registry()
+            except Exception:  # the database may be away for a moment: next time
+                log.exception("reading the apps from the shared database failed")
+
+    async def _sync_registry(self) -> None:
+        versions = self.registry.versions()
+        for key in [k for k in self.controller.deployments if k not in versions]:
+            await self.controller.remove(*key)
+        for key, version in versions.items():
+            dep = self.controller.deployments.get(key)
+            if dep is None or (dep.record.revision, dep.record.updated_at) != version:
+                with contextlib.suppress(NotFound):  # deleted this instant
+                    self.controller.apply(self.registry.get(*key))
 
     async def shutdown(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
         await self.queue.close()
         await self.controller.shutdown()
         await self.gateway.close()

@@ -94,6 +94,12 @@ class _Cached:
     digest: bytes
     last_used: float | None
     last_written: float | None
+    checked_at: float = 0.0  # monotonic: when the row was last read
+
+
+# A key revoked through another platform sharing the database stops working here
+# within this many seconds (revoked here: at once).
+REVALIDATE_SECONDS = 5.0
 
 
 def _digest(salt: bytes, secret: str) -> bytes:
@@ -190,7 +196,9 @@ class KeyStore:
         if parsed is None:
             return None
         key_id, secret = parsed
-        cached = self._cache.get(key_id) or self._load(key_id)
+        cached = self._cache.get(key_id)
+        if cached is None or time.monotonic() - cached.checked_at > REVALIDATE_SECONDS:
+            cached = self._load(key_id)
         if cached is None:
             _digest(b"\x00" * 16, secret)  # about the same time for an unknown id
             return None
@@ -208,6 +216,7 @@ class KeyStore:
         return KeyInfo(row.id, row.name, row.scope, row.created_at, last)
 
     def _load(self, key_id: str) -> _Cached | None:
+        earlier = self._cache.pop(key_id, None)
         with Session(self._engine) as s:
             row = s.get(ApiKeyRow, key_id)
             if row is None or row.revoked_at is not None:
@@ -218,7 +227,11 @@ class KeyStore:
                 digest=bytes.fromhex(row.secret_hash),
                 last_used=row.last_used_at,
                 last_written=row.last_used_at,
+                checked_at=time.monotonic(),
             )
+        if earlier is not None:  # uses not yet written keep counting
+            cached.last_used = max(cached.last_used or 0.0, earlier.last_used or 0.0) or None
+            cached.last_written = earlier.last_written
         self._cache[key_id] = cached
         return cached
 

@@ -105,6 +105,15 @@ class Registry:
             rows = s.scalars(select(AppRow).order_by(AppRow.owner, AppRow.name)).all()
             return [self._record(s, r) for r in rows]
 
+    def versions(self) -> dict[tuple[str, str], tuple[int, float]]:
+        """Each app's current revision and last change, cheaply: what a platform sharing
+        the database compares with what it runs."""
+        with Session(self._engine) as s:
+            rows = s.execute(
+                select(AppRow.owner, AppRow.name, AppRow.current_revision, AppRow.updated_at)
+            ).all()
+        return {(r.owner, r.name): (r.current_revision, r.updated_at) for r in rows}
+
     def revisions(self, owner: str, name: str) -> Sequence[tuple[int, float, AppSpec]]:
         """Every revision of the app, newest first: (number, created_at, spec)."""
         with Session(self._engine) as s:

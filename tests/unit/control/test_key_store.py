@@ -80,6 +80,16 @@ def test_revoke_stops_the_key_at_once(store: KeyStore) -> None:
         store.revoke("tk_nothere0000")
 
 
+def test_a_key_revoked_through_another_platform_stops_within_seconds(engine: Engine) -> None:
+    here, there = KeyStore(engine), KeyStore(engine)  # two platforms, one database
+    info, key = there.create(INVOKE)
+    assert here.verify(key) is not None  # cached here
+    there.revoke(info.id)
+    assert here.verify(key) is not None  # still cached, for at most REVALIDATE_SECONDS
+    here._cache[info.id].checked_at -= keys_module.REVALIDATE_SECONDS + 1  # time passes
+    assert here.verify(key) is None
+
+
 def test_scopes_names_and_list(store: KeyStore) -> None:
     with pytest.raises(InvalidKeyRequest):
         store.create("root")
