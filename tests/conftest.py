@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from tidal.control.db import open_database
 from tidal.testing import PlatformProcess, start_platform
 from tidal.testing_docker import DockerEngine, DockerUnavailable
 from tidal.testing_docker import docker_engine as start_docker_engine
@@ -66,3 +68,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
     finally:
         server.drop_database(url)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An open, migrated control-plane database of each kind."""
+    engine = open_database(database_url)
+    yield engine
+    engine.dispose()

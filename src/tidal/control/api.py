@@ -200,6 +200,21 @@ def build_api(platform: Platform) -> FastAPI:
         store_bundle(data_dir / "bundles", digest, data, limit)
         return {"digest": digest}
 
+    async def with_environment(spec: AppSpec) -> AppSpec:
+        """The spec with the environment its requirements need, built or found."""
+        options = spec.options
+        if not (options.requirements or options.python_version):
+            return spec
+        try:
+            async for item in platform.environments.ensure(
+                options.requirements, options.python_version
+            ):
+                if isinstance(item, Environment):
+                    spec = spec.model_copy(update={"environment": item.digest})
+        except EnvironmentBuildError as exc:
+            raise InvalidOptionError(str(exc)) from None
+        return spec
+
     @api.post("/api/v1/apps", status_code=201)
     async def deploy(body: DeployRequest, request: Request) -> dict[str, Any]:
         spec = body.spec
@@ -218,12 +233,16 @@ def build_api(platform: Platform) -> FastAPI:
             if isinstance(options.machine_type, str)
             else options.machine_type
         )
+        choice = choose_backend(
+            options,
+            platform.backends.usable,
+            platform.backends.unusable,
+            platform.config.machine_backends,
+            body.backend,
+        )
         # A cluster backend (ray) places runners itself, by node resources and labels:
         # this host's capacity and region say nothing about where they can run.
-        clustered = platform.backends.usable[choose_backend(
-            options, platform.backends.usable, platform.backends.unusable,
-            platform.config.machine_backends, body.backend,
-        ).backend].own_placement  # fmt: skip
+        clustered = platform.backends.usable[choice.backend].own_placement
         unknown = [t for t in types if t not in platform.inventory.catalog]
         checked = (unknown or None) if clustered else types  # clustered: names only
         problem = platform.inventory.check(checked, options.num_gpus) if checked else None
@@ -235,24 +254,9 @@ def build_api(platform: Platform) -> FastAPI:
                 f"regions {options.regions!r}: this platform's runners are in region "
                 f"{region!r}; include it, or leave regions unset"
             )
-        if options.requirements or options.python_version:
-            # Built now, not at the first request (usually already built by the CLI's
-            # POST /api/v1/environments, which shows progress).
-            try:
-                async for item in platform.environments.ensure(
-                    options.requirements, options.python_version
-                ):
-                    if isinstance(item, Environment):
-                        spec = spec.model_copy(update={"environment": item.digest})
-            except EnvironmentBuildError as exc:
-                raise InvalidOptionError(str(exc)) from None
-        choice = choose_backend(
-            spec.options,
-            platform.backends.usable,
-            platform.backends.unusable,
-            platform.config.machine_backends,
-            body.backend,
-        )
+        # Built now, not at the first request (usually already built by the CLI's
+        # POST /api/v1/environments, which shows progress).
+        spec = await with_environment(spec)
         spec = spec.model_copy(update={"backend": choice.backend})
         if choice.backend == DOCKER and spec.options.image is not None:
             # Built now (a cache hit when the CLI's POST /api/v1/images built it first).
@@ -366,17 +370,8 @@ def build_api(platform: Platform) -> FastAPI:
             raise HTTPException(
                 409, f"revision {body.revision}'s code bundle is gone; deploy it again"
             )
-        options = spec.options
-        if options.requirements or options.python_version:
-            # Its environment may have been collected since: built again (or found).
-            try:
-                async for item in platform.environments.ensure(
-                    options.requirements, options.python_version
-                ):
-                    if isinstance(item, Environment):
-                        spec = spec.model_copy(update={"environment": item.digest})
-            except EnvironmentBuildError as exc:
-                raise InvalidOptionError(str(exc)) from None
+        # Its environment may have been collected since: built again (or found).
+        spec = await with_environment(spec)
         record = platform.registry.deploy(owner, spec, public=current.public)
         platform.controller.apply(record)
         return app_view(record, request)

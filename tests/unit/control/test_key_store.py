@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +14,6 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tidal.control import keys as keys_module
-from tidal.control.db import open_database
 from tidal.control.keys import (
     ADMIN,
     INVOKE,
@@ -25,13 +23,6 @@ from tidal.control.keys import (
     parse_key,
 )
 from tidal.gateway.auth import Authenticator
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -4,20 +4,12 @@ outcome, recovery after a restart, and (PostgreSQL) platforms sharing one queue.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
 
 from tidal.control.db import open_database
 from tidal.control.queue_store import COMPLETED, IN_PROGRESS, QueueStore
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

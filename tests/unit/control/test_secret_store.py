@@ -6,7 +6,6 @@ import base64
 import logging
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,13 +24,6 @@ from tidal.control.secrets import (
 )
 
 VALUE = "s3cr3t-unit-value"
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -167,13 +166,6 @@ def test_paths_map_to_their_openapi_templates() -> None:
     assert match_template(templates, "/items/42") == "/items/{item_id}"
     assert match_template(templates, "/run") == "/run"
     assert match_template(templates, "/items/42/more") == "/items/42/more"
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 def test_the_store_writes_reads_and_prunes(engine: Engine) -> None:
