@@ -184,3 +184,24 @@ def test_cancelling_a_running_request_cancels_the_apps_handler(platform: Platfor
         return "handler saw the cancellation of 'job-to-cancel'" in logs
 
     wait_for(handler_saw_it, timeout=15, what="the endpoint to see CancelledError")
+
+
+def test_a_runner_dying_mid_request_is_retried_on_new_runners_then_fails_by_id(
+    platform: PlatformProcess,
+) -> None:
+    # Every runner dies on /crash: the request runs on three runners in all, then its
+    # status says why; with x-fal-no-retry it runs once.
+    platform.cli("deploy", "scaling.py::single", "--app-name", "crashing", cwd=ECHO)
+    with platform.http() as http:
+        retried = submit(http, "crashing", "crash", {})
+        once = submit(http, "crashing", "crash", {}, **{"x-fal-no-retry": "1"})
+        for item in (retried, once):
+            done = completed(http, "crashing", item["request_id"], timeout=120)
+            assert done["error_type"] == "runner_connection_error"
+            assert "failed while serving the request" in done["error"]
+            stored = http.get(item["response_url"])
+            assert stored.status_code == 502
+        failed = [
+            r for r in http.get("/api/v1/apps/crashing/runners").json() if r["state"] == "failed"
+        ]
+    assert len(failed) == 4, failed  # 3 + 1 runners died, one per attempt

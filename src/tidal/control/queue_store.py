@@ -15,6 +15,9 @@ from sqlalchemy import Engine, text
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 # A request in progress when the platform died is run again this many times in all.
 MAX_ATTEMPTS = 2
+# A request whose runner died under it (its connection lost mid-request) is run at
+# most this many times in all; a node failure can take more than one runner.
+RUNNER_LOSS_ATTEMPTS = 3
 # A platform renews the leases of the requests it runs every LEASE_SECONDS / 3; one
 # that stops renewing (it died) loses them, and any platform sharing the queue puts
 # them back in line.
@@ -43,6 +46,7 @@ class QueuedRequest:
     error_type: str | None
     webhook_url: str | None = None
     webhook_attempts: int = 0
+    no_retry: bool = False  # x-fal-no-retry: run at most once
 
     @classmethod
     def from_row(cls, row: Any) -> QueuedRequest:
@@ -56,7 +60,7 @@ class QueuedRequest:
             response_headers=[tuple(h) for h in json.loads(m["response_headers"] or "[]")],
             response_body=None if m["response_body"] is None else bytes(m["response_body"]),
             error=m["error"], error_type=m["error_type"], webhook_url=m["webhook_url"],
-            webhook_attempts=m["webhook_attempts"],
+            webhook_attempts=m["webhook_attempts"], no_retry=bool(m["no_retry"]),
         )  # fmt: skip
 
 
@@ -184,14 +188,16 @@ class QueueStore:
                 {"c": COMPLETED, "t": time.time() - older_than_seconds},
             ).rowcount)  # fmt: skip
 
-    def requeue(self, request_id: str) -> None:
+    def requeue(self, request_id: str, ran: bool = True) -> None:
+        """Back in line at its place. `ran=False`: it never reached a runner, so the
+        claim does not count as an attempt."""
         with self._engine.begin() as conn:
             conn.execute(
                 text(
                     "UPDATE queue_requests SET status = :s, claimed_by = NULL, "
-                    "lease_until = NULL WHERE id = :id"
+                    "lease_until = NULL, attempts = attempts - :refund WHERE id = :id"
                 ),
-                {"s": IN_QUEUE, "id": request_id},
+                {"s": IN_QUEUE, "id": request_id, "refund": 0 if ran else 1},
             )
 
     def complete(

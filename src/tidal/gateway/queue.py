@@ -28,6 +28,7 @@ from tidal.control.queue_store import (
     COMPLETED,
     IN_QUEUE,
     LEASE_SECONDS,
+    RUNNER_LOSS_ATTEMPTS,
     QueuedRequest,
     QueueStore,
 )
@@ -218,12 +219,12 @@ class QueueService:
         except UpstreamConnectError:
             # Nothing reached a runner: back in the queue, at its place.
             self.controller.suspect(dep, runner)
-            self.store.requeue(item.id)
+            self.store.requeue(item.id, ran=False)
             return
         except OSError as exc:
             self.controller.suspect(dep, runner)
-            if item.attempts < 2:
-                self.store.requeue(item.id)  # lost mid-request: once more, on another runner
+            if not item.no_retry and item.attempts < RUNNER_LOSS_ATTEMPTS:
+                self.store.requeue(item.id)  # lost mid-request: again, on another runner
                 return
             self.complete(item.id, 502, [], None,
                                 f"runner {runner.id} failed while serving the request ({exc})",

@@ -141,3 +141,14 @@ def test_a_lapsed_lease_puts_the_request_back_in_line(engine: Engine) -> None:
     again = a.claim_next("local", "echo")
     assert again is not None and again.id == request_id and again.attempts == 2
     assert b.renew_leases() == 0  # it is a's now
+
+
+def test_a_claim_that_never_reached_a_runner_is_not_an_attempt(store: QueueStore) -> None:
+    request_id = submit(store)
+    assert store.claim_next("local", "echo") is not None
+    store.requeue(request_id, ran=False)  # the runner's port refused the connection
+    again = store.claim_next("local", "echo")
+    assert again is not None and again.attempts == 1
+    store.requeue(request_id)  # lost mid-request: that run counts
+    again = store.claim_next("local", "echo")
+    assert again is not None and again.attempts == 2

@@ -124,6 +124,6 @@ async def download(mib: int = 50) -> StreamingResponse:
     )
 
 
-@app.get("/crash")
+@app.api_route("/crash", methods=["GET", "POST"])
 async def crash() -> None:
     os._exit(3)
