@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -109,6 +110,10 @@ class Platform:
             log.info("removed %d unused environment(s)", len(removed))
         self.queue.start()
         self.recorder.start()
+        # Everything made until now (modules, the apps' records) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise scan it
+        # all and pause every request in flight (tens of ms under load).
+        gc.freeze()
         if self.config.database_url:  # other platforms may change apps in it
             self._follower = asyncio.create_task(self._follow_registry())
 

@@ -12,9 +12,10 @@ that serves arbitrary paths) the rest count under `endpoint="(other)"`.
 from __future__ import annotations
 
 import bisect
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,15 @@ class Metrics:
         self.cold_phases: dict[tuple[str, str, str], float] = {}
         self.recent: dict[tuple[str, str, str], deque[tuple[float, float]]] = {}
         self._endpoints: dict[tuple[str, str], set[str]] = {}
+        # The recorder's worker thread observes while the event loop renders.
+        self._lock = threading.Lock()
+
+    def observe_many(self, records: Sequence[RequestRecord]) -> None:
+        """Observe a batch, a slice at a time: /metrics never waits for a whole batch."""
+        for start in range(0, len(records), 256):
+            with self._lock:
+                for r in records[start : start + 256]:
+                    self.observe(r)
 
     def _label(self, owner: str, app: str, endpoint: str) -> str:
         seen = self._endpoints.setdefault((owner, app), set())
@@ -91,7 +101,10 @@ class Metrics:
                 self.cold_phases[pkey] = self.cold_phases.get(pkey, 0.0) + ms / 1000
 
     def render(self, now: float | None = None) -> str:
-        now = time.time() if now is None else now
+        with self._lock:
+            return self._render(time.time() if now is None else now)
+
+    def _render(self, now: float) -> str:
         out: list[str] = []
         out += _family("tidal_build_info", "gauge", "The platform's version.",
                        [({"version": __version__}, 1)])  # fmt: skip

@@ -51,6 +51,9 @@ MAX_ROWS = 200_000
 # A sample of an app's runner counts is written when they change, and at least this often.
 SAMPLE_EVERY_SECONDS = 30.0
 PRUNE_EVERY_SECONDS = 3600.0
+# Records handled between two yields to the event loop while flushing (~1 ms of work).
+FLUSH_SLICE = 200
+MATCHED_KEPT = 10_000
 ERROR_TEXT_LIMIT = 2000
 
 # Reads the OpenAPI document an app serves now ((owner, app) -> document or None).
@@ -170,6 +173,8 @@ class Recorder:
         self._pending: list[RequestRecord] = []
         self._task: asyncio.Task[None] | None = None
         self._templates: dict[tuple[str, str], tuple[int, list[tuple[re.Pattern[str], str]]]] = {}
+        # (owner, app, path) -> (the document's id, its template): most traffic repeats paths.
+        self._matched: dict[tuple[str, str, str], tuple[int, str]] = {}
         self._last_sample: dict[tuple[str, str], tuple[float, tuple[int, ...]]] = {}
         self._last_prune = 0.0
 
@@ -238,15 +243,25 @@ class Recorder:
                 log.exception("writing request records failed")
 
     async def flush(self) -> None:
-        """Write what was added since the last flush, and a runner-count sample."""
+        """Write what was added since the last flush, and a runner-count sample.
+
+        Under load a flush holds thousands of records. The Python work on them is done
+        here in slices, yielding to the event loop between them (in a worker thread it
+        would hold the GIL against the loop and stall every request for tens of ms);
+        only the driver's insert, mostly C, goes to a thread."""
         batch, self._pending = self._pending, []
-        for record in batch:
-            record.endpoint = self._endpoint(record.owner, record.app, record.endpoint)
-            if self.metrics is not None:
-                self.metrics.observe(record)
         samples = self._samples(time.time())
-        if batch or samples:
-            await asyncio.to_thread(self.store.write, batch, samples)
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(batch), FLUSH_SLICE):
+            part = batch[start : start + FLUSH_SLICE]
+            for record in part:
+                record.endpoint = self._endpoint(record.owner, record.app, record.endpoint)
+            if self.metrics is not None:
+                self.metrics.observe_many(part)
+            rows += map(row_of, part)
+            await asyncio.sleep(0)
+        if rows or samples:
+            await asyncio.to_thread(self.store.write_rows, rows, samples)
 
     def _samples(self, now: float) -> list[tuple[str, str, float, tuple[int, ...]]]:
         if self.runner_counts is None:
@@ -268,11 +283,18 @@ class Recorder:
         document = self.openapi_of(owner, app) if self.openapi_of else None
         if not document:
             return path[:256]
+        known = self._matched.get((owner, app, path))
+        if known is not None and known[0] == id(document):
+            return known[1]
         cached = self._templates.get((owner, app))
         if cached is None or cached[0] != id(document):
             cached = (id(document), compile_templates(document))
             self._templates[(owner, app)] = cached
-        return match_template(cached[1], path)[:256]
+        endpoint = match_template(cached[1], path)[:256]
+        if len(self._matched) >= MATCHED_KEPT:  # paths with ids in them: don't grow forever
+            self._matched.clear()
+        self._matched[(owner, app, path)] = (id(document), endpoint)
+        return endpoint
 
 
 def live_counts(controller: Controller) -> dict[tuple[str, str], dict[str, int]]:
@@ -314,10 +336,6 @@ _COLUMNS = (
     "status_code", "error_type", "error", "started_at", "finished_at", "latency_ms",
     "queue_wait_ms", "cold_start", "cold_start_ms", "cold_breakdown",
 )  # fmt: skip
-_INSERT = text(
-    f"INSERT INTO request_records ({', '.join(_COLUMNS)}) VALUES "
-    f"({', '.join(':' + c for c in _COLUMNS)}) ON CONFLICT (id) DO NOTHING"
-)
 _SAMPLE = text(
     "INSERT INTO runner_samples (owner, app, ts, pending, starting, ready, draining, "
     "in_flight, waiting) VALUES (:owner, :app, :ts, :pending, :starting, :ready, :draining, "
@@ -337,9 +355,31 @@ class RecordStore:
         records: Sequence[RequestRecord],
         samples: Sequence[tuple[str, str, float, tuple[int, ...]]] = (),
     ) -> None:
+        self.write_rows([row_of(r) for r in records], samples)
+
+    def write_rows(
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        samples: Sequence[tuple[str, str, float, tuple[int, ...]]] = (),
+    ) -> None:
+        """Rows made by `row_of`. Mostly C (the driver's executemany, which lets go of
+        the GIL while SQLite works): fit for a worker thread beside the event loop."""
         with self._engine.begin() as conn:
-            if records:
-                conn.execute(_INSERT, [_params(r) for r in records])
+            if rows:
+                # Straight to the driver's executemany, in this transaction: going
+                # through SQLAlchemy cost ~15-30 µs a row with the GIL held, which
+                # stalled the event loop (and every request on it) for 50-100 ms per
+                # flush under load (bench/gateway_overhead.py's p99).
+                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    cursor.executemany(
+                        f"INSERT INTO request_records ({', '.join(_COLUMNS)}) VALUES "
+                        f"({', '.join([mark] * len(_COLUMNS))}) ON CONFLICT (id) DO NOTHING",
+                        rows,
+                    )
+                finally:
+                    cursor.close()
             if samples:
                 conn.execute(
                     _SAMPLE,
@@ -472,18 +512,16 @@ def _where(
     return where, params
 
 
-def _params(r: RequestRecord) -> dict[str, Any]:
-    return {
-        "id": r.id, "owner": r.owner, "app": r.app, "endpoint": r.endpoint[:256],
-        "method": r.method[:16], "kind": r.kind, "revision": r.revision,
-        "runner_id": r.runner_id, "status_code": r.status_code,
-        "error_type": r.error_type[:128] if r.error_type else None,
-        "error": r.error[:ERROR_TEXT_LIMIT] if r.error else None,
-        "started_at": r.started_at, "finished_at": r.finished_at,
-        "latency_ms": round(r.latency_ms, 3), "queue_wait_ms": round(r.queue_wait_ms, 3),
-        "cold_start": int(r.cold_start), "cold_start_ms": r.cold_start_ms,
-        "cold_breakdown": json.dumps(r.cold_breakdown) if r.cold_breakdown else None,
-    }  # fmt: skip
+def row_of(r: RequestRecord) -> tuple[Any, ...]:
+    """A record as the INSERT's values, in `_COLUMNS` order (a tuple, no dict: this
+    runs for every request)."""
+    return (
+        r.id, r.owner, r.app, r.endpoint[:256], r.method[:16], r.kind, r.revision,
+        r.runner_id, r.status_code, r.error_type[:128] if r.error_type else None,
+        r.error[:ERROR_TEXT_LIMIT] if r.error else None, r.started_at, r.finished_at,
+        round(r.latency_ms, 3), round(r.queue_wait_ms, 3), int(r.cold_start),
+        r.cold_start_ms, json.dumps(r.cold_breakdown) if r.cold_breakdown else None,
+    )  # fmt: skip
 
 
 # -- aggregation (pure) --------------------------------------------------------------
