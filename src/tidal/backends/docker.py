@@ -27,7 +27,6 @@ from urllib.parse import urlparse
 
 from tidal.backends.base import Address, BackendUnavailable, Runner, RunnerLaunch
 from tidal.backends.choice import DOCKER_HINT
-from tidal.backends.local import free_port
 from tidal.config import PlatformConfig
 from tidal.images.builder import ImageBuilder
 from tidal.storage.files import FILES_DIR_ENV
@@ -176,7 +175,6 @@ class DockerBackend:
         if not spec.image_ref:
             raise RuntimeError(f"revision {launch.revision} of {spec.name} has no built image")
         port = spec.options.exposed_port or APP_PORT
-        host_port = free_port()
         env = {**self._env, **launch.env}
         request_log = env.get("TIDAL_REQUEST_LOG")
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +199,9 @@ class DockerBackend:
             working_dir=BUNDLE_MOUNT,
             environment=container_env(env, gpus),
             volumes=bind_mounts(launch, env),
-            ports={f"{port}/tcp": ("127.0.0.1", host_port)},
+            # The engine picks a free loopback port as it binds it (no race with
+            # another process for a port chosen beforehand); read back below.
+            ports={f"{port}/tcp": ("127.0.0.1",)},
             labels=runner_labels(self.owner, launch),
             name=f"tidal-{launch.runner_id}",
             init=True,
@@ -228,6 +228,9 @@ class DockerBackend:
             target=self._follow, args=(tracked, launch.log_path, loop),
             name=f"tidal-docker-{launch.runner_id}", daemon=True,
         ).start()  # fmt: skip
+        # A container that already died has no port: it fails here, its log kept and
+        # the container removed by _follow.
+        host_port = await asyncio.to_thread(_published_port, container, port)
         runner.address = Address("127.0.0.1", host_port)
 
     def _follow(self, tracked: _Tracked, log_path: Path, loop: asyncio.AbstractEventLoop) -> None:
@@ -283,3 +286,13 @@ class DockerBackend:
         for tracked in list(self._tracked.values()):
             with contextlib.suppress(Exception):
                 tracked.container.remove(force=True)
+
+
+def _published_port(container: Any, port: int) -> int:
+    """The loopback port the engine bound for the container's `port`."""
+    container.reload()
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{port}/tcp") or []
+    for binding in bindings:
+        if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
+            return int(binding["HostPort"])
+    raise RuntimeError(f"the engine published no loopback port for the container's port {port}")
