@@ -205,3 +205,26 @@ def test_a_runner_dying_mid_request_is_retried_on_new_runners_then_fails_by_id(
             r for r in http.get("/api/v1/apps/crashing/runners").json() if r["state"] == "failed"
         ]
     assert len(failed) == 4, failed  # 3 + 1 runners died, one per attempt
+
+
+def test_unavailable_answers_are_retried_up_to_the_bound_others_are_not(
+    platform: PlatformProcess,
+) -> None:
+    platform.cli("deploy", "scaling.py::single", "--app-name", "flaky", cwd=ECHO)
+
+    with platform.http() as http:
+
+        def served() -> int:
+            return sum(r["served"] for r in http.get("/api/v1/apps/flaky/runners").json())
+
+        for path, headers, runs, status in (
+            ("status/503", {}, 3, 503),  # fal: 503, 504 and 429 run again, 3 runs in all
+            ("status/429", {"x-fal-no-retry": "1"}, 1, 429),  # unless asked not to
+            ("status/500", {}, 1, 500),  # other errors are the app's answer
+        ):
+            before = served()
+            item = submit(http, "flaky", path, {}, **headers)
+            done = completed(http, "flaky", item["request_id"])
+            assert http.get(item["response_url"]).status_code == status
+            assert done["error_type"] is not None
+            assert served() - before == runs, path

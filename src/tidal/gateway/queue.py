@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidal.queue")
 
+# A runner's answers that get a queued request run again (fal: 503, 504, 429).
+RETRIED_STATUSES = frozenset({429, 503, 504})
+
 # Headers kept with a queued request (the caller's content negotiation and own
 # x-* headers); hop-by-hop and credentials are not stored.
 _DROP = {"host", "content-length", "connection", "authorization", "transfer-encoding", "cookie"}
@@ -229,6 +232,15 @@ class QueueService:
             self.complete(item.id, 502, [], None,
                                 f"runner {runner.id} failed while serving the request ({exc})",
                                 "runner_connection_error", runner)  # fmt: skip
+            return
+        if (
+            status in RETRIED_STATUSES
+            and not item.no_retry
+            and item.attempts < RUNNER_LOSS_ATTEMPTS
+        ):
+            # fal's rule: a runner that is unavailable, timed out or overloaded gets the
+            # request run again (the next free slot), up to the bound; the last answer stays.
+            self.store.requeue(item.id)
             return
         error = error_type = None
         if status >= 400:

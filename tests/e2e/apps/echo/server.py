@@ -86,7 +86,7 @@ async def redirect() -> Response:
     return RedirectResponse("/target?x=1", status_code=302)
 
 
-@app.get("/status/{code}")
+@app.api_route("/status/{code}", methods=["GET", "POST"])
 async def status(code: int) -> Response:
     return JSONResponse({"status": code}, status_code=code)
 
