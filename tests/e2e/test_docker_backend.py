@@ -168,6 +168,19 @@ def test_from_dockerfile_ships_its_folder(dplatform: PlatformProcess) -> None:
         assert "served from the build context" in resp.text
 
 
+def test_requirements_are_installed_into_the_image(dplatform: PlatformProcess) -> None:
+    view = deploy(dplatform, APPS / "docker_reqs", "app.py::WithRequirements", "--app-name", "reqs")
+    assert "installing the app's requirements: tabulate==0.9.0" in view["_stderr"]
+    assert "Building the environment" not in view["_stderr"]  # nothing built on the host
+    with dplatform.http() as http:
+        resp = http.post("/local/reqs/table", json={})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+    assert body["table"] == "1  2" and body["version"] == "0.9.0"
+    assert body["from"].startswith("/opt/tidal/requirements/")
+    assert body["python"].startswith("/usr/bin/python3")  # the image's own Python
+
+
 def test_fal_proxy_example_in_a_container(dplatform: PlatformProcess, tmp_path: Path) -> None:
     """The seed's proxy-app example, unchanged, given an image by a subclass."""
     shutil.copytree(ROOT / "examples" / "fal_proxy_app", tmp_path, dirs_exist_ok=True)

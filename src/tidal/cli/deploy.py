@@ -199,7 +199,9 @@ def build_image(client: Client, spec: AppSpec, console: Console, status: Status)
         return
     status.update("Building the container image…")
     for line in client.stream_lines(
-        "/api/v1/images", method="POST", json={"image": image.model_dump(mode="json")}
+        "/api/v1/images",
+        method="POST",
+        json={"image": image.model_dump(mode="json"), "requirements": spec.options.requirements},
     ):
         event = json.loads(line)
         if "error" in event:
@@ -247,8 +249,9 @@ def deploy(
             status.update("Uploading the build context…")
             image = upload_context(client, image, path.parent)
             spec.options = spec.options.model_copy(update={"image": image})
-        build_environment(client, spec, status)
-        if not local:
+        if local or spec.options.image is None:
+            build_environment(client, spec, status)
+        else:  # the requirements go into the image
             build_image(client, spec, console, status)
         status.update(f"Deploying {app}…")
         view: dict[str, Any] = client.post(

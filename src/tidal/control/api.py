@@ -40,6 +40,8 @@ class DeployRequest(BaseModel):
 
 class ImageRequest(BaseModel):
     image: ImageSpec
+    # The app's `requirements`: installed into the image, on top of what it has.
+    requirements: list[str] = []
 
 
 class RollbackRequest(BaseModel):
@@ -254,14 +256,20 @@ def build_api(platform: Platform) -> FastAPI:
                 f"regions {options.regions!r}: this platform's runners are in region "
                 f"{region!r}; include it, or leave regions unset"
             )
-        # Built now, not at the first request (usually already built by the CLI's
-        # POST /api/v1/environments, which shows progress).
-        spec = await with_environment(spec)
+        in_image = choice.backend == DOCKER and spec.options.image is not None
+        if not in_image:
+            # Built now, not at the first request (usually already built by the CLI's
+            # POST /api/v1/environments, which shows progress).
+            spec = await with_environment(spec)
         spec = spec.model_copy(update={"backend": choice.backend})
-        if choice.backend == DOCKER and spec.options.image is not None:
-            # Built now (a cache hit when the CLI's POST /api/v1/images built it first).
+        if in_image:
+            assert spec.options.image is not None
+            # Built now (a cache hit when the CLI's POST /api/v1/images built it first);
+            # the requirements go into the image.
             try:
-                async for built in build_image(platform, owner, spec.options.image):
+                async for built in build_image(
+                    platform, owner, spec.options.image, spec.options.requirements
+                ):
                     if isinstance(built, BuiltImage):
                         spec = spec.model_copy(update={"image_ref": built.ref})
             except ImageBuildError as exc:
@@ -304,7 +312,7 @@ def build_api(platform: Platform) -> FastAPI:
 
         async def progress() -> AsyncIterator[str]:
             try:
-                async for item in build_image(platform, owner, body.image):
+                async for item in build_image(platform, owner, body.image, body.requirements):
                     if isinstance(item, BuiltImage):
                         done = {"ready": item.ref, "cached": item.cached,
                                 "seconds": round(item.seconds, 2)}  # fmt: skip

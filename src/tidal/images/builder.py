@@ -16,7 +16,7 @@ import os
 import tarfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,12 +75,13 @@ async def iterate_in_thread(make: Callable[[], Iterable[T]]) -> AsyncIterator[T]
         yield value
 
 
-def context_tar(dockerfile: str, folder: Path | None, extra: Path | None = None) -> bytes:
-    """A build context: `folder`'s files (if any), `extra` under its own name, and the
-    Dockerfile text as `.tidal.Dockerfile` (so a context's own Dockerfile is kept)."""
+def context_tar(dockerfile: str, folder: Path | None, *extra: Path) -> bytes:
+    """A build context: `folder`'s files (if any), each `extra` folder under its own
+    name, and the Dockerfile text as `.tidal.Dockerfile` (so a context's own
+    Dockerfile is kept)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for root in [p for p in (folder, extra) if p is not None]:
+        for root in [p for p in (folder, *extra) if p is not None]:
             prefix = "" if root is folder else root.name
             for dirpath, dirs, files in os.walk(root):
                 dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
@@ -144,10 +145,15 @@ class ImageBuilder:
             return False
 
     async def ensure(
-        self, image: ImageSpec, context: Path | None, secrets: Mapping[str, str]
+        self,
+        image: ImageSpec,
+        context: Path | None,
+        secrets: Mapping[str, str],
+        requirements: Sequence[str] = (),
     ) -> AsyncIterator[str | BuiltImage]:
         """Yield log lines, then the BuiltImage. `context`: the uploaded build context
-        (from_dockerfile); `secrets`: the owner's, for registry credentials."""
+        (from_dockerfile); `secrets`: the owner's, for registry credentials;
+        `requirements`: the app's, installed into the image on top of its own packages."""
         started = time.monotonic()
         runtime = await asyncio.to_thread(runtime_digest)
         pulled: str | None = None
@@ -157,7 +163,9 @@ class ImageBuilder:
                 yield line
             pulled = str((await asyncio.to_thread(self.client.images.get, image.ref)).id)
         context_id = await asyncio.to_thread(context_digest, context) if context else None
-        key = image_key(image, runtime, context=context_id, pulled_id=pulled)
+        key = image_key(
+            image, runtime, context=context_id, pulled_id=pulled, requirements=requirements
+        )
         final = f"{FINAL_REPO}:{key}"
         async with self._locks.setdefault(key, asyncio.Lock()):
             if await asyncio.to_thread(self._exists, final):
@@ -177,12 +185,20 @@ class ImageBuilder:
             assert probe is not None
             info = json.loads(probe.strip().splitlines()[-1])
             yield f"adding tidal's runtime for Python {info['version']} ({info['machine']})"
+            folders = []
             try:
                 site = await self.sites.ensure(info["version"], info["machine"])
+                folders.append(site / "tidal-runtime")
+                if requirements:
+                    yield f"installing the app's requirements: {' '.join(requirements)}"
+                    wanted = await self.sites.ensure_requirements(
+                        requirements, info["version"], info["machine"]
+                    )
+                    folders.append(wanted / "tidal-requirements")
             except RuntimeSiteError as exc:
                 raise ImageBuildError(str(exc)) from None
-            dockerfile = runtime_layer_dockerfile(base, user, key)
-            tar = await asyncio.to_thread(context_tar, dockerfile, None, site / "tidal-runtime")
+            dockerfile = runtime_layer_dockerfile(base, user, key, bool(requirements))
+            tar = await asyncio.to_thread(context_tar, dockerfile, None, *folders)
             log = BuildLog()
             async for chunk in self._build_stream(tar, final, {}):
                 _, error = log.feed(chunk)

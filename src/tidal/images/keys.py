@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from tidal.spec import ImageSpec
@@ -14,6 +15,8 @@ from tidal.spec import ImageSpec
 # them at the END of sys.path: the user's own installed packages (their pins) win.
 RUNTIME_DIR = "/opt/tidal/site"
 PTH_NAME = "zz-tidal-runtime.pth"
+# The app's `requirements`, installed on top of the image (first on sys.path).
+REQUIREMENTS_DIR = "/opt/tidal/requirements"
 MIN_PYTHON = (3, 10)
 # Tags of images tidal built: `tidal-app:<key>` (final), `tidal-user:<key>` (user's layers).
 FINAL_REPO = "tidal-app"
@@ -60,12 +63,16 @@ def context_digest(folder: Path) -> str:
 
 
 def image_key(
-    image: ImageSpec, runtime: str, context: str | None = None, pulled_id: str | None = None
+    image: ImageSpec,
+    runtime: str,
+    context: str | None = None,
+    pulled_id: str | None = None,
+    requirements: Sequence[str] = (),
 ) -> str:
     """The content address of the final image: the same key never builds twice.
     `runtime`: the runtime's digest (tidal's code and its pinned requirements);
     `context`: the build context's digest; `pulled_id`: a registry image's id."""
-    key = {
+    key: dict[str, object] = {
         "kind": image.kind,
         "dockerfile": image.dockerfile,
         "build_args": dict(sorted(image.build_args.items())),
@@ -74,19 +81,30 @@ def image_key(
         "pulled": pulled_id,
         "runtime": runtime,
     }
+    if requirements:  # (absent otherwise: keys of images built before stay valid)
+        key["requirements"] = sorted(requirements)
     return digest_json(key)[:32]
 
 
-def runtime_layer_dockerfile(base: str, user: str, key: str) -> str:
+def runtime_layer_dockerfile(base: str, user: str, key: str, requirements: bool = False) -> str:
     """The final layer tidal adds on top of the user's image: the runtime's packages
     (pre-installed on the host for the image's Python) and the .pth that finds them.
-    `user` is the image's own USER, restored after (empty: root)."""
+    `user` is the image's own USER, restored after (empty: root). `requirements`: the
+    app's requirements (also pre-installed) go FIRST on sys.path, as a `pip install`
+    on top of the image would have them."""
     lines = [
         f"FROM {base}",
         "USER root",
         f"COPY tidal-runtime {RUNTIME_DIR}",
         f"RUN {json.dumps(['python3', '-c', _INSTALL])}",
     ]
+    if requirements:
+        lines += [
+            f"COPY tidal-requirements {REQUIREMENTS_DIR}",
+            f"ENV PYTHONPATH={REQUIREMENTS_DIR}${{PYTHONPATH:+:$PYTHONPATH}}",
+            "RUN " + json.dumps(["python3", "-c", "import compileall; compileall.compile_dir("
+                                 f"{REQUIREMENTS_DIR!r}, quiet=1, workers=0)"]),
+        ]  # fmt: skip
     if user:
         lines.append(f"USER {user}")
     lines.append(f'LABEL tidal.image-key="{key}"')

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from tidal.backends.choice import DOCKER, DOCKER_HINT
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 async def build_image(
-    platform: Platform, owner: str, image: ImageSpec
+    platform: Platform, owner: str, image: ImageSpec, requirements: Sequence[str] = ()
 ) -> AsyncIterator[str | BuiltImage]:
     """Yield build log lines, then the BuiltImage; ImageBuildError says what failed."""
     from tidal.backends.docker import DockerBackend
@@ -38,5 +38,5 @@ async def build_image(
         if not context.is_dir():
             raise ImageBuildError("from_dockerfile: upload the build context first")
     secrets = await asyncio.to_thread(platform.secrets.env_for, owner) if image.auth_secret else {}
-    async for item in backend.images.ensure(image, context, secrets):
+    async for item in backend.images.ensure(image, context, secrets, requirements):
         yield item

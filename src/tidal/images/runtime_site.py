@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import shutil
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -63,46 +64,88 @@ def runtime_digest() -> str:
 class RuntimeSites:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "images" / "runtime"
+        self.requirements_root = data_dir / "images" / "requirements"
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def ensure(self, python_version: str, machine: str) -> Path:
         """The folder to COPY into an image with this Python ("3.11") and CPU."""
-        uv_platform = PLATFORMS.get(machine)
-        if uv_platform is None:
-            raise RuntimeSiteError(
-                f"the image's CPU architecture is {machine!r}; tidal's runtime layer is "
-                f"built for {', '.join(PLATFORMS)}"
-            )
-        digest = runtime_digest()
-        folder = self.root / f"{digest}-py{python_version}-{machine}"
-        async with self._locks.setdefault(folder.name, asyncio.Lock()):
+        uv_platform = _uv_platform(machine)
+        folder = self.root / f"{runtime_digest()}-py{python_version}-{machine}"
+
+        def add_tidal(site: Path) -> None:
+            source = Path(tidal.__file__).parent
+            shutil.copytree(source, site / "tidal", ignore=shutil.ignore_patterns("__pycache__"))
+
+        async with self._locks.setdefault(str(folder), asyncio.Lock()):
             if not (folder / MARKER).exists():
-                await self._build(folder, python_version, uv_platform)
+                await _install(
+                    folder / "tidal-runtime", pinned_requirements(), python_version,
+                    uv_platform, "tidal's runtime packages", add_tidal,
+                )  # fmt: skip
         return folder
 
-    async def _build(self, folder: Path, python_version: str, uv_platform: str) -> None:
-        partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
-        site = partial / "tidal-runtime"
-        cmd = [
-            uv_binary(), "pip", "install", "--quiet", "--target", str(site),
-            "--python-version", python_version, "--python-platform", uv_platform,
-            "--only-binary", ":all:", *pinned_requirements(),
-        ]  # fmt: skip
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=_uv_env()
+    async def ensure_requirements(
+        self, requirements: Sequence[str], python_version: str, machine: str
+    ) -> Path:
+        """The app's requirements installed for the image's Python and CPU (once per
+        set of requirements), to COPY into the image as `tidal-requirements`."""
+        uv_platform = _uv_platform(machine)
+        key = hashlib.sha256("\0".join(sorted(requirements)).encode()).hexdigest()[:24]
+        folder = self.requirements_root / f"{key}-py{python_version}-{machine}"
+        async with self._locks.setdefault(str(folder), asyncio.Lock()):
+            if not (folder / MARKER).exists():
+                await _install(
+                    folder / "tidal-requirements", list(requirements), python_version,
+                    uv_platform, "the app's requirements",
+                )  # fmt: skip
+        return folder
+
+
+def _uv_platform(machine: str) -> str:
+    uv_platform = PLATFORMS.get(machine)
+    if uv_platform is None:
+        raise RuntimeSiteError(
+            f"the image's CPU architecture is {machine!r}; tidal installs packages into "
+            f"images built for {', '.join(PLATFORMS)}"
         )
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise RuntimeSiteError(
-                f"installing tidal's runtime packages for Python {python_version} failed "
-                f"(the platform's host needs to reach a package index once per Python "
-                f"version): {out.decode(errors='replace')[-2000:]}"
-            )
-        shutil.rmtree(site / "bin", ignore_errors=True)  # scripts with the host's shebang
-        source = Path(tidal.__file__).parent
-        shutil.copytree(source, site / "tidal", ignore=shutil.ignore_patterns("__pycache__"))
-        (partial / MARKER).write_text(runtime_digest())
-        shutil.rmtree(folder, ignore_errors=True)
-        partial.rename(folder)
+    return uv_platform
+
+
+async def _install(
+    site: Path,
+    packages: list[str],
+    python_version: str,
+    uv_platform: str,
+    what: str,
+    finish: Callable[[Path], None] | None = None,
+) -> None:
+    """uv installs `packages` into `site` (binary wheels for the image's Python and
+    CPU); the folder holding it appears complete, with its marker, or not at all."""
+    folder = site.parent
+    partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    target = partial / site.name
+    cmd = [
+        uv_binary(), "pip", "install", "--quiet", "--target", str(target),
+        "--python-version", python_version, "--python-platform", uv_platform,
+        "--only-binary", ":all:", *packages,
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=_uv_env()
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RuntimeSiteError(
+            f"installing {what} for the image's Python {python_version} failed (binary "
+            f"wheels only; the platform's host needs to reach a package index once): "
+            f"{out.decode(errors='replace')[-2000:]}"
+        )
+    shutil.rmtree(target / "bin", ignore_errors=True)  # scripts with the host's shebang
+    target.mkdir(parents=True, exist_ok=True)  # an empty install still makes a layer
+    if finish is not None:
+        finish(target)
+    (partial / MARKER).write_text(" ".join(packages))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial.rename(folder)
