@@ -41,6 +41,8 @@ LOG_POLL_SECONDS = 0.5
 # answered) is gone, even before Ray reports its node dead.
 PROBE_FAILURES = 3
 PLACE_ATTEMPTS = 3
+# The node list in /api/v1/health is at most this old (Ray's GCS is not asked per call).
+DESCRIBE_SECONDS = 2.0
 
 HOW_TO_FIX = (
     "Start a cluster with `ray start --head` (and `ray start --address HEAD:6379` on "
@@ -118,6 +120,7 @@ class RayBackend:
         self.namespace = namespace
         self._actor_class = ray.remote(RunnerActor)
         self._handles: dict[str, _Handle] = {}
+        self._described: tuple[float, list[dict[str, Any]]] | None = None
         # A bundle folder's zip in Ray's object store, sent once per folder.
         self._bundles: dict[Path, tuple[str, Any]] = {}
 
@@ -294,10 +297,21 @@ class RayBackend:
             self._forget(runner_id)
 
     def describe(self) -> dict[str, Any]:
-        """The cluster's nodes and resources, for `tidal doctor`."""
+        """The cluster's nodes and resources, for `tidal doctor` (and every health
+        check, hence read from Ray at most every DESCRIBE_SECONDS)."""
+        now = time.monotonic()
+        if self._described is None or now - self._described[0] >= DESCRIBE_SECONDS:
+            self._described = (now, self._nodes())
+        return {
+            "namespace": self.namespace,
+            "runners": len(self._handles),
+            "nodes": self._described[1],
+        }
+
+    def _nodes(self) -> list[dict[str, Any]]:
         import ray
 
-        nodes = [
+        return [
             {
                 "node_id": n["NodeID"],
                 "address": n["NodeManagerAddress"],
@@ -309,7 +323,6 @@ class RayBackend:
             }
             for n in ray.nodes()  # type: ignore[no-untyped-call]
         ]
-        return {"namespace": self.namespace, "runners": len(self._handles), "nodes": nodes}
 
     # -- helpers ---------------------------------------------------------------
     def _forget(self, runner_id: str) -> None:
