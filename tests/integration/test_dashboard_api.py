@@ -121,6 +121,21 @@ def test_sign_in_gives_a_session_cookie_never_the_key(secured: tuple[httpx.Clien
     assert client.get("/dashboard/api/v1/apps", headers=UI).status_code == 401
 
 
+def test_a_session_outlives_a_platform_restart(tmp_path: Path) -> None:
+    cfg = config(tmp_path, auth=True)
+    with platform_in_thread(cfg), httpx.Client(base_url=cfg.url, timeout=30) as client:
+        admin = (tmp_path / "admin.key").read_text().strip()
+        assert sign_in(client, admin).status_code == 303
+        cookie = client.cookies["tidal_dashboard"]
+    with platform_in_thread(cfg), httpx.Client(base_url=cfg.url, timeout=30) as client:
+        client.cookies.set("tidal_dashboard", cookie, path="/dashboard")
+        assert client.get("/dashboard/whoami", headers=UI).json()["key_id"] == admin.split(":")[0]
+        assert client.post("/dashboard/logout", headers=UI).status_code == 200
+    with platform_in_thread(cfg), httpx.Client(base_url=cfg.url, timeout=30) as client:
+        client.cookies.set("tidal_dashboard", cookie, path="/dashboard")
+        assert client.get("/dashboard/whoami", headers=UI).status_code == 401
+
+
 @pytest.fixture
 def open_platform(tmp_path: Path) -> Iterator[httpx.Client]:
     cfg = config(tmp_path, auth=False)

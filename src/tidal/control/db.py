@@ -197,8 +197,18 @@ def _v7(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE queue_requests ADD COLUMN lease_until DOUBLE PRECISION"))
 
 
+def _v8(conn: Connection) -> None:
+    # Dashboard sign-in sessions (tidal.dashboard.sessions): only a hash of the cookie's
+    # random id, and the id of the admin key it stands for, never the key.
+    conn.execute(text(
+        "CREATE TABLE dashboard_sessions (id_hash VARCHAR(64) PRIMARY KEY, "
+        "key_id VARCHAR(32) NOT NULL, created_at DOUBLE PRECISION NOT NULL, "
+        "seen_at DOUBLE PRECISION NOT NULL)"
+    ))  # fmt: skip
+
+
 # Append only: a released step never changes.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 
 
 def schema_version(conn: Connection) -> int:

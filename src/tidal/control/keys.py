@@ -196,9 +196,7 @@ class KeyStore:
         if parsed is None:
             return None
         key_id, secret = parsed
-        cached = self._cache.get(key_id)
-        if cached is None or time.monotonic() - cached.checked_at > REVALIDATE_SECONDS:
-            cached = self._load(key_id)
+        cached = self._current(key_id)
         if cached is None:
             _digest(b"\x00" * 16, secret)  # about the same time for an unknown id
             return None
@@ -207,7 +205,19 @@ class KeyStore:
         self._touch(cached)
         return cached.info
 
+    def active(self, key_id: str) -> KeyInfo | None:
+        """The info of key `key_id` while it is not revoked (a dashboard session stands for
+        a key by its id, never holding the secret)."""
+        cached = self._current(key_id)
+        return None if cached is None else cached.info
+
     # -- inside ----------------------------------------------------------------------
+    def _current(self, key_id: str) -> _Cached | None:
+        cached = self._cache.get(key_id)
+        if cached is None or time.monotonic() - cached.checked_at > REVALIDATE_SECONDS:
+            cached = self._load(key_id)
+        return cached
+
     def _info(self, row: ApiKeyRow) -> KeyInfo:
         cached = self._cache.get(row.id)
         last = row.last_used_at

@@ -80,7 +80,7 @@ def render(template: str, **values: str) -> bytes:
 class Dashboard:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self.sessions = SessionStore()
+        self.sessions = SessionStore(platform.engine)
 
     @property
     def auth_on(self) -> bool:
@@ -136,7 +136,7 @@ class Dashboard:
         session = self.sessions.get(cookie_of(scope.get("headers") or []))
         if session is None:
             return None
-        key = self.platform.keys.verify(session.key)
+        key = self.platform.keys.active(session.key_id)
         if key is None or key.scope != ADMIN:
             self.sessions.drop(cookie_of(scope.get("headers") or []))
             return None
@@ -179,7 +179,7 @@ class Dashboard:
                 f"The key {key.id} has scope {key.scope}; the dashboard needs an admin key.",
             )  # fmt: skip
             return
-        sid = self.sessions.create(presented, key.id)
+        sid = self.sessions.create(key.id)
         secure = self.platform.config.scheme == "https"
         await _redirect(send, f"{PREFIX}/", [(b"set-cookie", set_cookie(sid, secure))])
 

@@ -1,72 +1,127 @@
 """Dashboard sign-in sessions: a random id in an HttpOnly, SameSite=Strict cookie scoped to
-/dashboard; the admin key it stands for stays in this process's memory.
+/dashboard, standing for the admin key that signed in.
 
 The key is given once, in the sign-in form's POST body, and never reaches a URL, the
-browser's storage or the page's JavaScript. Each request re-verifies the key against the
-key store, so a revoked key ends its sessions at once. Sessions live in memory: a
-platform restart signs everyone out.
+browser's storage, the page's JavaScript or the database: a session row holds a SHA-256
+of the cookie's id (256 random bits, so a plain hash suffices) and the key's id. Every
+request checks that key is still an unrevoked admin key, so revoking it ends its
+sessions. Sessions are in the platform's database, so a restart keeps them and every
+gateway replica behind a load balancer knows them; each replica caches a session for a
+few seconds, which is how late a sign-out elsewhere is seen.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import Engine, text
+
 COOKIE = "tidal_dashboard"
 IDLE_SECONDS = 8 * 3600.0
 MAX_SECONDS = 24 * 3600.0
-MAX_SESSIONS = 1000
+# "seen" reaches the database at most this often per session (idle expiry is hours).
+SEEN_WRITE_SECONDS = 60.0
+# A session ended through another replica stops working here within this many seconds.
+REVALIDATE_SECONDS = 5.0
 
 
 @dataclass
 class Session:
-    key: str  # "<id>:<secret>", verified again on every request
     key_id: str
     created: float
     seen: float
+    seen_written: float
+    checked_at: float  # monotonic: when the row was last read
+
+
+def _hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 class SessionStore:
-    def __init__(self, idle_seconds: float = IDLE_SECONDS, max_seconds: float = MAX_SECONDS):
+    def __init__(
+        self,
+        engine: Engine,
+        idle_seconds: float = IDLE_SECONDS,
+        max_seconds: float = MAX_SECONDS,
+    ) -> None:
+        self._engine = engine
         self.idle_seconds = idle_seconds
         self.max_seconds = max_seconds
-        self._sessions: dict[str, Session] = {}
+        self._cache: dict[str, Session] = {}
 
-    def create(self, key: str, key_id: str) -> str:
+    def create(self, key_id: str) -> str:
+        """A new session for the key `key_id`; returns the cookie's id (never stored)."""
         now = time.time()
-        self._expire(now)
-        if len(self._sessions) >= MAX_SESSIONS:  # the oldest go first
-            for sid in sorted(self._sessions, key=lambda s: self._sessions[s].seen)[:100]:
-                del self._sessions[sid]
         sid = secrets.token_urlsafe(32)
-        self._sessions[sid] = Session(key, key_id, now, now)
+        with self._engine.begin() as conn:
+            # Expired sessions go as new ones come: no timer needed.
+            conn.execute(
+                text("DELETE FROM dashboard_sessions WHERE seen_at < :idle OR created_at < :old"),
+                {"idle": now - self.idle_seconds, "old": now - self.max_seconds},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO dashboard_sessions (id_hash, key_id, created_at, seen_at) "
+                    "VALUES (:h, :k, :now, :now)"
+                ),
+                {"h": _hash(sid), "k": key_id, "now": now},
+            )
+        self._cache[_hash(sid)] = Session(key_id, now, now, now, time.monotonic())
         return sid
 
     def get(self, sid: str | None) -> Session | None:
-        if not sid:
+        """The live session behind a cookie's id, else None."""
+        if not sid or len(sid) > 128:
             return None
-        session = self._sessions.get(sid)
+        digest = _hash(sid)
+        session = self._cache.get(digest)
+        if session is None or time.monotonic() - session.checked_at > REVALIDATE_SECONDS:
+            session = self._load(digest)
         if session is None:
             return None
         now = time.time()
         if now - session.seen > self.idle_seconds or now - session.created > self.max_seconds:
-            del self._sessions[sid]
+            self.drop(sid)
             return None
         session.seen = now
+        if now - session.seen_written >= SEEN_WRITE_SECONDS:
+            session.seen_written = now
+            with self._engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE dashboard_sessions SET seen_at = :now WHERE id_hash = :h"),
+                    {"now": now, "h": digest},
+                )
         return session
 
     def drop(self, sid: str | None) -> None:
-        if sid:
-            self._sessions.pop(sid, None)
+        if not sid:
+            return
+        digest = _hash(sid)
+        self._cache.pop(digest, None)
+        with self._engine.begin() as conn:
+            conn.execute(text("DELETE FROM dashboard_sessions WHERE id_hash = :h"), {"h": digest})
 
-    def _expire(self, now: float) -> None:
-        for sid, s in list(self._sessions.items()):
-            if now - s.seen > self.idle_seconds or now - s.created > self.max_seconds:
-                del self._sessions[sid]
-
-    def __len__(self) -> int:
-        return len(self._sessions)
+    def _load(self, digest: str) -> Session | None:
+        self._cache.pop(digest, None)
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT key_id, created_at, seen_at FROM dashboard_sessions WHERE id_hash = :h"
+                ),
+                {"h": digest},
+            ).first()
+        if row is None:
+            return None
+        key_id, created, seen = row
+        session = Session(str(key_id), float(created), float(seen), float(seen), time.monotonic())
+        if len(self._cache) > 10_000:  # a bound on memory, not on sessions
+            self._cache.clear()
+        self._cache[digest] = session
+        return session
 
 
 def cookie_of(headers: list[tuple[bytes, bytes]]) -> str | None:
