@@ -214,6 +214,14 @@ def test_image_without_python_fails_clearly(dplatform: PlatformProcess) -> None:
     assert "no `python3`" in done.stdout + done.stderr
 
 
+def test_pins_too_old_for_the_runtime_fail_the_build(dplatform: PlatformProcess) -> None:
+    done = dplatform.cli("deploy", "old_pins.py::old_pins", cwd=APPS / "docker_bad", check=False)
+    assert done.returncode != 0
+    out = done.stdout + done.stderr
+    assert "the image has pydantic 1.10.13" in out and "pydantic>=2.6" in out, out
+    assert "Traceback" not in out
+
+
 def test_local_flag_ignores_the_image(dplatform: PlatformProcess) -> None:
     done = dplatform.cli(
         "deploy", "app.py::run_server", "--local", "--app-name", "direct-local",

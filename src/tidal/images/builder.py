@@ -33,6 +33,7 @@ from tidal.images.keys import (
     runtime_layer_dockerfile,
 )
 from tidal.images.runtime_site import RuntimeSiteError, RuntimeSites, runtime_digest
+from tidal.runtime.image_check import PREFIX as CHECK_PREFIX
 from tidal.spec import ImageSpec
 
 T = TypeVar("T")
@@ -129,6 +130,15 @@ class BuildLog:
         return f"building the image failed{at}: {error}\nLast lines of the build:\n{tail}"
 
 
+def runtime_layer_failure(lines: Sequence[str], error: str) -> str:
+    """Why adding the runtime layer failed: the image check's verdict when it gave one."""
+    verdicts = [line[len(CHECK_PREFIX) :] for line in lines if line.startswith(CHECK_PREFIX)]
+    if verdicts:
+        return "the image can't run tidal's runtime: " + "; ".join(verdicts)
+    tail = "\n".join(lines[-LAST_LINES:])
+    return f"adding tidal's runtime layer failed: {error}\nLast lines of the build:\n{tail}"
+
+
 class ImageBuilder:
     def __init__(self, client: Any, data_dir: Path) -> None:
         self.client = client  # docker.DockerClient
@@ -203,7 +213,7 @@ class ImageBuilder:
             async for chunk in self._build_stream(tar, final, {}):
                 _, error = log.feed(chunk)
                 if error:
-                    raise ImageBuildError(f"adding tidal's runtime layer failed: {error}")
+                    raise ImageBuildError(runtime_layer_failure(log.lines, error))
         yield BuiltImage(final, key, False, time.monotonic() - started)
 
     async def _build_user(

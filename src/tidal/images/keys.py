@@ -105,6 +105,9 @@ def runtime_layer_dockerfile(base: str, user: str, key: str, requirements: bool 
             "RUN " + json.dumps(["python3", "-c", "import compileall; compileall.compile_dir("
                                  f"{REQUIREMENTS_DIR!r}, quiet=1, workers=0)"]),
         ]  # fmt: skip
+    # Last, with every package in place: fail the build, not each runner, when the
+    # user's pins are too old for the runtime (tidal.runtime.image_check).
+    lines.append("RUN " + json.dumps(["python3", "-m", "tidal.runtime.image_check"]))
     if user:
         lines.append(f"USER {user}")
     lines.append(f'LABEL tidal.image-key="{key}"')

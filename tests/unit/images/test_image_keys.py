@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tidal.images.auth import RegistryAuthError, auth_config, registry_of
-from tidal.images.builder import BuildLog, _split_ref
+from tidal.images.builder import BuildLog, _split_ref, runtime_layer_failure
 from tidal.images.keys import (
     PTH_NAME,
     RUNTIME_DIR,
@@ -17,6 +17,8 @@ from tidal.images.keys import (
     python_problem,
     runtime_layer_dockerfile,
 )
+from tidal.runtime.image_check import PREFIX as CHECK_PREFIX
+from tidal.runtime.image_check import too_old
 from tidal.sdk.image import ContainerImage
 
 
@@ -58,6 +60,9 @@ def test_runtime_layer_keeps_the_images_user() -> None:
     argv = json.loads(run.removeprefix("RUN "))  # exec form: the image needs no shell
     assert argv[:2] == ["python3", "-c"] and PTH_NAME in argv[2]
     assert "getsitepackages()[-1]" in argv[2]  # last on sys.path: the user's pins win
+    assert json.loads(lines[-3].removeprefix("RUN ")) == [
+        "python3", "-m", "tidal.runtime.image_check"
+    ]  # fmt: skip
     assert lines[-2] == "USER appuser"
     assert "USER appuser" not in runtime_layer_dockerfile("b", "", "k")
 
@@ -82,6 +87,33 @@ def test_build_log_names_the_failing_step() -> None:
     assert error == "returned a non-zero code: 2"
     message = log.failure(error)
     assert "at Step 2/3 : RUN make" in message and "error: no compiler" in message
+
+
+def test_image_check_names_a_pin_too_old_for_the_runtime() -> None:
+    installed = {
+        "pydantic": ("1.10.13", "/usr/lib/python3/dist-packages"),
+        "fastapi": ("0.115.0", "/x"),
+    }
+    problems = too_old(["pydantic>=2.6", "fastapi>=0.110", "httpx>=0.27"], installed.get)
+    assert problems == [
+        "the image has pydantic 1.10.13 (in /usr/lib/python3/dist-packages), but tidal's "
+        "runtime needs pydantic>=2.6: raise or drop that pin in the Dockerfile or the "
+        "app's requirements"
+    ]
+    assert too_old(["pydantic>=2.6"], {"pydantic": ("2.10.0rc1", "/x")}.get) == []
+    assert too_old(["fastapi>=0.110"], {"fastapi": ("0.99.1", "/x")}.get) != []
+
+
+def test_runtime_layer_failure_prefers_the_checks_verdict() -> None:
+    lines = ["Step 5/6 : RUN python3 -m tidal.runtime.image_check",
+             f"{CHECK_PREFIX}the image has pydantic 1.10.13 (in /x), but ..."]  # fmt: skip
+    message = runtime_layer_failure(lines, "returned a non-zero code: 1")
+    assert (
+        message
+        == "the image can't run tidal's runtime: the image has pydantic 1.10.13 (in /x), but ..."
+    )
+    other = runtime_layer_failure(["Step 3/6 : COPY x", "no space left"], "boom")
+    assert "boom" in other and "no space left" in other
 
 
 @pytest.mark.parametrize(
