@@ -12,6 +12,7 @@ from tidal.control.db import open_database
 from tidal.testing import PlatformProcess, start_platform
 from tidal.testing_docker import DockerEngine, DockerUnavailable
 from tidal.testing_docker import docker_engine as start_docker_engine
+from tidal.testing_docker import podman_engine as start_podman_engine
 from tidal.testing_postgres import PostgresServer, PostgresUnavailable, postgres_server
 
 APPS = Path(__file__).parent / "e2e" / "apps"
@@ -41,6 +42,17 @@ def docker_engine() -> Iterator[DockerEngine]:
     the base image tidal-test/debian-python:bookworm built by debootstrap; stopped at the end."""
     try:
         with start_docker_engine() as engine:
+            yield engine
+    except DockerUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def podman_engine() -> Iterator[DockerEngine]:
+    """Rootful Podman's Docker-compatible API (`podman system service`, Debian's podman
+    and catatonit), with the same base image; stopped and its storage removed at the end."""
+    try:
+        with start_podman_engine() as engine:
             yield engine
     except DockerUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)

@@ -89,6 +89,16 @@ def wait_for(
         time.sleep(interval)
 
 
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal a process (platform, engine daemon), give it 30 s to exit, then kill it."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def start_platform(
     data_dir: Path,
@@ -133,12 +143,7 @@ def start_platform(
         wait_for(healthy, timeout=30, what="the platform to answer")
         yield running
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGINT)
 
 
 @contextlib.contextmanager

@@ -1,12 +1,14 @@
 """The docker backend end to end: a real dockerd (tidal.testing_docker), images built
 from Dockerfiles on a debootstrap base image, runners as containers, driven through
-the `tidal` CLI against a real platform process."""
+the `tidal` CLI against a real platform process. Each test that uses the engine runs
+twice: on Docker, and on Podman's Docker-compatible API."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,21 +33,29 @@ ROOT = Path(__file__).parents[2]
 APPS = Path(__file__).parent / "apps"
 ROOMY = "health_check_interval_seconds = 0.5\n[host]\ncpus = 64\nmemory_mb = 131072\n"
 SECRET = "s3cr3t-value-for-the-docker-test"
+STEP = re.compile(r"(?i)\bstep \d+/\d+ ?:")  # Docker's "Step 1/3 :", Buildah's "STEP 1/3:"
+
+
+@pytest.fixture(scope="module", params=["docker", "podman"])
+def engine(request: pytest.FixtureRequest) -> DockerEngine:
+    """The engine under test: Docker's dockerd, or Podman's compatible API."""
+    found: DockerEngine = request.getfixturevalue(f"{request.param}_engine")
+    return found
 
 
 @pytest.fixture(scope="module")
 def dplatform(
-    docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory
+    engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PlatformProcess]:
     data_dir = tmp_path_factory.mktemp("dplatform")
     (data_dir / "tidal.toml").write_text(ROOMY)
-    with start_platform(data_dir, env=docker_engine.env) as running:
+    with start_platform(data_dir, env=engine.env) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def engine_client(docker_engine: DockerEngine) -> Iterator[docker.DockerClient]:
-    client = docker.DockerClient(base_url=docker_engine.host)
+def engine_client(engine: DockerEngine) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=engine.host)
     try:
         yield client
     finally:
@@ -69,22 +79,29 @@ def ready(platform: PlatformProcess, app: str) -> list[dict[str, Any]]:
 
 
 def containers_of(client: docker.DockerClient, app: str) -> list[Any]:
-    return list(client.containers.list(sparse=True, filters={"label": f"tidal.app={app}"}))
+    # all=True: gone means removed, not merely stopping (Podman lists a stopping
+    # container as not running while its teardown still runs)
+    found = client.containers.list(all=True, sparse=True, filters={"label": f"tidal.app={app}"})
+    return list(found)
 
 
-def test_health_reports_docker_usable(dplatform: PlatformProcess) -> None:
+def test_health_reports_docker_usable(dplatform: PlatformProcess, engine: DockerEngine) -> None:
     with dplatform.http() as http:
         health = http.get("/api/v1/health").json()
     assert "docker" in health["backends"]["usable"], health
-    doctor = dplatform.cli("doctor", check=False)
-    assert "docker" in doctor.stdout
+    described = health["backends"]["engines"]["docker"]
+    name = {"docker": "Docker Engine ", "podman": "Podman Engine "}[engine.kind]
+    assert described.startswith(name) and described.endswith(f" at {engine.host}"), described
+    doctor = dplatform.cli("doctor", "--json", check=False)
+    (check,) = [c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "docker"]
+    assert check["status"] == "ok" and check["detail"].startswith(described), check
 
 
 def test_direct_server_in_containers_two_runners(
     dplatform: PlatformProcess, engine_client: docker.DockerClient
 ) -> None:
     view = deploy(dplatform, APPS / "docker_direct", "app.py::run_server")
-    assert "Step " in view["_stderr"]  # the build log streamed to the CLI
+    assert STEP.search(view["_stderr"])  # the build log streamed to the CLI
     with dplatform.http() as http:
         resp = http.get("/local/run-server/")
         assert resp.status_code == 200, resp.text
@@ -110,7 +127,7 @@ def test_redeploy_is_a_cache_hit(dplatform: PlatformProcess) -> None:
     started = time.monotonic()
     view = deploy(dplatform, APPS / "docker_direct", "app.py::run_server")
     seconds = time.monotonic() - started
-    assert "Step " not in view["_stderr"], view["_stderr"]
+    assert not STEP.search(view["_stderr"]), view["_stderr"]
     assert "(cached)" in view["_stderr"]
     print(f"redeploy with a cached image: {seconds:.2f}s")
 
@@ -204,7 +221,7 @@ def test_failing_build_names_the_step(dplatform: PlatformProcess) -> None:
     done = dplatform.cli("deploy", "build_fails.py::broken", cwd=APPS / "docker_bad", check=False)
     assert done.returncode != 0
     out = done.stdout + done.stderr
-    assert "Step 3/" in out and "exit 3" in out, out
+    assert re.search(r"(?i)step 3/\d+ ?: RUN echo", out) and "exit 3" in out, out
     assert "about to fail: no such package" in out
 
 
@@ -233,7 +250,7 @@ def test_local_flag_ignores_the_image(dplatform: PlatformProcess) -> None:
 
 
 def test_orphans_removed_at_platform_start(
-    docker_engine: DockerEngine, engine_client: docker.DockerClient, tmp_path: Path
+    engine: DockerEngine, engine_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     (tmp_path / "tidal.toml").write_text(ROOMY)
     # A container that is not the platform's must survive its start.
@@ -242,7 +259,7 @@ def test_orphans_removed_at_platform_start(
         labels={OWNER_LABEL: "someone-else", RUNNER_LABEL: "r-x"},
     )  # fmt: skip
     try:
-        with start_platform(tmp_path, env=docker_engine.env) as first:
+        with start_platform(tmp_path, env=engine.env) as first:
             deploy(first, APPS / "docker_direct", "app.py::run_server")
             with first.http() as http:
                 assert http.get("/local/run-server/").status_code == 200
@@ -250,7 +267,7 @@ def test_orphans_removed_at_platform_start(
             os.killpg(first.process.pid, signal.SIGKILL)  # a crash: nothing cleans up
             first.process.wait()
             assert len(containers_of(engine_client, "run-server")) == 1
-        with start_platform(tmp_path, env=docker_engine.env):
+        with start_platform(tmp_path, env=engine.env):
             assert containers_of(engine_client, "run-server") == []
             stranger.reload()
             assert stranger.status == "running"
@@ -326,12 +343,13 @@ def test_from_registry_pulls_with_auth_from_a_secret(
     dplatform: PlatformProcess, engine_client: docker.DockerClient, registry: str, tmp_path: Path
 ) -> None:
     auth = {"username": "tester", "password": "pw-123"}
-    ref = f"{registry}/team/served:1"
+    repo, tag = f"{registry}/team/served", "1"
+    ref = f"{repo}:{tag}"
     image, _ = engine_client.images.build(
         fileobj=io.BytesIO(b"FROM tidal-test/debian-python:bookworm\nRUN echo pulled > /origin\n"),
         rm=True,
     )
-    image.tag(ref)
+    image.tag(repo, tag)
     for line in engine_client.images.push(ref, auth_config=auth, stream=True, decode=True):
         assert "error" not in line, line
     engine_client.images.remove(ref)  # the deploy must pull it

@@ -132,7 +132,35 @@ def open_docker_backend(config: PlatformConfig, env: Mapping[str, str]) -> Docke
     import docker
 
     client = docker.DockerClient(base_url=host, timeout=120)
-    return DockerBackend(client, config.data_dir, env)
+    backend = DockerBackend(client, config.data_dir, env)
+    with contextlib.suppress(Exception):  # a description only: never a reason to fail
+        backend.engine = f"{engine_name(client.version())} at {host}"
+    return backend
+
+
+def engine_error(message: str) -> str:
+    """An engine's refusal to create a runner's container, with the fix where known."""
+    if "container-init binary not found" in message or "catatonit" in message:
+        return (
+            "Podman has no init binary for the container (catatonit), which the runner's "
+            "graceful stop needs: install the `catatonit` package on the engine's host "
+            f"({message})"
+        )
+    if "could not select device driver" in message and "gpu" in message:
+        return (
+            "the engine cannot give containers GPUs: install the NVIDIA Container Toolkit "
+            f"on the engine's host and restart the engine ({message})"
+        )
+    return message
+
+
+def engine_name(version: Mapping[str, Any]) -> str:
+    """ "Docker Engine 24.0.7" or "Podman Engine 4.3.1", from the engine's /version."""
+    names = [str(c.get("Name", "")) for c in version.get("Components") or []]
+    name = next((n for n in names if n.endswith("Engine")), "Engine")
+    if name == "Engine":
+        name = "Docker Engine"
+    return f"{name} {version.get('Version', '?')}"
 
 
 @dataclass
@@ -151,6 +179,7 @@ class DockerBackend:
         self.images = ImageBuilder(client, data_dir)
         self._env = dict(env)  # for every runner: the file store and the platform's URL
         self._tracked: dict[str, _Tracked] = {}
+        self.engine = "Docker Engine"  # which engine answers, for health and doctor
 
     def can_share_port(self) -> bool:
         return True  # each container has its own network namespace
@@ -220,7 +249,10 @@ class DockerBackend:
                 if ids
                 else DeviceRequest(count=gpus, capabilities=[["gpu"]])
             ]
-        container = await asyncio.to_thread(self.client.containers.run, **kwargs)
+        try:
+            container = await asyncio.to_thread(self.client.containers.run, **kwargs)
+        except Exception as exc:
+            raise RuntimeError(engine_error(str(exc))) from None
         loop = asyncio.get_running_loop()
         tracked = _Tracked(container, loop.create_future())
         self._tracked[launch.runner_id] = tracked

@@ -134,7 +134,8 @@ def check_docker(health: dict[str, Any] | None) -> Check:
     if not isinstance(backends, dict):
         return Check("docker", WARN, "this platform does not report its backends")
     if "docker" in (backends.get("usable") or []):
-        return Check("docker", OK, "a Docker engine answers: apps with an image run in containers")
+        engine = (backends.get("engines") or {}).get("docker") or "a Docker engine"
+        return Check("docker", OK, f"{engine} answers: apps with an image run in containers")
     why = (backends.get("unusable") or {}).get("docker", "not enabled on this platform")
     return Check("docker", WARN, f"apps with an image cannot deploy: {why}", {"why": why})
 

@@ -157,6 +157,12 @@ def build_api(platform: Platform) -> FastAPI:
             "backends": {
                 "usable": list(platform.backends.usable),
                 "unusable": platform.backends.unusable,
+                # Which engine a backend drives (Docker's or Podman's), where it says.
+                "engines": {
+                    name: engine
+                    for name, backend in platform.backends.usable.items()
+                    if (engine := getattr(backend, "engine", None))
+                },
             },
             # Cluster backends (ray): their nodes and resources, for `tidal doctor`.
             "clusters": {

@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import tarfile
 import threading
 import time
@@ -98,6 +99,12 @@ def context_tar(dockerfile: str, folder: Path | None, *extra: Path) -> bytes:
     return buf.getvalue()
 
 
+# A build step's first line: Docker's "Step 2/5 : RUN ...", Buildah's (Podman's)
+# "[1/2] STEP 2/5: RUN ..."; and lines that only name intermediate images.
+_STEP = re.compile(r"(?:\[\d+/\d+\] )?(?:Step|STEP) \d+/\d+ ?:")
+_NOISE = (" ---> ", "--> ", "Removing intermediate container")
+
+
 class BuildLog:
     """Turns the engine's build stream into lines, and remembers the failing step."""
 
@@ -116,9 +123,9 @@ class BuildLog:
         shown = []
         for line in str(chunk.get("stream", "")).splitlines():
             line = line.rstrip()
-            if not line or line.startswith((" ---> ", "Removing intermediate container")):
+            if not line or line.startswith(_NOISE):
                 continue
-            if line.startswith("Step "):
+            if _STEP.match(line):
                 self.step = line
             self.lines = [*self.lines[-(LAST_LINES - 1) :], line]
             shown.append(line)

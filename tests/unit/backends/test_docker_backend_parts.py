@@ -12,6 +12,8 @@ from tidal.backends.docker import (
     RUNNER_LABEL,
     bind_mounts,
     container_env,
+    engine_error,
+    engine_name,
     orphans,
     owner_id,
     runner_labels,
@@ -69,3 +71,22 @@ def test_bind_mounts_keep_store_and_request_log_paths(tmp_path: Path) -> None:
     assert mounts[str(tmp_path / "data")] == {"bind": DATA_MOUNT, "mode": "rw"}
     assert mounts["/logs/r-1.requests.jsonl"]["bind"] == "/logs/r-1.requests.jsonl"
     assert mounts["/store"] == {"bind": "/store", "mode": "rw"}
+
+
+def test_engine_name_tells_docker_from_podman() -> None:
+    docker = {"Version": "20.10.24", "Components": [{"Name": "Engine", "Version": "20.10.24"}]}
+    assert engine_name(docker) == "Docker Engine 20.10.24"
+    podman = {"Version": "4.3.1", "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]}
+    assert engine_name(podman) == "Podman Engine 4.3.1"
+    assert engine_name({}) == "Docker Engine ?"
+
+
+def test_engine_errors_name_the_fix() -> None:
+    podman = (
+        '500 Server Error: Internal Server Error ("container create: container-init binary '
+        'not found on the host: stat /usr/libexec/podman/catatonit: no such file or directory")'
+    )
+    assert "install the `catatonit` package" in engine_error(podman)
+    nvidia = '500 Server Error ("could not select device driver "" with capabilities: [[gpu]]")'
+    assert "NVIDIA Container Toolkit" in engine_error(nvidia)
+    assert engine_error("no space left on device") == "no space left on device"

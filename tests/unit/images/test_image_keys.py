@@ -87,6 +87,11 @@ def test_build_log_names_the_failing_step() -> None:
     assert error == "returned a non-zero code: 2"
     message = log.failure(error)
     assert "at Step 2/3 : RUN make" in message and "error: no compiler" in message
+    # Buildah's (Podman's) form of the same.
+    podman = BuildLog()
+    shown, _ = podman.feed({"stream": "[1/2] STEP 2/4: RUN make\n--> 1f2e3d\nmade\n"})
+    assert shown == ["[1/2] STEP 2/4: RUN make", "made"]
+    assert podman.step == "[1/2] STEP 2/4: RUN make"
 
 
 def test_image_check_names_a_pin_too_old_for_the_runtime() -> None:

@@ -32,7 +32,7 @@ class Stateful(tidal.App, keep_alive=300, image=ContainerImage.from_dockerfile_s
         return {
             "runner": self.runner,
             "hostname": socket.gethostname(),
-            "in_container": os.path.exists("/.dockerenv"),
+            "in_container": any(map(os.path.exists, ("/.dockerenv", "/run/.containerenv"))),
             "python": sys.executable,
             "secret_sha256": hashlib.sha256(secret.encode()).hexdigest() if secret else None,
             "built": open("/built").read().strip(),

@@ -19,5 +19,5 @@ def where() -> dict[str, str | bool]:
         "greeting": greeting,
         "hostname": socket.gethostname(),
         "runner": os.environ.get("TIDAL_RUNNER_ID", ""),
-        "in_container": os.path.exists("/.dockerenv"),
+        "in_container": any(map(os.path.exists, ("/.dockerenv", "/run/.containerenv"))),
     }
