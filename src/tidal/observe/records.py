@@ -46,7 +46,9 @@ log = logging.getLogger("tidal.records")
 
 SYNC, QUEUE = "sync", "queue"
 PHASES = ("scale_up", "pending", "boot", "handoff")
-# Rows read for one analytics answer, newest first: a bound on the work a chart costs.
+# Rows read for one analytics answer: a bound on the work a chart costs. Counts are
+# exact whatever the volume (counted in SQL); beyond this many requests in the window,
+# latency and queue-wait percentiles come from an even random sample of this size.
 MAX_ROWS = 200_000
 # A sample of an app's runner counts is written when they change, and at least this often.
 SAMPLE_EVERY_SECONDS = 30.0
@@ -441,32 +443,69 @@ class RecordStore:
             ).all()
         return {(r.owner, r.app): (int(r.n), int(r.e or 0)) for r in rows}
 
-    def points(
-        self, owner: str, app: str, since: float, until: float, endpoint: str | None = None
-    ) -> list[Point]:
+    def window(
+        self,
+        owner: str,
+        app: str,
+        since: float,
+        until: float,
+        bucket: int,
+        endpoint: str | None = None,
+        max_rows: int = MAX_ROWS,
+    ) -> Window:
+        """What analytics need over [since, until): exact counts per (bucket, endpoint),
+        counted by the database, and the requests' points (all of them, or an even
+        random sample of about `max_rows` when there are more)."""
         where, params = _where(owner, app, since, endpoint)
         where.append("started_at < :until")
-        params["until"] = until
-        params["limit"] = MAX_ROWS
+        params.update(until=until, first=math.floor(since / bucket) * bucket, bucket=bucket)
+        failed = (
+            "CASE WHEN status_code IS NULL OR status_code >= 400 "
+            "OR (error_type IS NOT NULL AND error_type <> '') THEN 1 ELSE 0 END"
+        )
         with self._engine.connect() as conn:
+            postgres = conn.dialect.name == "postgresql"
+            # Truncation toward zero (started_at >= first): SQLite's CAST truncates,
+            # PostgreSQL's rounds, hence floor() there.
+            index = (
+                "CAST(floor((started_at - :first) / :bucket) AS INTEGER)"
+                if postgres
+                else "CAST((started_at - :first) / :bucket AS INTEGER)"
+            )
+            counted = conn.execute(
+                text(
+                    f"SELECT {index} AS b, endpoint, count(*) AS n, sum({failed}) AS e, "
+                    f"sum(cold_start) AS c FROM request_records WHERE {' AND '.join(where)} "
+                    "GROUP BY b, endpoint"
+                ),
+                params,
+            ).all()
+            counts = {(int(r.b), str(r.endpoint)): (int(r.n), int(r.e or 0), int(r.c or 0))
+                      for r in counted}  # fmt: skip
+            total = sum(n for n, _, _ in counts.values())
+            fraction = 1.0 if total <= max_rows else max_rows / total
+            if fraction < 1.0:
+                if postgres:
+                    where.append("random() < :fraction")
+                    params["fraction"] = fraction
+                else:  # SQLite's random() is a 64-bit integer
+                    where.append("(abs(random()) % 1000000) < :ppm")
+                    params["ppm"] = int(fraction * 1_000_000)
             rows = conn.execute(
                 text(
                     "SELECT started_at, endpoint, latency_ms, queue_wait_ms, status_code, "
                     "error_type, cold_start, cold_start_ms, cold_breakdown FROM "
-                    f"request_records WHERE {' AND '.join(where)} ORDER BY started_at DESC "
-                    "LIMIT :limit"
+                    f"request_records WHERE {' AND '.join(where)}"
                 ),
                 params,
             ).all()
-        return [
-            Point(
-                float(r.started_at), r.endpoint, float(r.latency_ms), float(r.queue_wait_ms),
-                is_error(r.status_code, r.error_type), bool(r.cold_start),
-                None if r.cold_start_ms is None else float(r.cold_start_ms),
-                json.loads(r.cold_breakdown) if r.cold_breakdown else None,
-            )
-            for r in rows
-        ]  # fmt: skip
+        return Window(_points(rows), counts, fraction)
+
+    def points(
+        self, owner: str, app: str, since: float, until: float, endpoint: str | None = None
+    ) -> list[Point]:
+        """Every request's point in [since, until) (tests and small windows)."""
+        return self.window(owner, app, since, until, 60, endpoint, max_rows=2**62).points
 
     def runner_series(
         self, owner: str, app: str, since: float, until: float
@@ -493,6 +532,18 @@ class RecordStore:
             out.append({"t": max(float(m["ts"]), since), **{k: int(m[k]) for k in (
                 "pending", "starting", "ready", "draining", "in_flight", "waiting")}})  # fmt: skip
         return out
+
+
+def _points(rows: Iterable[Any]) -> list[Point]:
+    return [
+        Point(
+            float(r.started_at), r.endpoint, float(r.latency_ms), float(r.queue_wait_ms),
+            is_error(r.status_code, r.error_type), bool(r.cold_start),
+            None if r.cold_start_ms is None else float(r.cold_start_ms),
+            json.loads(r.cold_breakdown) if r.cold_breakdown else None,
+        )
+        for r in rows
+    ]  # fmt: skip
 
 
 def _where(
@@ -541,6 +592,17 @@ class Point:
     cold_breakdown: dict[str, float] | None = None
 
 
+# (requests, errors, cold starts) per (bucket index, endpoint), counted exactly.
+Counts = dict[tuple[int, str], tuple[int, int, int]]
+
+
+@dataclass
+class Window:
+    points: list[Point]
+    counts: Counts
+    fraction: float  # of the window's requests in `points` (1.0: all of them)
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The q-th percentile (0-100) by linear interpolation between closest ranks (numpy's
     default); None for no values. `values` must be sorted."""
@@ -574,19 +636,21 @@ class Stats:
                 if phase in self.phases:
                     self.phases[phase] += ms
 
-    def view(self) -> dict[str, Any]:
+    def view(self, counted: tuple[int, int, int] | None = None) -> dict[str, Any]:
+        """`counted`: exact (requests, errors, cold starts) when the points are a sample."""
         lat, wait, cold = sorted(self.latencies), sorted(self.waits), sorted(self.cold)
+        requests, errors, colds = counted or (self.requests, self.errors, len(cold))
 
         def r(x: float | None) -> float | None:
             return None if x is None else round(x, 2)
 
         return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "error_rate": round(self.errors / self.requests, 4) if self.requests else 0.0,
+            "requests": requests,
+            "errors": errors,
+            "error_rate": round(errors / requests, 4) if requests else 0.0,
             "latency_ms": {f"p{q}": r(percentile(lat, q)) for q in (50, 95, 99)},
             "queue_wait_ms": {f"p{q}": r(percentile(wait, q)) for q in (50, 95, 99)},
-            "cold_starts": len(cold),
+            "cold_starts": colds,
             "cold_start_ms": {f"p{q}": r(percentile(cold, q)) for q in (50, 95)},
             # Mean time per phase over the cold starts (their sum is the mean cold start).
             "cold_start_breakdown_ms": {
@@ -603,10 +667,26 @@ def bucket_seconds_for(window: float, target: int = 60) -> int:
     return 86400
 
 
-def aggregate(points: Iterable[Point], since: float, until: float, bucket: int) -> dict[str, Any]:
+def _sum(counts: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
+    n = e = c = 0
+    for a, b, d in counts:
+        n, e, c = n + a, e + b, c + d
+    return n, e, c
+
+
+def aggregate(
+    points: Iterable[Point],
+    since: float,
+    until: float,
+    bucket: int,
+    counts: Counts | None = None,
+    fraction: float = 1.0,
+) -> dict[str, Any]:
     """Totals, per-endpoint stats and a time series of `bucket`-second buckets (aligned
     to multiples of `bucket`, covering [since, until)): requests, errors, latency and
-    queue-wait percentiles, cold starts."""
+    queue-wait percentiles, cold starts. With `counts` (exact, from the database), the
+    numbers of requests, errors and cold starts come from them and `points` may be a
+    sample (`fraction` of the requests) that only the percentiles are taken from."""
     bucket = max(1, int(bucket))
     first = math.floor(since / bucket) * bucket
     count = max(1, math.ceil((until - first) / bucket))
@@ -619,21 +699,34 @@ def aggregate(points: Iterable[Point], since: float, until: float, bucket: int) 
         total.add(p)
         by_endpoint.setdefault(p.endpoint, Stats()).add(p)
         series[min(count - 1, int((p.t - first) // bucket))].add(p)
+    per_bucket: list[tuple[int, int, int] | None] = [None] * count
+    per_endpoint: dict[str, tuple[int, int, int]] = {}
+    if counts is not None:
+        for (i, name), c in counts.items():
+            i = min(count - 1, max(0, i))
+            per_bucket[i] = _sum([per_bucket[i] or (0, 0, 0), c])
+            per_endpoint[name] = _sum([per_endpoint.get(name, (0, 0, 0)), c])
+            by_endpoint.setdefault(name, Stats())
+        per_bucket = [c or (0, 0, 0) for c in per_bucket]
     buckets = []
     for i, s in enumerate(series):
-        v = s.view()
+        v = s.view(per_bucket[i])
         buckets.append({
             "t": first + i * bucket, "requests": v["requests"], "errors": v["errors"],
             "latency_ms": v["latency_ms"], "queue_wait_ms": v["queue_wait_ms"],
             "cold_starts": v["cold_starts"],
         })  # fmt: skip
-    endpoints = [
-        {"endpoint": name, **stats.view()}
-        for name, stats in sorted(by_endpoint.items(), key=lambda kv: -kv[1].requests)
-    ]
+    endpoints = sorted(
+        ({"endpoint": name, **stats.view(per_endpoint.get(name))}
+         for name, stats in by_endpoint.items()),
+        key=lambda e: -e["requests"],
+    )  # fmt: skip
+    totals = total.view(_sum(per_endpoint.values()) if counts is not None else None)
     return {
-        "since": since, "until": until, "bucket_seconds": bucket,
-        "totals": total.view(), "endpoints": endpoints, "series": buckets,
+        "since": since, "until": until, "bucket_seconds": bucket, "totals": totals,
+        "endpoints": endpoints, "series": buckets,
+        # Below 1: percentiles are from a random sample of this fraction of the requests.
+        "sampled": round(fraction, 6),
     }  # fmt: skip
 
 

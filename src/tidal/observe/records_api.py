@@ -51,8 +51,8 @@ def records_router(store: RecordStore, owner: str, data_dir: Path) -> APIRouter:
         (with their breakdown), per endpoint and in total, and runner counts over time."""
         since, until = window_of(window)
         width = bucket or bucket_seconds_for(until - since)
-        points = store.points(owner, name, since, until, endpoint)
-        out = aggregate(points, since, until, width)
+        found = store.window(owner, name, since, until, width, endpoint)
+        out = aggregate(found.points, since, until, width, found.counts, found.fraction)
         out["app"] = name
         out["endpoint"] = endpoint
         out["runners"] = store.runner_series(owner, name, since, until)

@@ -192,6 +192,40 @@ def test_the_store_writes_reads_and_prunes(engine: Engine) -> None:
     assert store.get(record(3, 0).id) is None
 
 
+def test_counts_stay_exact_when_percentiles_come_from_a_sample(engine: Engine) -> None:
+    store = RecordStore(engine)
+    since = 1_000_000.0  # aligned to 10 s buckets
+    records = []
+    for i in range(3000):  # 2000 on /a, 1000 on /b (every third fails), over 30 s
+        endpoint = "/b" if i % 3 == 2 else "/a"
+        failed = endpoint == "/b"
+        records.append(record(i, since + i * 0.01, endpoint=endpoint,
+                              latency_ms=float(i % 100), cold_start=i % 500 == 0,
+                              status_code=500 if failed else 200,
+                              error_type="E" if failed else None))  # fmt: skip
+    store.write(records)
+    whole = store.window("local", "app", since, since + 30, 10)
+    assert whole.fraction == 1.0 and len(whole.points) == 3000
+    found = store.window("local", "app", since, since + 30, 10, max_rows=600)
+    assert found.fraction == pytest.approx(0.2)
+    assert 300 < len(found.points) < 900  # a random sample of about 600
+    out = aggregate(found.points, since, since + 30, 10, found.counts, found.fraction)
+    exact = aggregate(whole.points, since, since + 30, 10)
+    for key in ("requests", "errors", "error_rate", "cold_starts"):
+        assert out["totals"][key] == exact["totals"][key], key
+    assert out["totals"]["requests"] == 3000 and out["totals"]["errors"] == 1000
+    assert [b["requests"] for b in out["series"]] == [1000, 1000, 1000]
+    assert [b["requests"] for b in exact["series"]] == [1000, 1000, 1000]
+    by = {e["endpoint"]: e for e in out["endpoints"]}
+    assert (by["/a"]["requests"], by["/b"]["requests"], by["/b"]["errors"]) == (2000, 1000, 1000)
+    assert out["sampled"] == pytest.approx(0.2) and exact["sampled"] == 1.0
+    assert 30 <= out["totals"]["latency_ms"]["p50"] <= 70  # uniform 0..99: about 49.5
+    # One endpoint only, and the window's edge respected.
+    only_b = store.window("local", "app", since + 10, since + 20, 10, endpoint="/b")
+    assert sum(n for n, _, _ in only_b.counts.values()) == 333
+    assert all(p.endpoint == "/b" and since + 10 <= p.t < since + 20 for p in only_b.points)
+
+
 def test_the_recorder_batches_off_the_request_path(tmp_path: Path) -> None:
     engine = open_database(tmp_path / "tidal.db")
     metrics = Metrics()

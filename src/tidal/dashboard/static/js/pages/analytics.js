@@ -104,7 +104,8 @@ export async function render(view, params, query, ctx) {
     clear(cards).append(
       stat("Requests", h("span", { id: "total-requests" }, String(t.requests)), `${data.bucket_seconds}s buckets`),
       stat("Error rate", h("span", { id: "error-rate", class: t.errors ? "bad-text" : "" }, pct(t.error_rate)), `${t.errors} failed`),
-      stat("Latency p50", h("span", { id: "latency-p50" }, ms(t.latency_ms.p50)), `p95 ${ms(t.latency_ms.p95)} · p99 ${ms(t.latency_ms.p99)}`),
+      stat("Latency p50", h("span", { id: "latency-p50" }, ms(t.latency_ms.p50)),
+           `p95 ${ms(t.latency_ms.p95)} · p99 ${ms(t.latency_ms.p99)}` + (data.sampled < 1 ? ` · from a ${pct(data.sampled)} sample` : "")),
       stat("Queue wait p50", ms(t.queue_wait_ms.p50), `p95 ${ms(t.queue_wait_ms.p95)}`),
       stat("Cold starts", h("span", { id: "cold-starts" }, String(t.cold_starts)), t.cold_starts ? `p50 ${ms(t.cold_start_ms.p50)}` : "none in this window"),
     );
