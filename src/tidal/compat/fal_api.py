@@ -28,6 +28,8 @@ SUPPORTED: dict[str, str] = {
     "fal.container.ContainerImage": "tidal.sdk.image:ContainerImage",
     "fal.toolkit.File": "tidal.toolkit:File",
     "fal.toolkit.Image": "tidal.toolkit:Image",
+    "fal.toolkit.download_file": "tidal.toolkit.download:download_file",
+    "fal.toolkit.download_model_weights": "tidal.toolkit.download:download_model_weights",
 }
 
 FUNCTION_KINDS = ("virtualenv", "container")

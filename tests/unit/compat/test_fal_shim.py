@@ -21,7 +21,8 @@ from tidal.compat import SHIM_DIR
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 SUPPORTED_LIST = (
     "supported: fal.App, fal.function, fal.endpoint, fal.HealthCheck, fal.ContainerImage, "
-    "fal.container.ContainerImage, fal.toolkit.File, fal.toolkit.Image"
+    "fal.container.ContainerImage, fal.toolkit.File, fal.toolkit.Image, "
+    "fal.toolkit.download_file, fal.toolkit.download_model_weights"
 )
 
 
@@ -58,7 +59,7 @@ def test_supported_names_are_tidals_objects() -> None:
         import fal.container
         import fal.toolkit
         from fal.container import ContainerImage
-        from fal.toolkit import File, Image
+        from fal.toolkit import File, Image, download_file, download_model_weights
         import tidal, tidal.toolkit
         print(json.dumps({
             "installed": installed,
@@ -74,6 +75,8 @@ def test_supported_names_are_tidals_objects() -> None:
             "fal.container.ContainerImage": fal.container.ContainerImage is tidal.ContainerImage,
             "File": File is tidal.toolkit.File and fal.toolkit.File is File,
             "Image": Image is tidal.toolkit.Image and fal.toolkit.Image is Image,
+            "download_file": download_file is tidal.toolkit.download_file,
+            "download_model_weights": download_model_weights is tidal.toolkit.download_model_weights,
             "dir": dir(fal),
             "toolkit_dir": dir(fal.toolkit),
         }))
@@ -83,7 +86,7 @@ def test_supported_names_are_tidals_objects() -> None:
     assert result.pop("dir") == [
         "App", "ContainerImage", "HealthCheck", "container", "endpoint", "function", "toolkit"
     ]  # fmt: skip
-    assert result.pop("toolkit_dir") == ["File", "Image"]
+    assert result.pop("toolkit_dir") == ["File", "Image", "download_file", "download_model_weights"]
     assert all(result.values()), result
 
 
@@ -147,8 +150,8 @@ def test_unsupported_names_say_what_is_supported() -> None:
             "fal.realtime",
             "from fal import realtime",
             "import fal.distributed",
-            "from fal.toolkit import download_file",
-            "fal.toolkit.download_model_weights",
+            "from fal.toolkit import clone_repository",
+            "fal.toolkit.KVStore",
             "import fal.toolkit.image",
             "from fal.toolkit.image import ImageSizeInput",
             "from fal.container import ContainerImageBuilder",
@@ -168,11 +171,11 @@ def test_unsupported_names_say_what_is_supported() -> None:
         "fal.realtime": ("AttributeError", "fal.realtime"),
         "from fal import realtime": ("FalCompatError", "fal.realtime"),
         "import fal.distributed": ("ModuleNotFoundError", "fal.distributed"),
-        "from fal.toolkit import download_file": ("FalCompatError", "fal.toolkit.download_file"),
-        "fal.toolkit.download_model_weights": (
-            "AttributeError",
-            "fal.toolkit.download_model_weights",
+        "from fal.toolkit import clone_repository": (
+            "FalCompatError",
+            "fal.toolkit.clone_repository",
         ),
+        "fal.toolkit.KVStore": ("AttributeError", "fal.toolkit.KVStore"),
         "import fal.toolkit.image": ("ModuleNotFoundError", "fal.toolkit.image"),
         "from fal.toolkit.image import ImageSizeInput": (
             "ModuleNotFoundError",
