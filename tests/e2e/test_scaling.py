@@ -90,6 +90,40 @@ def test_min_concurrency_runners_are_warm_before_any_request(platform: PlatformP
     assert all(r["served"] == 0 for r in runners(platform, "warm", "ready"))
 
 
+def test_runner_hint_keeps_a_callers_requests_on_one_runner(platform: PlatformProcess) -> None:
+    """fal's X-Fal-Runner-Hint: sync and queued requests with one hint go to the runner
+    that served it before, while that runner has a free slot."""
+    deploy(platform, "warm", "--app-name", "hinted")  # two warm runners, one slot each
+    wait_for(lambda: len(runners(platform, "hinted", "ready")) == 2, timeout=30)
+
+    def who(hint: str, sleep: float = 0.0) -> str:
+        with platform.http() as http:
+            resp = http.get(f"/local/hinted/whoami?sleep={sleep}",
+                            headers={"x-fal-runner-hint": hint})  # fmt: skip
+            assert resp.status_code == 200, resp.text
+            runner: str = resp.json()["runner"]
+            return runner
+
+    first = who("user-a")  # both free: the router's usual pick
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(who, "user-a", 1.5)  # holds user-a's runner
+        time.sleep(0.5)
+        second = who("user-b")  # so user-b lands on the other one
+        assert busy.result() == first
+    assert second != first
+    # Without hints every one of these would go to the same (first) runner.
+    for _ in range(4):
+        assert (who("user-a"), who("user-b")) == (first, second)
+    with platform.http() as http:
+        queued = http.post("/queue/local/hinted/whoami", json={},
+                           headers={"x-fal-runner-hint": "user-b"}).json()  # fmt: skip
+        result = wait_for(
+            lambda: (r := http.get(queued["response_url"])).status_code
+            == 200 and r, timeout=30, what="the queued request",
+        )  # fmt: skip
+    assert result.json()["runner"] == second
+
+
 def test_multiplexing_is_seen_by_the_server(platform: PlatformProcess) -> None:
     deploy(platform, "multiplexed")  # max_multiplexing=3, max_concurrency=1
     responses = get_many(platform, "/local/multiplexed/inflight?sleep=1", 3)

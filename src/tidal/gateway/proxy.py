@@ -128,6 +128,7 @@ class Gateway:
                             runner = await asyncio.wait_for(dep.router.acquire(), start_limit)
                         except TimeoutError:
                             raise _StartTimeout(start_limit) from None
+                    runner = dep.router.prefer(runner, upstream.runner_hint)
                     progress.runner_id = runner.id
                     progress.runner, progress.acquired = runner, time.time()
                     try:
@@ -232,7 +233,8 @@ async def _close_when_caller_leaves(
 class _Upstream:
     """The request as the runner will get it: the head as bytes, and the body."""
 
-    __slots__ = ("body", "has_host", "head", "method", "request_id", "start_timeout", "stream")
+    __slots__ = ("body", "has_host", "head", "method", "request_id", "runner_hint",
+                 "start_timeout", "stream")  # fmt: skip
 
     def __init__(self) -> None:
         self.method = b""
@@ -243,6 +245,8 @@ class _Upstream:
         self.stream: AsyncIterator[bytes] | None = None
         # fal's X-Fal-Request-Timeout: how long the caller lets the request wait to start.
         self.start_timeout: float | None = None
+        # fal's X-Fal-Runner-Hint: send requests with the same hint to the same runner.
+        self.runner_hint: str | None = None
 
     @property
     def replayable(self) -> bool:
@@ -272,6 +276,8 @@ class _Upstream:
             elif name == b"x-fal-request-timeout":
                 with contextlib.suppress(ValueError):
                     self.start_timeout = max(0.0, float(value))
+            elif name == b"x-fal-runner-hint":
+                self.runner_hint = value.decode("latin-1").strip()[:256] or None
             if name not in HOP_BY_HOP:
                 lines += (name, b": ", value, b"\r\n")
         client = scope.get("client")

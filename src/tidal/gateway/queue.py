@@ -178,6 +178,7 @@ class QueueService:
             if claimed is not None and (late := _missed_start(claimed)):
                 self.complete(claimed.id, None, [], None, late, "request_timeout")
             elif claimed is not None:
+                runner = dep.router.prefer(runner, runner_hint(claimed.headers))
                 task = asyncio.current_task()
                 assert task is not None
                 self._running[claimed.id] = task
@@ -317,6 +318,15 @@ def _error_of(headers: list[tuple[str, str]], body: bytes, status: int) -> tuple
     return (
         detail if isinstance(detail, str) else json.dumps(detail)
     ) or f"HTTP {status}", error_type
+
+
+def runner_hint(headers: list[tuple[str, str]]) -> str | None:
+    """A stored request's X-Fal-Runner-Hint: it waited for any slot in order, and then
+    moves to the hint's runner if that one has a slot free."""
+    for name, value in headers:
+        if name.lower() == "x-fal-runner-hint":
+            return value.strip()[:256] or None
+    return None
 
 
 def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from tidal.backends.base import Runner, RunnerState
+
+# Runner hints remembered per app (the least recently used go first).
+MAX_HINTS = 10_000
 
 
 class RouterError(Exception):
@@ -38,6 +41,7 @@ class AppRouter:
         self.runners: dict[str, Runner] = {}
         self._waiters: deque[tuple[float, asyncio.Future[Runner]]] = deque()
         self._on_change = on_change  # wakes the scaling controller
+        self._hints: OrderedDict[str, str] = OrderedDict()  # runner hint -> runner id
 
     # -- what the controller reads -----------------------------------------
     def waits(self, now: float) -> tuple[float, ...]:
@@ -48,17 +52,35 @@ class AppRouter:
         return sum(r.in_flight for r in self.runners.values())
 
     # -- the request path --------------------------------------------------
+    def _can_take(self, r: Runner) -> bool:
+        return (
+            r.state is RunnerState.READY and not r.suspect and r.in_flight < self.max_multiplexing
+        )
+
     def _free_runner(self) -> Runner | None:
         best: Runner | None = None
         for r in self.runners.values():
-            if (
-                r.state is RunnerState.READY
-                and not r.suspect
-                and r.in_flight < self.max_multiplexing
-                and (best is None or r.in_flight < best.in_flight)
-            ):
+            if self._can_take(r) and (best is None or r.in_flight < best.in_flight):
                 best = r
         return best
+
+    def prefer(self, runner: Runner, hint: str | None) -> Runner:
+        """fal's X-Fal-Runner-Hint, best effort: move the slot just acquired on `runner`
+        to the runner that last served `hint` (or the runner of that id) when it can take
+        a request now; the runner chosen becomes the hint's. Never waits for it."""
+        if not hint:
+            return runner
+        hinted = self.runners.get(self._hints.get(hint, hint))
+        chosen = runner
+        if hinted is not None and hinted is not runner and self._can_take(hinted):
+            hinted.in_flight += 1
+            self._give_back(runner)
+            chosen = hinted
+        self._hints[hint] = chosen.id
+        self._hints.move_to_end(hint)
+        if len(self._hints) > MAX_HINTS:
+            self._hints.popitem(last=False)
+        return chosen
 
     async def acquire(self) -> Runner:
         runner = self._free_runner() if not self._waiters else None
@@ -89,8 +111,11 @@ class AppRouter:
                 self._waiters.remove(entry)
 
     def release(self, runner: Runner) -> None:
-        runner.in_flight -= 1
         runner.served += 1
+        self._give_back(runner)
+
+    def _give_back(self, runner: Runner) -> None:
+        runner.in_flight -= 1
         if runner.in_flight == 0:
             runner.idle_since = time.monotonic()
         self.dispatch()

@@ -443,3 +443,48 @@ def test_remove_stops_routing_to_a_runner() -> None:
         assert set(router.runners) == {"b"}
 
     _run(main())
+
+
+# -- runner hints (X-Fal-Runner-Hint) -------------------------------------------------------
+
+
+def test_a_hint_sticks_to_its_runner_while_it_has_a_free_slot() -> None:
+    async def main() -> None:
+        a, b = _runner("a"), _runner("b")
+        router = _router(a, b, mm=1)
+        busy = await router.acquire()  # a: the first free runner
+        assert busy is a
+        first = router.prefer(await router.acquire(), "user-7")  # a is full: b
+        assert first is b
+        router.release(first)
+        router.release(busy)
+        # Both free: without a hint a takes it; with it, b does, and no slot leaks.
+        again = router.prefer(await router.acquire(), "user-7")
+        assert again is b and (a.in_flight, b.in_flight) == (0, 1)
+        # The hinted runner is full: the request is not held for it.
+        other = router.prefer(await router.acquire(), "user-7")
+        assert other is a and (a.in_flight, b.in_flight) == (1, 1)
+        router.release(again)
+        router.release(other)
+        # A runner's own id works as a hint; an unknown hint keeps the runner given.
+        assert router.prefer(await router.acquire(), "b") is b
+        assert router.prefer(await router.acquire(), "fresh") is a
+        assert router.prefer(a, None) is a
+
+    _run(main())
+
+
+def test_a_hint_moves_the_slot_to_a_busier_runner_with_room() -> None:
+    async def main() -> None:
+        a, b = _runner("a"), _runner("b")
+        router = _router(a, b, mm=2)
+        assert router.prefer(await router.acquire(), "h") is a  # a is the hint's now
+        given = await router.acquire()  # least loaded: b
+        assert given is b
+        b.idle_since = 0.0
+        moved = router.prefer(given, "h")
+        assert moved is a and (a.in_flight, b.in_flight) == (2, 0)
+        assert b.idle_since > 0.0  # the slot given back left b idle
+        assert router.executing == 2
+
+    _run(main())

@@ -31,7 +31,7 @@ async def echo(rest: str, request: Request) -> dict[str, object]:
     }
 
 
-@app.get("/whoami")
+@app.api_route("/whoami", methods=["GET", "POST"])
 async def whoami(sleep: float = 0.0) -> dict[str, object]:
     await asyncio.sleep(sleep)
     return {"runner": os.environ.get("TIDAL_RUNNER_ID"), "pid": os.getpid()}
