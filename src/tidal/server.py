@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from tidal.backends.registry import open_backends
 from tidal.config import LOCAL_OWNER, PlatformConfig, platform_id
 from tidal.control.api import build_api
+from tidal.control.changes import ChangeListener
 from tidal.control.db import open_database
 from tidal.control.keys import KeyStore
 from tidal.control.keys_api import keys_router
@@ -45,6 +46,7 @@ class Platform:
     def __init__(self, config: PlatformConfig) -> None:
         self.config = config
         self._follower: asyncio.Task[None] | None = None
+        self.changes: ChangeListener | None = None  # PostgreSQL's app-change notifications
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = engine = open_database(config.database_url or config.data_dir / "tidal.db")
         self.registry = Registry(engine)
@@ -119,9 +121,19 @@ class Platform:
 
     async def _follow_registry(self) -> None:
         """Apps deployed, scaled, rolled back or deleted through another platform on the
-        same database take effect here too, within `registry_poll_seconds`."""
+        same database take effect here too: at once on PostgreSQL's notification
+        (tidal.control.changes), and at the latest within `registry_poll_seconds`."""
+        changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if self.engine.dialect.name == "postgresql":
+            self.changes = ChangeListener(
+                self.engine, lambda: loop.call_soon_threadsafe(changed.set)
+            )
+            self.changes.start()
         while True:
-            await asyncio.sleep(self.config.registry_poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), self.config.registry_poll_seconds)
+            changed.clear()
             try:
                 await self._sync_registry()
             except Exception:  # the database may be away for a moment: next time
@@ -140,6 +152,8 @@ class Platform:
     async def shutdown(self) -> None:
         if self._follower is not None:
             self._follower.cancel()
+        if self.changes is not None:
+            await asyncio.to_thread(self.changes.stop)
         await self.queue.close()
         await self.controller.shutdown()
         await self.gateway.close()

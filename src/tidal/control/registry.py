@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
+from tidal.control.changes import announce
 from tidal.control.db import AppRow, RevisionRow
 from tidal.spec import (
     SCALING_FIELDS,
@@ -76,6 +77,7 @@ class Registry:
             row.public = public
             row.updated_at = now
             s.flush()
+            announce(s.connection())
             return self._record(s, row)
 
     def set_openapi(self, owner: str, name: str, revision: int, document: dict[str, Any]) -> None:
@@ -136,6 +138,7 @@ class Registry:
                 raise NotFound(f"no app named {name!r} (owner {owner!r})")
             s.execute(delete(RevisionRow).where(RevisionRow.app_id == row.id))
             s.delete(row)
+            announce(s.connection())
 
     def scale(self, owner: str, name: str, changes: dict[str, Any]) -> AppRecord:
         unknown = sorted(set(changes) - SCALING_FIELDS)
@@ -158,6 +161,7 @@ class Registry:
             row.scaling_json = json.dumps(merged)
             row.updated_at = time.time()
             s.flush()
+            announce(s.connection())
             return self._record(s, row)
 
     @staticmethod
