@@ -8,8 +8,12 @@
    sharing one PostgreSQL database: N queued requests submitted half to each, every
    result read back; which platform's runner served each (the queue is shared, so
    either may), and how many requests ran more than once (must be 0).
+3. How soon a scaling change made through one replica takes effect on the other:
+   told by LISTEN/NOTIFY, against the poll alone (`registry_listen = false`, every
+   `registry_poll_seconds` = 2 s) in the same run.
 
     .venv/bin/python bench/gateway_replicas.py [-n 2000] [--processes 1,2,4] [--queued 400]
+                                               [--changes 10]
 
 It starts its own PostgreSQL server (Debian's binaries, fsync on) and platforms on
 free loopback ports in temp dirs, and stops them all at the end.
@@ -167,6 +171,56 @@ def measure_replicas(queued: int, pg_url: str) -> None:
     console.print(table)
 
 
+def change_delay(pg: PostgresServer, trials: int, listen: bool) -> list[float]:
+    """Milliseconds from a scaling change answered by replica a until replica b runs the
+    app with it (b's `max_runners` follows max_concurrency from b's own controller)."""
+    url = pg.create_database()
+    delays = []
+    with tempfile.TemporaryDirectory(prefix="tidal-changes-") as tmp:
+        root = Path(tmp)
+        (root / "app").mkdir()
+        (root / "app" / "app.py").write_text(APP_PY.format(port=free_port()))
+        dirs = [root / "a", root / "b"]
+        for d in dirs:
+            d.mkdir()
+            (d / "tidal.toml").write_text(f"registry_listen = {str(listen).lower()}\n{TOML}")
+        (dirs[0] / "bundles").mkdir()
+        (dirs[1] / "bundles").symlink_to(dirs[0] / "bundles")
+        with (
+            start_platform(dirs[0], database_url=url) as a,
+            start_platform(dirs[1], database_url=url) as b,
+            a.http() as http_a,
+            b.http() as http_b,
+        ):
+            a.cli("deploy", "app.py::who", cwd=root / "app")
+            wait_for(lambda: http_b.get("/api/v1/apps/who").json().get("max_runners") == 1,
+                     timeout=30, what="b to run the app")  # fmt: skip
+            for i in range(trials):
+                wanted = 2 + i % 5
+                resp = http_a.patch("/api/v1/apps/who/scaling", json={"max_concurrency": wanted})
+                assert resp.status_code == 200, resp.text
+                start = time.perf_counter()
+                wait_for(
+                    lambda w=wanted: http_b.get("/api/v1/apps/who").json()["max_runners"] == w,
+                    timeout=30, interval=0.002, what="b to apply the change",
+                )  # fmt: skip
+                delays.append((time.perf_counter() - start) * 1000)
+                time.sleep(0.3)  # apart, so that each change is seen on its own
+    pg.drop_database(url)
+    return delays
+
+
+def measure_changes(pg: PostgresServer, trials: int) -> None:
+    table = Table("told by", "changes", "p50 ms", "max ms", "p50 vs poll")
+    poll = sorted(change_delay(pg, trials, listen=False))
+    notify = sorted(change_delay(pg, trials, listen=True))
+    for name, got in (("poll every 2 s (baseline)", poll), ("LISTEN/NOTIFY", notify)):
+        p50 = got[len(got) // 2]
+        table.add_row(name, str(len(got)), f"{p50:.1f}", f"{got[-1]:.1f}",
+                      f"{p50 / poll[len(poll) // 2]:.3f}")  # fmt: skip
+    console.print(table)
+
+
 def _owner(replicas: list[PlatformProcess], pid: int, ppid: int) -> str:
     for name, replica in zip("ab", replicas, strict=True):
         if {pid, ppid} & set(replica.runner_pids()):
@@ -190,6 +244,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2000, help="requests per claim run")
     parser.add_argument("--processes", default="1,2,4", help="claiming processes to try")
     parser.add_argument("--queued", type=int, default=400, help="requests through 2 replicas")
+    parser.add_argument("--changes", type=int, default=10, help="scaling changes timed")
     args = parser.parse_args()
     counts = [int(c) for c in args.processes.split(",")]
     with postgres_server(durable=True) as pg, tempfile.TemporaryDirectory() as tmp:
@@ -198,6 +253,8 @@ def main() -> None:
         console.print("[bold]2. two platform replicas sharing one PostgreSQL database[/]")
         pg_url = pg.create_database()
         measure_replicas(args.queued, pg_url)
+        console.print("[bold]3. a scaling change through a, in effect on b[/]")
+        measure_changes(pg, args.changes)
 
 
 if __name__ == "__main__":

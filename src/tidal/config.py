@@ -55,6 +55,9 @@ class PlatformConfig:
     # With a shared database: how often this platform picks up apps that another one
     # deployed, scaled or deleted.
     registry_poll_seconds: float = 2.0
+    # ... and be told at once by PostgreSQL's LISTEN/NOTIFY (off behind a PgBouncer in
+    # transaction mode, which cannot LISTEN: then the poll alone does it).
+    registry_listen: bool = True
     # Backends that run runners; None: local, plus docker when an engine answers.
     backends: list[str] | None = None
     # Machine type -> backend, for types only one backend offers (e.g. GPU-H100 = "ray").

@@ -125,7 +125,7 @@ class Platform:
         (tidal.control.changes), and at the latest within `registry_poll_seconds`."""
         changed = asyncio.Event()
         loop = asyncio.get_running_loop()
-        if self.engine.dialect.name == "postgresql":
+        if self.engine.dialect.name == "postgresql" and self.config.registry_listen:
             self.changes = ChangeListener(
                 self.engine, lambda: loop.call_soon_threadsafe(changed.set)
             )
