@@ -46,6 +46,7 @@ class Platform:
     def __init__(self, config: PlatformConfig) -> None:
         self.config = config
         self._follower: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
         self.changes: ChangeListener | None = None  # PostgreSQL's app-change notifications
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = engine = open_database(config.database_url or config.data_dir / "tidal.db")
@@ -87,7 +88,14 @@ class Platform:
         return dep is not None and dep.record.public
 
     def _keep_openapi(self, record: AppRecord, document: dict[str, Any]) -> None:
-        self.registry.set_openapi(record.owner, record.name, record.revision, document)
+        # Stored off the event loop (a task holds the only reference until it is done).
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(
+                self.registry.set_openapi, record.owner, record.name, record.revision, document
+            )
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         dep = self.controller.deployments.get((record.owner, record.name))
         if dep is not None and dep.record.revision == record.revision:
             dep.record.spec.openapi = document
@@ -140,14 +148,14 @@ class Platform:
                 log.exception("reading the apps from the shared database failed")
 
     async def _sync_registry(self) -> None:
-        versions = self.registry.versions()
+        versions = await asyncio.to_thread(self.registry.versions)
         for key in [k for k in self.controller.deployments if k not in versions]:
             await self.controller.remove(*key)
         for key, version in versions.items():
             dep = self.controller.deployments.get(key)
             if dep is None or (dep.record.revision, dep.record.updated_at) != version:
                 with contextlib.suppress(NotFound):  # deleted this instant
-                    self.controller.apply(self.registry.get(*key))
+                    self.controller.apply(await asyncio.to_thread(self.registry.get, *key))
 
     async def shutdown(self) -> None:
         if self._follower is not None:

@@ -159,6 +159,16 @@ class Client:
     def get(self, path: str, **kwargs: Any) -> Any:
         return self._request("GET", path, **kwargs).json()
 
+    def get_page(
+        self, path: str, limit: int, cursor: str | None = None
+    ) -> tuple[list[Any], str | None]:
+        """One page of a paginated list, and the cursor of the next (None: the last)."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        resp = self._request("GET", path, params=params)
+        return resp.json(), resp.headers.get("x-next-cursor")
+
     def post(self, path: str, **kwargs: Any) -> Any:
         return self._request("POST", path, **kwargs).json()
 

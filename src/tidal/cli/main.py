@@ -307,9 +307,18 @@ def _ago(ts: float | None) -> str:
 
 
 @apps_cmd.command("list")
-def apps_list(as_json: JsonFlag = False) -> None:
-    """List deployed apps."""
-    views = client().get("/api/v1/apps")
+def apps_list(
+    as_json: JsonFlag = False,
+    limit: Annotated[int, typer.Option(help="Apps per page (1-1000).", min=1, max=1000)] = 100,
+    cursor: Annotated[str | None, typer.Option(help="Start after this OWNER/NAME.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every page, not only one.")] = False,
+) -> None:
+    """List deployed apps, a page at a time."""
+    api = client()
+    views, after = api.get_page("/api/v1/apps", limit, cursor)
+    while every and after is not None:
+        more, after = api.get_page("/api/v1/apps", limit, after)
+        views += more
     if as_json:
         print_json(views)
         return
@@ -320,6 +329,8 @@ def apps_list(as_json: JsonFlag = False) -> None:
     console.print(
         table if views else "No apps deployed. Deploy one with `tidal deploy FILE.py::NAME`."
     )
+    if after is not None:
+        console.print(f"More apps: `tidal apps list --cursor {after}` (or `--all`).")
 
 
 @apps_cmd.command("show")

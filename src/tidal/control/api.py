@@ -19,7 +19,7 @@ from tidal.backends.base import Runner
 from tidal.backends.choice import DOCKER, choose_backend
 from tidal.control.bundles import BundleError, store_bundle
 from tidal.control.openapi import openapi_problem
-from tidal.control.registry import AppRecord, NotFound
+from tidal.control.registry import LIST_PAGE_MAX, AppRecord, NotFound
 from tidal.environments import Environment, EnvironmentBuildError
 from tidal.images.builder import BuiltImage, ImageBuildError
 from tidal.images.platform_step import build_image
@@ -51,6 +51,10 @@ class RollbackRequest(BaseModel):
 class EnvironmentRequest(BaseModel):
     requirements: list[str] = []
     python_version: str | None = None
+
+
+# Apps per page of `GET /api/v1/apps` unless `?limit=` says otherwise.
+LIST_PAGE_DEFAULT = 100
 
 
 def runner_view(r: Runner) -> dict[str, Any]:
@@ -85,6 +89,40 @@ def _endpoints(openapi: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def stored_view(record: AppRecord, base_url: str) -> dict[str, Any]:
+    """The app as stored (pure; run off the event loop for a page of apps)."""
+    base = base_url.rstrip("/")
+    return {
+        "owner": record.owner,
+        "name": record.name,
+        "url": f"{base}/{record.owner}/{record.name}",
+        "revision": record.revision,
+        "public": record.public,
+        "kind": record.spec.kind,
+        "entry": record.spec.entry,
+        "bundle_digest": record.spec.bundle_digest,
+        "options": record.options.model_dump(mode="json"),
+        "scaling_overrides": record.scaling_overrides,
+        "endpoints": _endpoints(record.spec.openapi),
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def _after(cursor: str | None) -> tuple[str, str] | None:
+    if cursor is None:
+        return None
+    owner, sep, name = cursor.partition("/")
+    if not sep or not owner or not name:
+        raise HTTPException(
+            422,
+            f"cursor {cursor[:200]!r} is not one this API gave: pass the X-Next-Cursor "
+            "header of the previous page (OWNER/NAME of its last app), or no cursor for "
+            "the first page",
+        )
+    return owner, name
+
+
 def build_api(platform: Platform) -> FastAPI:
     api = FastAPI(
         title="tidal control plane",
@@ -109,6 +147,10 @@ def build_api(platform: Platform) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=413 if "limit" in str(exc) else 400)
 
     def app_view(record: AppRecord, request: Request) -> dict[str, Any]:
+        return {**stored_view(record, str(request.base_url)), **live_view(record)}
+
+    def live_view(record: AppRecord) -> dict[str, Any]:
+        """What this platform's runners and routers say of the app now (memory only)."""
         dep = platform.controller.deployments.get((record.owner, record.name))
         live = list(dep.runners.values()) if dep else []
         notes = []
@@ -117,18 +159,7 @@ def build_api(platform: Platform) -> FastAPI:
         if record.scaling_overrides:
             changed = ", ".join(f"{k}={v}" for k, v in sorted(record.scaling_overrides.items()))
             notes.append(f"live scaling changes override the code's options: {changed}")
-        base = str(request.base_url).rstrip("/")
         return {
-            "owner": record.owner,
-            "name": record.name,
-            "url": f"{base}/{record.owner}/{record.name}",
-            "revision": record.revision,
-            "public": record.public,
-            "kind": record.spec.kind,
-            "entry": record.spec.entry,
-            "bundle_digest": record.spec.bundle_digest,
-            "options": record.options.model_dump(mode="json"),
-            "scaling_overrides": record.scaling_overrides,
             "max_runners": platform.controller.ceiling(dep) if dep else None,
             "runners": {
                 "pending": sum(r.state.value == "pending" for r in live),
@@ -137,10 +168,7 @@ def build_api(platform: Platform) -> FastAPI:
                 "draining": sum(r.state.value == "draining" for r in live),
             },
             "waiting": len(dep.router.waits(time.monotonic())) if dep else 0,
-            "endpoints": _endpoints(record.spec.openapi),
             "notes": notes,
-            "created_at": record.created_at,
-            "updated_at": record.updated_at,
         }
 
     @api.get("/api/v1/health")
@@ -280,7 +308,7 @@ def build_api(platform: Platform) -> FastAPI:
                         spec = spec.model_copy(update={"image_ref": built.ref})
             except ImageBuildError as exc:
                 raise InvalidOptionError(str(exc)) from None
-        record = platform.registry.deploy(owner, spec, public=body.public)
+        record = await asyncio.to_thread(platform.registry.deploy, owner, spec, body.public)
         platform.controller.apply(record)
         return {**app_view(record, request), "warnings": choice.warnings}
 
@@ -331,23 +359,44 @@ def build_api(platform: Platform) -> FastAPI:
         return StreamingResponse(progress(), media_type="application/x-ndjson")
 
     @api.get("/api/v1/apps")
-    async def list_apps(request: Request) -> list[dict[str, Any]]:
-        return [app_view(r, request) for r in platform.registry.list()]
+    async def list_apps(
+        request: Request,
+        response: Response,
+        limit: int = Query(LIST_PAGE_DEFAULT, ge=1, le=LIST_PAGE_MAX),
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """A page of apps in (owner, name) order. When more may follow, the
+        `X-Next-Cursor` header (and a `Link: rel="next"`) gives the next page's
+        `cursor`: the last app's `owner/name`."""
+        after = _after(cursor)
+        base = str(request.base_url)
+
+        def page() -> list[tuple[AppRecord, dict[str, Any]]]:
+            return [(r, stored_view(r, base)) for r in platform.registry.page(after, limit)]
+
+        found = await asyncio.to_thread(page)
+        if len(found) == limit:
+            last = found[-1][0]
+            nxt = f"{last.owner}/{last.name}"
+            response.headers["x-next-cursor"] = nxt
+            url = request.url.include_query_params(cursor=nxt, limit=limit)
+            response.headers["link"] = f'<{url}>; rel="next"'
+        return [{**view, **live_view(record)} for record, view in found]
 
     @api.get("/api/v1/apps/{name}/openapi.json")
     async def app_openapi(name: str) -> dict[str, Any]:
-        record = platform.registry.get(owner, name)
+        record = await asyncio.to_thread(platform.registry.get, owner, name)
         if record.spec.openapi is None:
             raise HTTPException(404, f"app {name!r} has no OpenAPI document")
         return record.spec.openapi
 
     @api.get("/api/v1/apps/{name}")
     async def show_app(name: str, request: Request) -> dict[str, Any]:
-        return app_view(platform.registry.get(owner, name), request)
+        return app_view(await asyncio.to_thread(platform.registry.get, owner, name), request)
 
     @api.delete("/api/v1/apps/{name}")
     async def delete_app(name: str) -> dict[str, str]:
-        platform.registry.delete(owner, name)
+        await asyncio.to_thread(platform.registry.delete, owner, name)
         await platform.controller.remove(owner, name)
         return {"deleted": name}
 
@@ -355,28 +404,33 @@ def build_api(platform: Platform) -> FastAPI:
     async def restart_app(name: str, request: Request) -> dict[str, Any]:
         """Roll every runner (e.g. to pick up changed secrets): the same code as a new
         revision, rolled out ready-first like any deploy."""
-        current = platform.registry.get(owner, name)
-        record = platform.registry.deploy(owner, current.spec, public=current.public)
+        current = await asyncio.to_thread(platform.registry.get, owner, name)
+        record = await asyncio.to_thread(
+            platform.registry.deploy, owner, current.spec, current.public
+        )
         platform.controller.apply(record)
         return app_view(record, request)
 
     @api.get("/api/v1/apps/{name}/revisions")
     async def app_revisions(name: str) -> list[dict[str, Any]]:
         """Every revision, newest first; `current` marks the one deployed."""
-        current = platform.registry.get(owner, name).revision
+        current = (await asyncio.to_thread(platform.registry.get, owner, name)).revision
         return [
             {"revision": number, "created_at": created, "current": number == current,
              "kind": spec.kind, "entry": spec.entry, "bundle_digest": spec.bundle_digest,
              "endpoints": _endpoints(spec.openapi)}
-            for number, created, spec in platform.registry.revisions(owner, name)
+            for number, created, spec in await asyncio.to_thread(
+                platform.registry.revisions, owner, name
+            )
         ]  # fmt: skip
 
     @api.post("/api/v1/apps/{name}/rollback")
     async def rollback_app(name: str, body: RollbackRequest, request: Request) -> dict[str, Any]:
         """Deploy an earlier revision's code and options again, as a new revision (rolled
         out ready-first like any deploy); live scaling changes stay."""
-        current = platform.registry.get(owner, name)
-        found = [s for n, _, s in platform.registry.revisions(owner, name) if n == body.revision]
+        current = await asyncio.to_thread(platform.registry.get, owner, name)
+        revisions = await asyncio.to_thread(platform.registry.revisions, owner, name)
+        found = [s for n, _, s in revisions if n == body.revision]
         if not found:
             raise HTTPException(404, f"app {name!r} has no revision {body.revision}")
         spec = found[0]
@@ -386,13 +440,13 @@ def build_api(platform: Platform) -> FastAPI:
             )
         # Its environment may have been collected since: built again (or found).
         spec = await with_environment(spec)
-        record = platform.registry.deploy(owner, spec, public=current.public)
+        record = await asyncio.to_thread(platform.registry.deploy, owner, spec, current.public)
         platform.controller.apply(record)
         return app_view(record, request)
 
     @api.patch("/api/v1/apps/{name}/scaling")
     async def scale_app(name: str, changes: dict[str, Any], request: Request) -> dict[str, Any]:
-        record = platform.registry.scale(owner, name, changes)
+        record = await asyncio.to_thread(platform.registry.scale, owner, name, changes)
         platform.controller.apply(record)
         return app_view(record, request)
 
@@ -405,7 +459,7 @@ def build_api(platform: Platform) -> FastAPI:
 
     @api.get("/api/v1/apps/{name}/runners")
     async def app_runners(name: str) -> list[dict[str, Any]]:
-        platform.registry.get(owner, name)
+        await asyncio.to_thread(platform.registry.get, owner, name)  # 404 for an unknown app
         return runners_of(name)
 
     @api.get("/api/v1/runners")
@@ -424,7 +478,7 @@ def build_api(platform: Platform) -> FastAPI:
         name: str, lines: int = 100, follow_: bool = Query(False, alias="follow")
     ) -> Response:
         if not app_log_files(data_dir, owner, name):
-            platform.registry.get(owner, name)  # 404 for an unknown app
+            await asyncio.to_thread(platform.registry.get, owner, name)  # 404: unknown app
         if follow_:
             return StreamingResponse(follow(data_dir, owner, name, lines), media_type="text/plain")
         text = "".join(

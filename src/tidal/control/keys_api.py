@@ -17,10 +17,11 @@ class CreateKeyRequest(BaseModel):
 
 
 def keys_router(store: KeyStore) -> APIRouter:
+    # Plain `def` handlers: FastAPI runs them in its thread pool, off the event loop.
     router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 
     @router.post("", status_code=201)
-    async def create_key(body: CreateKeyRequest) -> dict[str, Any]:
+    def create_key(body: CreateKeyRequest) -> dict[str, Any]:
         """A new key. `key` (`<id>:<secret>`) is in this answer only: it is not stored."""
         try:
             info, key = store.create(body.scope, body.name)
@@ -29,12 +30,12 @@ def keys_router(store: KeyStore) -> APIRouter:
         return {**info.view(), "key": key}
 
     @router.get("")
-    async def list_keys() -> list[dict[str, Any]]:
+    def list_keys() -> list[dict[str, Any]]:
         """Keys not revoked: ids, names, scopes and times, never secrets."""
         return [info.view() for info in store.list()]
 
     @router.delete("/{key_id}")
-    async def revoke_key(key_id: str) -> dict[str, str]:
+    def revoke_key(key_id: str) -> dict[str, str]:
         """Revoke a key: it stops working at once."""
         try:
             store.revoke(key_id)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from tidal.control.changes import announce
@@ -40,6 +40,10 @@ class AppRecord:
     def options(self) -> AppOptions:
         """The revision's options with live changes from `tidal apps scale` applied."""
         return self.spec.options.model_copy(update=self.scaling_overrides)
+
+
+# The most apps one page of the listing holds (`GET /api/v1/apps?limit=`).
+LIST_PAGE_MAX = 1000
 
 
 class NotFound(LookupError):
@@ -103,9 +107,37 @@ class Registry:
             return self._record(s, row)
 
     def list(self) -> list[AppRecord]:
-        with Session(self._engine) as s:
-            rows = s.scalars(select(AppRow).order_by(AppRow.owner, AppRow.name)).all()
-            return [self._record(s, r) for r in rows]
+        """Every app, in (owner, name) order."""
+        records: list[AppRecord] = []
+        after: tuple[str, str] | None = None
+        while page := self.page(after, LIST_PAGE_MAX):
+            records += page
+            after = (page[-1].owner, page[-1].name)
+        return records
+
+    def page(self, after: tuple[str, str] | None, limit: int) -> Sequence[AppRecord]:
+        """Up to `limit` apps after (owner, name), in that order, each with its current
+        revision: one statement (an index range on the apps' unique (owner, name), the
+        revision by its unique (app_id, number)), whatever the number of apps."""
+        query = (
+            select(
+                AppRow.owner, AppRow.name, AppRow.created_at, AppRow.updated_at,
+                AppRow.scaling_json, AppRow.public, RevisionRow.number, RevisionRow.spec_json,
+            )
+            .join(
+                RevisionRow,
+                (RevisionRow.app_id == AppRow.id)
+                & (RevisionRow.number == AppRow.current_revision),
+            )
+            .order_by(AppRow.owner, AppRow.name)
+            .limit(limit)
+        )  # fmt: skip
+        if after is not None:
+            query = query.where(tuple_(AppRow.owner, AppRow.name) > tuple_(*after))
+        # Plain rows, not ORM objects: a page is read, never changed.
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [_record_of(row, row.number, row.spec_json) for row in rows]
 
     def versions(self) -> dict[tuple[str, str], tuple[int, float]]:
         """Each app's current revision and last change, cheaply: what a platform sharing
@@ -172,13 +204,18 @@ class Registry:
             )
         )
         assert rev is not None
-        return AppRecord(
-            owner=row.owner,
-            name=row.name,
-            revision=rev.number,
-            spec=AppSpec.model_validate_json(rev.spec_json),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            scaling_overrides=json.loads(row.scaling_json),
-            public=bool(row.public),
-        )
+        return _record_of(row, rev.number, rev.spec_json)
+
+
+def _record_of(row: Any, revision: int, spec_json: str) -> AppRecord:
+    """The record of an app's row (an AppRow, or a row with its columns)."""
+    return AppRecord(
+        owner=row.owner,
+        name=row.name,
+        revision=revision,
+        spec=AppSpec.model_validate_json(spec_json),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        scaling_overrides=json.loads(row.scaling_json),
+        public=bool(row.public),
+    )

@@ -6,6 +6,7 @@ errors echo the input they refused, and a refused secret must not come back in a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -42,7 +43,7 @@ def secrets_router(store: SecretStore, owner: str) -> APIRouter:
     router = APIRouter(prefix="/api/v1/secrets", tags=["secrets"])
 
     @router.get("")
-    async def list_secrets() -> list[dict[str, Any]]:
+    def list_secrets() -> list[dict[str, Any]]:
         """The owner's secrets: names and times, never values."""
         return [info.view() for info in store.list_for(owner)]
 
@@ -65,13 +66,13 @@ def secrets_router(store: SecretStore, owner: str) -> APIRouter:
         if not isinstance(value, str):
             raise HTTPException(422, f"the value of {name} must be a JSON string")
         try:
-            info = store.set(owner, name, value)
+            info = await asyncio.to_thread(store.set, owner, name, value)
         except SecretError as exc:
             raise HTTPException(422, str(exc)) from None
         return info.view()
 
     @router.delete("/{name}")
-    async def delete_secret(name: str) -> dict[str, str]:
+    def delete_secret(name: str) -> dict[str, str]:
         try:
             store.unset(owner, name)
         except SecretNotFound as exc:

@@ -10,7 +10,11 @@ export function appStatus(a) {
   return ["scaled to zero", "idle"];
 }
 
-export async function render(view, _params, _query, ctx) {
+// Apps per page: the page polls one page, never the whole list.
+export const PAGE = 50;
+
+export async function render(view, _params, query, ctx) {
+  const cursor = query.after || "";
   view.append(
     h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Apps"), h("div", { class: "muted" }, "Every deployed app, live; requests and errors over the last hour."))),
   );
@@ -18,7 +22,8 @@ export async function render(view, _params, _query, ctx) {
   view.append(body);
 
   async function load() {
-    const [list, counts] = await Promise.all([get("/api/v1/apps"), get("/api/v1/analytics/apps?window=3600")]);
+    const page = `/api/v1/apps?limit=${PAGE}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
+    const [list, counts] = await Promise.all([get(page), get("/api/v1/analytics/apps?window=3600")]);
     const byApp = Object.fromEntries(counts.map((c) => [`${c.owner}/${c.app}`, c]));
     const rows = list.map((a) => {
       const c = byApp[`${a.owner}/${a.name}`] || { requests: 0, errors: 0 };
@@ -42,10 +47,22 @@ export async function render(view, _params, _query, ctx) {
         table(
           ["App", "Status", "Revision", "Runners", { label: "Requests 1h", num: true }, { label: "Errors 1h", num: true }, { label: "Endpoints", num: true }, "Access", "Updated"],
           rows,
-          "No apps yet: deploy one with `tidal deploy app.py::MyApp`.",
+          cursor ? "No more apps." : "No apps yet: deploy one with `tidal deploy app.py::MyApp`.",
         ),
       ),
+      pager(list),
     );
+  }
+
+  // A full page may have more after it: the next starts after its last app.
+  function pager(list) {
+    const links = [];
+    if (cursor) links.push(h("a", { href: "#/apps", class: "first-page" }, "First page"));
+    if (list.length === PAGE) {
+      const last = list[list.length - 1];
+      links.push(h("a", { href: `#/apps?after=${encodeURIComponent(`${last.owner}/${last.name}`)}`, class: "next-page" }, "Next page"));
+    }
+    return h("div", { class: "pager" }, ...links.flatMap((a, i) => (i ? [" · ", a] : [a])));
   }
 
   try {

@@ -1,0 +1,213 @@
+"""Control-plane cost as apps and queues grow, in one run against one platform:
+
+- at 0, 200 and 1,000 deployed apps: a page of the apps listing (`?limit=100`), and a
+  warm sync call's latency to an unrelated app, alone and while a client polls the
+  listing (as the dashboard's apps page does, here 10 times a second);
+- one app's queue filled to 20,000 deep (its runner never gets ready, so nothing
+  leaves): the submit rate and the back-of-queue status poll, per 1,000.
+
+    python bench/control_plane_scale.py [--apps 0,200,1000] [--depth 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from tidal.backends.local import LocalBackend, free_port
+from tidal.testing import start_platform
+
+TOML = "[host]\ncpus = 64\nmemory_mb = 131072\n"
+APP_PY = """\
+import time
+import tidal
+
+async def asgi(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]}})
+    await send({{"type": "http.response.body", "body": b'{{"ok":true}}'}})
+
+@tidal.function(exposed_port={port}, max_multiplexing=64, min_concurrency=1, keep_alive=600)
+def warm():
+    import uvicorn
+    uvicorn.run(asgi, host="127.0.0.1", port={port}, log_level="warning", access_log=False)
+
+@tidal.function(exposed_port={stuck_port}, max_concurrency=1, keep_alive=600)
+def stuck():
+    time.sleep(3600)  # never listens: its queue only fills
+"""
+PAGE = 100
+POLL_EVERY = 0.1
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def timed(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> float:
+    t = time.perf_counter()
+    resp = await http.request(method, url, **kw)
+    assert resp.status_code < 300, f"{method} {url}: {resp.status_code} {resp.text[:300]}"
+    return time.perf_counter() - t
+
+
+async def warm_calls(http: httpx.AsyncClient, n: int, concurrency: int = 4) -> list[float]:
+    out: list[float] = []
+
+    async def worker(k: int) -> None:
+        for _ in range(k):
+            out.append(await timed(http, "POST", "/local/warm/", json={}))
+
+    await asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
+    return out
+
+
+async def with_poller(http: httpx.AsyncClient, n: int) -> tuple[list[float], list[float]]:
+    """Warm calls while another client polls the apps listing; (calls, list polls)."""
+    polls: list[float] = []
+    stop = asyncio.Event()
+
+    async def poller() -> None:
+        while not stop.is_set():
+            polls.append(await timed(http, "GET", "/api/v1/apps", params={"limit": PAGE}))
+            await asyncio.sleep(POLL_EVERY)
+
+    task = asyncio.create_task(poller())
+    calls = await warm_calls(http, n)
+    stop.set()
+    await task
+    return calls, polls
+
+
+async def add_apps(http: httpx.AsyncClient, template: dict[str, Any], upto: int) -> None:
+    have = len((await http.get("/api/v1/apps", params={"limit": 1000})).json()) - 2
+    sem = asyncio.Semaphore(4)
+
+    async def one(i: int) -> None:
+        spec = {"name": f"filler-{i:05d}", "entry": template["entry"], "kind": "function",
+                "bundle_digest": template["bundle_digest"],
+                "options": {"exposed_port": template["options"]["exposed_port"]}}  # fmt: skip
+        async with sem:
+            resp = await http.post("/api/v1/apps", json={"spec": spec})
+            assert resp.status_code == 201, resp.text
+
+    await asyncio.gather(*(one(i) for i in range(max(0, have), upto)))
+
+
+async def apps_rows(http: httpx.AsyncClient, counts: list[int], calls: int) -> list[list[str]]:
+    template = (await http.get("/api/v1/apps/warm")).json()
+    await warm_calls(http, 100)  # connections and runner warm
+    rows = []
+    for n in counts:
+        await add_apps(http, template, n)
+        lists = [await timed(http, "GET", "/api/v1/apps", params={"limit": PAGE})
+                 for _ in range(50)]  # fmt: skip
+        alone = await warm_calls(http, calls)
+        polled, polls = await with_poller(http, calls)
+        rows.append([str(n), f"{pct(lists, 0.5):.1f} / {pct(lists, 0.99):.1f}",
+                     f"{pct(polls, 0.99):.1f}", f"{pct(alone, 0.5):.1f} / {pct(alone, 0.99):.1f}",
+                     f"{pct(polled, 0.5):.1f} / {pct(polled, 0.99):.1f}",
+                     f"{pct(polled, 0.99) / pct(alone, 0.99):.2f}x"])  # fmt: skip
+    return rows
+
+
+async def queue_rows(http: httpx.AsyncClient, depth: int, step: int) -> list[list[str]]:
+    rows: list[list[str]] = []
+    first_rate = first_status = 0.0
+    last_id = ""
+    for start in range(0, depth, step):
+        ids: list[str] = []
+
+        async def submitter(k: int, ids: list[str] = ids) -> None:
+            for _ in range(k):
+                resp = await http.post("/queue/local/stuck/", json={})
+                assert resp.status_code == 200, resp.text
+                ids.append(resp.json()["request_id"])
+
+        t = time.perf_counter()
+        await asyncio.gather(*(submitter(step // 8) for _ in range(8)))
+        rate = len(ids) / (time.perf_counter() - t)
+        last_id = ids[-1]
+        status = [await timed(http, "GET", f"/queue/local/stuck/requests/{last_id}/status")
+                  for _ in range(50)]  # fmt: skip
+        position = (await http.get(f"/queue/local/stuck/requests/{last_id}/status")).json()
+        if not rows:
+            first_rate, first_status = rate, pct(status, 0.99)
+        rows.append([f"{start + step:,}", f"{rate:.0f}", f"{rate / first_rate:.2f}x",
+                     f"{pct(status, 0.5):.1f} / {pct(status, 0.99):.1f}",
+                     f"{pct(status, 0.99) / first_status:.2f}x",
+                     str(position.get("queue_position"))])  # fmt: skip
+    return rows
+
+
+async def measure(url: str, args: argparse.Namespace) -> list[Table]:
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        counts = [int(c) for c in args.apps.split(",")]
+        apps = await apps_rows(http, counts, args.calls)
+        queue = await queue_rows(http, args.depth, args.step)
+    t1 = Table(title=f"apps listing (page of {PAGE}) and a warm sync call, alone and while "
+                     f"a client polls the listing every {POLL_EVERY * 1000:.0f} ms")  # fmt: skip
+    for col in ("apps", "list p50 / p99 ms", "list p99 ms (polled)", "warm call p50 / p99 ms",
+                "warm call with poller p50 / p99 ms", "p99 with / without"):  # fmt: skip
+        t1.add_column(col, justify="right")
+    for row in apps:
+        t1.add_row(*row)
+    t2 = Table(title=f"one app's queue filled to {args.depth:,} (8 submitters); status of the "
+                     "newest request (back of the queue), 50 polls per step")  # fmt: skip
+    for col in ("depth", "submits/s", "vs first", "status p50 / p99 ms", "p99 vs first",
+                "position"):  # fmt: skip
+        t2.add_column(col, justify="right")
+    for row in queue:
+        t2.add_row(*row)
+    return [t1, t2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--apps", default="0,200,1000", help="app counts, ascending")
+    parser.add_argument("--calls", type=int, default=400, help="warm calls per measurement")
+    parser.add_argument("--depth", type=int, default=20_000, help="queue depth to fill to")
+    parser.add_argument("--step", type=int, default=1_000, help="submits per row")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tidal-bench-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
+        (root / "app").mkdir()
+        (root / "data").mkdir()
+        source = APP_PY.format(port=free_port(), stuck_port=free_port())
+        (root / "app" / "app.py").write_text(source)
+        (root / "data" / "tidal.toml").write_text(TOML)
+        try:
+            with start_platform(root / "data", ["--isolation", "off"]) as platform:
+                for name in ("warm", "stuck"):
+                    json.loads(platform.cli("deploy", f"app.py::{name}", "--json",
+                                            cwd=root / "app").stdout)  # fmt: skip
+                tables = asyncio.run(measure(platform.url, args))
+        except (AssertionError, httpx.HTTPError, OSError, KeyError) as exc:
+            console.print(f"[bold red]benchmark failed:[/] {exc!r}")
+            return 1
+        finally:
+            LocalBackend(root / "data" / "runners").reap_orphans()
+    for table in tables:
+        console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The control plane at scale, with the platform in-process: the apps listing in pages,
+and no database statement of the control API or the dashboard's API run on the event
+loop (where it would stall every request the gateway is serving)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import threading
+import traceback
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, event
+
+from tidal.backends.local import free_port
+from tidal.config import PlatformConfig
+from tidal.testing import platform_in_thread
+
+APP_PY = b"""
+import tidal
+
+@tidal.function(exposed_port=8000, keep_alive=30)
+def hello() -> None:
+    import subprocess, sys
+    subprocess.run([sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1"], check=True)
+"""
+
+
+@pytest.fixture
+def api(tmp_path: Path, database_url: str) -> Iterator[httpx.Client]:
+    config = PlatformConfig(
+        auth=False, data_dir=tmp_path, database_url=database_url, port=free_port(),
+        machines={"host": {"cpus": 64, "memory_mb": 65536}},
+    )  # fmt: skip
+    with platform_in_thread(config), httpx.Client(base_url=config.url, timeout=30) as client:
+        yield client
+
+
+def upload(api: httpx.Client) -> str:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", APP_PY)
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    api.put(f"/api/v1/bundles/{digest}", content=buf.getvalue()).raise_for_status()
+    return digest
+
+
+def deploy(api: httpx.Client, digest: str, name: str) -> dict[str, Any]:
+    body = {"spec": {"name": name, "entry": "app.py::hello", "kind": "function",
+                     "bundle_digest": digest, "options": {"exposed_port": 8000}}}  # fmt: skip
+    resp = api.post("/api/v1/apps", json=body)
+    assert resp.status_code == 201, resp.text
+    view: dict[str, Any] = resp.json()
+    return view
+
+
+def test_apps_are_listed_in_pages_that_follow_on(api: httpx.Client) -> None:
+    digest = upload(api)
+    names = [f"app-{i:02d}" for i in range(7)]
+    for name in reversed(names):
+        deploy(api, digest, name)
+    api.patch("/api/v1/apps/app-03/scaling", json={"keep_alive": 7}).raise_for_status()
+    seen: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(4):
+        params: dict[str, Any] = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        resp = api.get("/api/v1/apps", params=params)
+        assert resp.status_code == 200, resp.text
+        seen += resp.json()
+        cursor = resp.headers.get("x-next-cursor")
+        if cursor is None:
+            break
+        assert f"cursor={cursor.replace('/', '%2F')}" in resp.headers["link"]
+    assert [v["name"] for v in seen] == names  # in order, none twice, none missed
+    assert seen[3]["options"]["keep_alive"] == 7 and seen[3]["scaling_overrides"]
+    assert {v["revision"] for v in seen} == {1} and seen[0]["runners"]["ready"] == 0
+    # The default page holds them all; the whole answer matches one app's own view.
+    everything = api.get("/api/v1/apps")
+    assert "x-next-cursor" not in everything.headers and len(everything.json()) == 7
+    shown = api.get("/api/v1/apps/app-05").json()
+    assert everything.json()[5] == shown
+    bad = api.get("/api/v1/apps", params={"cursor": "no-slash"})
+    assert bad.status_code == 422 and "X-Next-Cursor" in bad.json()["detail"]
+    assert api.get("/api/v1/apps", params={"limit": 0}).status_code == 422
+    assert api.get("/api/v1/apps", params={"limit": 5000}).status_code == 422
+
+
+class LoopStatements:
+    """Every SQL statement run on a thread that is running an event loop, with where
+    it came from (statements in a thread pool are fine: the loop goes on)."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+        self.watching = False
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if not self.watching:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on an event loop's thread
+        stack = "".join(traceback.format_stack(limit=25))
+        self.found.append(f"{statement[:80]!r} on {threading.current_thread().name}:\n{stack}")
+
+
+@pytest.fixture
+def on_loop() -> Iterator[LoopStatements]:
+    seen = LoopStatements()
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+
+
+def test_no_control_plane_statement_runs_on_the_event_loop(
+    api: httpx.Client, on_loop: LoopStatements
+) -> None:
+    digest = upload(api)
+    on_loop.watching = True
+    deploy(api, digest, "first")
+    deploy(api, digest, "second")
+    assert len(api.get("/api/v1/apps", params={"limit": 1}).json()) == 1
+    assert api.get("/api/v1/apps/first").json()["revision"] == 1
+    api.patch("/api/v1/apps/first/scaling", json={"keep_alive": 5}).raise_for_status()
+    api.post("/api/v1/apps/first/restart").raise_for_status()
+    api.get("/api/v1/apps/first/revisions").raise_for_status()
+    api.post("/api/v1/apps/first/rollback", json={"revision": 1}).raise_for_status()
+    api.get("/api/v1/apps/first/runners").raise_for_status()
+    api.get("/api/v1/apps/first/logs").raise_for_status()
+    api.put("/api/v1/secrets/TOKEN", json={"value": "s3cret"}).raise_for_status()
+    api.get("/api/v1/secrets").raise_for_status()
+    api.delete("/api/v1/secrets/TOKEN").raise_for_status()
+    key = api.post("/api/v1/keys", json={"scope": "invoke"}).json()
+    api.get("/api/v1/keys").raise_for_status()
+    api.delete(f"/api/v1/keys/{key['id']}").raise_for_status()
+    api.get("/api/v1/analytics/apps").raise_for_status()
+    api.get("/api/v1/apps/first/analytics").raise_for_status()
+    api.get("/api/v1/requests").raise_for_status()
+    api.get("/api/v1/errors").raise_for_status()
+    # The dashboard's API is the control API, in-process.
+    ui = {"x-tidal-dashboard": "1"}
+    assert api.get("/dashboard/api/v1/apps", headers=ui).status_code == 200
+    api.delete("/api/v1/apps/second").raise_for_status()
+    on_loop.watching = False
+    assert not on_loop.found, "\n\n".join(on_loop.found)
