@@ -10,7 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tidal.sdk.app import App, HealthCheck, endpoint
+    from tidal.sdk.app import App, HealthCheck, endpoint, wrap_app
+    from tidal.sdk.cached import cached
+    from tidal.sdk.exceptions import AppException, FieldException
     from tidal.sdk.function import Function, function
     from tidal.sdk.image import ContainerImage
     from tidal.spec import AppOptions, AppSpec, ImageSpec, InvalidOptionError
@@ -21,6 +23,10 @@ _WHERE = {
     "App": "tidal.sdk.app",
     "HealthCheck": "tidal.sdk.app",
     "endpoint": "tidal.sdk.app",
+    "wrap_app": "tidal.sdk.app",
+    "cached": "tidal.sdk.cached",
+    "AppException": "tidal.sdk.exceptions",
+    "FieldException": "tidal.sdk.exceptions",
     "AppOptions": "tidal.spec",
     "AppSpec": "tidal.spec",
     "ContainerImage": "tidal.sdk.image",
@@ -32,16 +38,20 @@ _WHERE = {
 
 __all__ = [
     "App",
+    "AppException",
     "AppOptions",
     "AppSpec",
     "ContainerImage",
+    "FieldException",
     "Function",
     "HealthCheck",
     "ImageSpec",
     "InvalidOptionError",
     "__version__",
+    "cached",
     "endpoint",
     "function",
+    "wrap_app",
 ]
 
 

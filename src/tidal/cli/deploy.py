@@ -24,6 +24,7 @@ from tidal.sdk.app import App, endpoints
 from tidal.sdk.function import Function
 from tidal.sdk.loader import load_module
 from tidal.spec import AppSpec, HealthCheckSpec, ImageSpec, InvalidOptionError
+from tidal.toolkit.stores import files_to_ship
 
 APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 BUNDLE_LIMIT = 50 * 1024 * 1024
@@ -235,9 +236,9 @@ def deploy(
         status.update("Bundling the code…")
         options = found.options if isinstance(found, Function) else found.options()
         try:
-            data, digest = make_bundle(
-                path.parent, BUNDLE_LIMIT, local_modules(options.local_python_modules)
-            )
+            # Files the app saved at import (File.from_path) are imported again in runners.
+            extra = {**files_to_ship(path.parent), **local_modules(options.local_python_modules)}
+            data, digest = make_bundle(path.parent, BUNDLE_LIMIT, extra)
         except BundleError as exc:
             raise CLIError(str(exc)) from None
         if not client.has_bundle(digest):

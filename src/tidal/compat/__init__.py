@@ -6,29 +6,12 @@ whose names are tidal's objects. A real `fal` is never shadowed: the shim is
 only added when `importlib.util.find_spec("fal")` finds nothing, and it is
 appended to the end of `sys.path`.
 
-Supported names:
-
-| fal name                                      | is tidal's                  |
-|-----------------------------------------------|-----------------------------|
-| `fal.App`                                     | `tidal.App`                 |
-| `fal.function(kind="virtualenv", **options)`  | `tidal.function(**options)` |
-| `fal.endpoint`                                | `tidal.endpoint`            |
-| `fal.HealthCheck`                             | `tidal.HealthCheck`         |
-| `fal.ContainerImage`                          | `tidal.ContainerImage`      |
-| `fal.container.ContainerImage`                | `tidal.ContainerImage`      |
-| `fal.toolkit.File`                            | `tidal.toolkit.File`        |
-| `fal.toolkit.Image`                           | `tidal.toolkit.Image`       |
-
-`fal.function`'s optional first argument, `kind` ("virtualenv" or
-"container"), is accepted and ignored: `image=` is what selects a container
-on tidal. Every other option goes to `tidal.function` as written, so an
-unknown one fails with tidal's "did you mean" message.
-
-Any other name fails saying "fal.X is not supported by tidal's fal
-compatibility layer; supported: ...": `fal.realtime` raises AttributeError
-(so `hasattr` is False), `from fal import realtime` raises `FalCompatError`
-(an ImportError), and a module the shim lacks (`import fal.toolkit.image`)
-raises ModuleNotFoundError.
+The names it has, and what each is on tidal, are `tidal.compat.fal_api.SUPPORTED`
+(documented, with their differences, in docs/fal-compat.md). Any other name fails
+saying "fal.X is not supported by tidal's fal compatibility layer; supported in
+fal.Y: ...": `fal.realtime` raises AttributeError (so `hasattr` is False), `from
+fal import realtime` raises `FalCompatError` (an ImportError), and a module the
+shim lacks (`import fal.toolkit.kv`) raises ModuleNotFoundError.
 
 Only the process that calls `install_fal_shim()` sees the shim: it does not
 touch `PYTHONPATH`, so that a child process running another interpreter (one

@@ -25,11 +25,79 @@ SUPPORTED: dict[str, str] = {
     "fal.endpoint": "tidal.sdk.app:endpoint",
     "fal.HealthCheck": "tidal.sdk.app:HealthCheck",
     "fal.ContainerImage": "tidal.sdk.image:ContainerImage",
+    "fal.cached": "tidal.sdk.cached:cached",
+    "fal.wrap_app": "tidal.sdk.app:wrap_app",
     "fal.container.ContainerImage": "tidal.sdk.image:ContainerImage",
-    "fal.toolkit.File": "tidal.toolkit:File",
-    "fal.toolkit.Image": "tidal.toolkit:Image",
+    **{
+        f"fal.exceptions.{name}": f"tidal.sdk.exceptions:{name}"
+        for name in (
+            "AppException",
+            "FieldException",
+            "RequestCancelledException",
+            "FileTooLargeError",
+            "GPUException",
+            "GPUOutOfMemoryException",
+            "CUDAOutOfMemoryException",
+        )
+    },
+    "fal.exceptions.FalServerlessException": "tidal.sdk.exceptions:ServerlessException",
+    "fal.toolkit.File": "tidal.toolkit.file:File",
+    "fal.toolkit.Image": "tidal.toolkit.image:Image",
+    "fal.toolkit.ImageSizeInput": "tidal.toolkit.image:ImageSizeInput",
+    "fal.toolkit.get_image_size": "tidal.toolkit.image:get_image_size",
+    "fal.toolkit.Audio": "tidal.toolkit.media:Audio",
+    "fal.toolkit.Video": "tidal.toolkit.media:Video",
     "fal.toolkit.download_file": "tidal.toolkit.download:download_file",
     "fal.toolkit.download_model_weights": "tidal.toolkit.download:download_model_weights",
+    "fal.toolkit.DownloadError": "tidal.toolkit.download:DownloadError",
+    "fal.toolkit.clone_repository": "tidal.toolkit.clone:clone_repository",
+    "fal.toolkit.FAL_PERSISTENT_DIR": "tidal.toolkit.paths:PERSISTENT_DIR",
+    "fal.toolkit.FAL_MODEL_WEIGHTS_DIR": "tidal.toolkit.paths:MODEL_WEIGHTS_DIR",
+    "fal.toolkit.FAL_REPOSITORY_DIR": "tidal.toolkit.paths:REPOSITORY_DIR",
+    "fal.toolkit.audio.Audio": "tidal.toolkit.media:Audio",
+    "fal.toolkit.video.Video": "tidal.toolkit.media:Video",
+    "fal.toolkit.file.File": "tidal.toolkit.file:File",
+    "fal.toolkit.file.types.File": "tidal.toolkit.file:File",
+    "fal.toolkit.file.types.FileData": "tidal.toolkit.stores:FileData",
+    "fal.toolkit.file.types.FileRepository": "tidal.toolkit.stores:FileRepository",
+    "fal.toolkit.file.providers.fal.InMemoryRepository": "tidal.toolkit.stores:InMemoryRepository",
+    **{
+        f"fal.toolkit.file.providers.fal.{name}": "tidal.toolkit.stores:PlatformStore"
+        for name in (
+            "FalFileRepository",
+            "FalFileRepositoryV2",
+            "FalFileRepositoryV3",
+            "FalCDNFileRepository",
+        )
+    },
+    "fal.toolkit.image.Image": "tidal.toolkit.image:Image",
+    "fal.toolkit.image.ImageSize": "tidal.toolkit.image:ImageSize",
+    "fal.toolkit.image.ImageSizeInput": "tidal.toolkit.image:ImageSizeInput",
+    "fal.toolkit.image.IMAGE_SIZE_PRESETS": "tidal.toolkit.image:IMAGE_SIZE_PRESETS",
+    "fal.toolkit.image.get_image_size": "tidal.toolkit.image:get_image_size",
+    "fal.toolkit.image.filter_by": "tidal.toolkit.safety:filter_by",
+    **{
+        f"fal.toolkit.image.safety_checker.{name}": f"tidal.toolkit.safety:{name}"
+        for name in (
+            "postprocess_images",
+            "run_safety_checker",
+            "run_safety_checker_v2",
+            "filter_by",
+        )
+    },
+    **{
+        f"fal.toolkit.utils{sub}.{name}": f"tidal.toolkit.{where}"
+        for sub in ("", ".download_utils")
+        for name, where in (
+            ("download_file", "download:download_file"),
+            ("download_model_weights", "download:download_model_weights"),
+            ("DownloadError", "download:DownloadError"),
+            ("clone_repository", "clone:clone_repository"),
+            ("FAL_PERSISTENT_DIR", "paths:PERSISTENT_DIR"),
+            ("FAL_MODEL_WEIGHTS_DIR", "paths:MODEL_WEIGHTS_DIR"),
+            ("FAL_REPOSITORY_DIR", "paths:REPOSITORY_DIR"),
+        )
+    },
 }
 
 FUNCTION_KINDS = ("virtualenv", "container")
@@ -40,10 +108,10 @@ class FalCompatError(ImportError):
 
 
 def unsupported_message(name: str) -> str:
-    return (
-        f"{name} is not supported by tidal's fal compatibility layer; "
-        f"supported: {', '.join(SUPPORTED)}"
-    )
+    module = name.rpartition(".")[0]
+    here = [full for full in SUPPORTED if full.rpartition(".")[0] == module]
+    listed = f"supported in {module}: {', '.join(here)}" if here else "see docs/fal-compat.md"
+    return f"{name} is not supported by tidal's fal compatibility layer; {listed}"
 
 
 def _unsupported(name: str, importing: bool) -> NoReturn:
@@ -90,6 +158,13 @@ def module_getattr(module: str, submodules: Sequence[str] = ()) -> Callable[[str
         _unsupported(f"{module}.{name}", _from_import())
 
     return __getattr__
+
+
+def module_all(module: str) -> list[str]:
+    """The supported names of shim module `module`, for its `__all__`."""
+    return sorted(
+        full.removeprefix(module + ".") for full in SUPPORTED if full.rpartition(".")[0] == module
+    )
 
 
 def module_dir(module: str, submodules: Sequence[str] = ()) -> Callable[[], list[str]]:

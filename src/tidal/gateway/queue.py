@@ -423,7 +423,8 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
         return JSONResponse({"status": word}, status_code=code)
 
     @router.post("/queue/{owner}/{app}/{path:path}")
-    async def submit(owner: str, app: str, path: str, request: Request) -> Response:
+    @router.post("/queue/{owner}/{app}")  # an app's root endpoint, as fal-client submits it
+    async def submit(owner: str, app: str, request: Request, path: str = "") -> Response:
         if owner_apps(owner, app) is None:
             return JSONResponse(
                 {

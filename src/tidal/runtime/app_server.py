@@ -16,11 +16,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from tidal.runtime import request_logs
 from tidal.runtime.request_logs import RequestContext
 from tidal.sdk.app import App, endpoints
+from tidal.sdk.exceptions import error_answer
 
 log = logging.getLogger("tidal.runtime")
 
@@ -104,7 +105,8 @@ def openapi_of(app_cls: type[App]) -> dict[str, Any]:
 
 class _EndpointErrors:
     """An exception in an endpoint: 500 JSON with its type and message, the
-    traceback in the runner's log, and the runner (and the connection) stays up.
+    traceback in the runner's log, and the runner (and the connection) stays up;
+    fal's exceptions (`tidal.sdk.exceptions`) get fal's answer instead.
 
     A raw middleware rather than an exception handler: Starlette re-raises from
     those after answering, and the server then drops the keep-alive connection.
@@ -127,6 +129,11 @@ class _EndpointErrors:
         try:
             await self.app(scope, receive, tracking)
         except Exception as exc:
+            answer = None if started else error_answer(exc)
+            if answer is not None:  # fal's exceptions are answers, not failures
+                response = Response(answer.body, answer.status, headers=answer.headers)
+                await response(scope, receive, send)
+                return
             print(
                 f"tidal: {scope['method']} {scope['path']} failed:\n"
                 + "".join(traceback.format_exception(exc)),

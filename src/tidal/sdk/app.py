@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -23,6 +24,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 # fal's defaults for App where they differ from `function`'s.
 APP_DEFAULTS: dict[str, Any] = {"keep_alive": 60, "machine_type": "S"}
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+# fal's App kinds: accepted, and ignored (on tidal `image=` is what selects a container).
+KINDS = ("virtualenv", "container")
+# fal's own scheduling internals, meaningless on tidal: accepted with a warning.
+IGNORED_FAL_OPTIONS = ("_scheduler", "_scheduler_options", "resolver")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class App:
         super().__init_subclass__()
         from tidal.spec import OPTION_NAMES, InvalidOptionError
 
+        options = _fal_host_options(cls, options)
         if "__init__" in cls.__dict__:
             raise InvalidOptionError(
                 f"{cls.__name__} overrides __init__, which tidal (like fal) does not allow: "
@@ -113,6 +119,39 @@ class App:
 
     def teardown(self) -> Any:
         """Runs when the runner stops gracefully (may be async)."""
+
+
+def _fal_host_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """Take out the class keywords fal has and tidal does not need: `kind` (checked,
+    then ignored) and fal's scheduler internals (ignored with a warning)."""
+    from tidal.spec import InvalidOptionError
+
+    options = dict(options)
+    kind = options.pop("kind", cls.__dict__.get("kind"))
+    if kind is not None and kind not in KINDS:
+        raise InvalidOptionError(
+            f"{cls.__name__}: kind={kind!r} is not supported by tidal: use "
+            f"{' or '.join(repr(k) for k in KINDS)} (tidal ignores it; `image=` selects a container)"
+        )
+    for name in IGNORED_FAL_OPTIONS:
+        if name in options or name in cls.__dict__:
+            options.pop(name, None)
+            warnings.warn(
+                f"{cls.__name__}: tidal ignores {name} (fal's own scheduler settings); "
+                "remove it to silence this warning",
+                stacklevel=4,
+            )
+    return options
+
+
+def wrap_app(cls: type[App], **options: Any) -> type[App]:
+    """fal's `wrap_app(AppClass, **options)`: the app, ready to deploy by the name it is
+    assigned to (`app = wrap_app(MyApp)`, then `tidal deploy file.py::app`)."""
+    if not (isinstance(cls, type) and issubclass(cls, App)):
+        raise TypeError(f"wrap_app takes an App subclass, not {cls!r}")
+    if not options:
+        return cls
+    return type(cls.__name__, (cls,), {"__module__": cls.__module__}, **options)
 
 
 def endpoints(cls: type) -> list[tuple[str, EndpointSpec]]:

@@ -27,8 +27,9 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
+from tidal.toolkit.paths import data_dir, model_weights_dir
+
 ONE_MB = 1024 * 1024
-MODEL_WEIGHTS_DIR = Path(".tidal") / "model_weights"  # under /data
 PROGRESS_EVERY_SECONDS = 5.0
 TIMEOUT = httpx.Timeout(30.0, read=300.0)
 _TEMP_PREFIX = ".tidal-download-"
@@ -36,12 +37,6 @@ _TEMP_PREFIX = ".tidal-download-"
 
 class DownloadError(Exception):
     """A download that failed; the message names the URL and why."""
-
-
-def data_dir() -> Path:
-    """The persistent folder runners share: /data in a runner (TIDAL_DATA_DIR where
-    /data could not be mounted)."""
-    return Path(os.environ.get("TIDAL_DATA_DIR") or "/data")
 
 
 def url_digest(url: str) -> str:
@@ -159,7 +154,7 @@ def download_model_weights(
 ) -> Path:
     """Download model weights once for every runner: into /data/.tidal/model_weights/
     <sha256 of the URL>/, and later calls return that file without a request."""
-    folder = data_dir() / MODEL_WEIGHTS_DIR / url_digest(url)
+    folder = model_weights_dir() / url_digest(url)
     if not force:
         found = _complete(folder)
         if found is not None:

@@ -37,6 +37,19 @@ from tidal.storage.files import (
     file_path,
     file_url,
 )
+from tidal.toolkit.stores import (
+    DEFAULT_REPOSITORY,
+    FALLBACK_REPOSITORY,
+    IN_MEMORY,
+    IN_MEMORY_LIMIT,
+    FileData,
+    FileRepository,
+    RepositoryRef,
+    attempts,
+    data_uri,
+    in_a_runner,
+    note_read_outside_a_runner,
+)
 
 OCTET_STREAM = "application/octet-stream"
 DOWNLOAD_TIMEOUT = 60.0
@@ -151,24 +164,33 @@ class File(BaseModel):
     # -- saving ------------------------------------------------------------------
 
     @classmethod
+    def _from_url(cls, url: str) -> Self:
+        """The file at `url` (http, https or data), with what the URL tells of it."""
+        return cls.model_validate(url)
+
+    @classmethod
     def from_path(
         cls,
         path: str | os.PathLike[str],
         content_type: str | None = None,
+        repository: RepositoryRef = DEFAULT_REPOSITORY,
+        multipart: bool | None = None,
+        fallback_repository: RepositoryRef | list[RepositoryRef] | None = FALLBACK_REPOSITORY,
         request: RequestLike | None = None,
+        save_kwargs: dict[str, Any] | None = None,
+        fallback_save_kwargs: dict[str, Any] | None = None,
         file_name: str | None = None,
     ) -> Self:
-        """Save a copy of the file at `path` into the store and return it by URL."""
+        """Save a copy of the file at `path` (into the platform's store, unless
+        `repository` says otherwise: see `tidal.toolkit.stores`) and return it by URL."""
         source = Path(path)
         if not source.is_file():
             raise FileNotFoundError(f"no file at {source}")
         name = sanitize_file_name(file_name or source.name)
         content_type = content_type or guess_content_type(name)
-        stored, url = _save(lambda out: _copy_from(source, out), name, request)
-        file = cls(url=url, content_type=content_type, file_name=name,
-                   file_size=stored.stat().st_size, **cls._fields_from_path(stored))  # fmt: skip
-        file._local_path = stored
-        return file
+        chain = attempts(repository, fallback_repository)
+        kwargs = [save_kwargs or {}, fallback_save_kwargs or {}]
+        return cls._saved(chain, kwargs, name, content_type, request, source=source)
 
     @classmethod
     def from_bytes(
@@ -176,9 +198,14 @@ class File(BaseModel):
         data: bytes,
         content_type: str | None = None,
         file_name: str | None = None,
+        repository: RepositoryRef = DEFAULT_REPOSITORY,
+        fallback_repository: RepositoryRef | list[RepositoryRef] | None = FALLBACK_REPOSITORY,
         request: RequestLike | None = None,
+        save_kwargs: dict[str, Any] | None = None,
+        fallback_save_kwargs: dict[str, Any] | None = None,
     ) -> Self:
-        """Save `data` into the store and return it by URL."""
+        """Save `data` (into the platform's store, unless `repository` says otherwise)
+        and return it by URL."""
         data = bytes(data)
         content_type = content_type or (
             guess_content_type(file_name) if file_name else sniff_content_type(data)
@@ -188,11 +215,43 @@ class File(BaseModel):
         else:
             extension = mimetypes.guess_extension(content_type, strict=False) or ".bin"
             name = f"file{extension}"
-        stored, url = _save(lambda out: out.write(data), name, request)
-        file = cls(url=url, content_type=content_type, file_name=name, file_size=len(data),
-                   **cls._fields_from_bytes(data))  # fmt: skip
-        file._data = data
-        file._local_path = stored
+        chain = attempts(repository, fallback_repository)
+        kwargs = [save_kwargs or {}, fallback_save_kwargs or {}]
+        return cls._saved(chain, kwargs, name, content_type, request, data=data)
+
+    @classmethod
+    def _saved(
+        cls,
+        chain: list[RepositoryRef],
+        kwargs: list[dict[str, Any]],
+        name: str,
+        content_type: str,
+        request: RequestLike | None,
+        *,
+        source: Path | None = None,
+        data: bytes | None = None,
+    ) -> Self:
+        """Save to the first repository of `chain` that takes the file (fal's fallback)."""
+        for i, repository in enumerate(chain):
+            try:
+                url, local, kept = _save_to(
+                    repository, kwargs[min(i, 1)], name, content_type, request, source, data
+                )
+                break
+            except Exception as exc:
+                if i == len(chain) - 1:
+                    raise
+                print(f"tidal: saving {name} to {repository!r} failed ({exc}); trying "
+                      f"{chain[i + 1]!r}", flush=True)  # fmt: skip
+        size = len(data) if data is not None else (source or Path()).stat().st_size
+        fields = (
+            cls._fields_from_bytes(data)
+            if data is not None
+            else cls._fields_from_path(source or Path())
+        )
+        file = cls(url=url, content_type=content_type, file_name=name, file_size=size, **fields)
+        file._local_path = local
+        file._data = kept if kept is not None else data
         return file
 
     @classmethod
@@ -400,6 +459,41 @@ def _save(
             target.parent.rmdir()
         raise
     return target, file_url(base, file_id, name)
+
+
+def _save_to(
+    repository: RepositoryRef,
+    options: dict[str, Any],
+    name: str,
+    content_type: str,
+    request: RequestLike | None,
+    source: Path | None,
+    data: bytes | None,
+) -> tuple[str, Path | None, bytes | None]:
+    """Save into one repository: (URL, the stored copy on this disk, the bytes if read)."""
+    if isinstance(repository, FileRepository):
+        if source is not None:
+            url, saved = repository.save_file(source, content_type, **options)
+            return url, None, saved.data if saved is not None else None
+        return repository.save(FileData(data or b"", content_type, name), **options), None, None
+    if repository == IN_MEMORY or (not os.environ.get(FILES_DIR_ENV) and not in_a_runner()):
+        # Outside a runner (at import, on the deploy machine) there is no store.
+        size = len(data) if data is not None else (source or Path()).stat().st_size
+        if repository != IN_MEMORY and size > IN_MEMORY_LIMIT:
+            raise FileStoreError(
+                f"{name} ({size} bytes) cannot be saved here: outside a tidal runner files "
+                f"become data: URIs of at most {IN_MEMORY_LIMIT} bytes; save it inside "
+                "setup() or an endpoint instead"
+            )
+        if source is not None and repository != IN_MEMORY:
+            note_read_outside_a_runner(source)
+        raw = data if data is not None else (source or Path()).read_bytes()
+        return data_uri(raw, content_type), None, raw
+    if source is not None:
+        stored, url = _save(lambda out: _copy_from(source, out), name, request)
+    else:
+        stored, url = _save(lambda out: out.write(data or b""), name, request)
+    return url, stored, None
 
 
 def _write_atomically(target: Path, write: Callable[[IO[bytes]], object]) -> None:

@@ -11,11 +11,12 @@ import io
 import os
 import struct
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, Any, Literal, Self
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from tidal.toolkit.file import File, RequestLike
+from tidal.toolkit.stores import DEFAULT_REPOSITORY, FALLBACK_REPOSITORY, RepositoryRef
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 # Start-of-frame markers (baseline, progressive, lossless, arithmetic...): they carry the size.
@@ -25,6 +26,43 @@ _JPEG_SOF = frozenset(
 _JPEG_NO_LENGTH = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
 _JPEG_MAX_SEGMENTS = 10_000
 _FORMATS = {"jpg": "jpeg", "tif": "tiff"}
+
+
+ImageSizePreset = Literal[
+    "square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9"
+]
+
+
+class ImageSize(BaseModel):
+    """A requested image size (fal's `ImageSize`)."""
+
+    width: int = Field(default=512, description="The width of the generated image.", gt=0,
+                       le=14142)  # fmt: skip
+    height: int = Field(default=512, description="The height of the generated image.", gt=0,
+                        le=14142)  # fmt: skip
+
+
+IMAGE_SIZE_PRESETS: dict[str, ImageSize] = {
+    "square_hd": ImageSize(width=1024, height=1024),
+    "square": ImageSize(width=512, height=512),
+    "portrait_4_3": ImageSize(width=768, height=1024),
+    "portrait_16_9": ImageSize(width=576, height=1024),
+    "landscape_4_3": ImageSize(width=1024, height=768),
+    "landscape_16_9": ImageSize(width=1024, height=576),
+}
+
+ImageSizeInput = ImageSize | ImageSizePreset
+
+
+def get_image_size(source: ImageSizeInput) -> ImageSize:
+    """An `ImageSize` as given, or a preset's ("square_hd", "landscape_16_9", ...)."""
+    if isinstance(source, ImageSize):
+        return source
+    if isinstance(source, str) and source in IMAGE_SIZE_PRESETS:
+        return IMAGE_SIZE_PRESETS[source]
+    raise TypeError(
+        f"not an image size: {source!r}; give an ImageSize or one of {', '.join(IMAGE_SIZE_PRESETS)}"
+    )
 
 
 class Image(File):
@@ -40,39 +78,63 @@ class Image(File):
         cls,
         path: str | os.PathLike[str],
         content_type: str | None = None,
+        repository: RepositoryRef = DEFAULT_REPOSITORY,
+        multipart: bool | None = None,
+        fallback_repository: RepositoryRef | list[RepositoryRef] | None = FALLBACK_REPOSITORY,
         request: RequestLike | None = None,
+        save_kwargs: dict[str, Any] | None = None,
+        fallback_save_kwargs: dict[str, Any] | None = None,
         file_name: str | None = None,
     ) -> Self:
-        return super().from_path(path, _image_type(content_type), request, file_name)
+        return super().from_path(
+            path, _image_type(content_type), repository, multipart, fallback_repository,
+            request, save_kwargs, fallback_save_kwargs, file_name,
+        )  # fmt: skip
 
     @classmethod
-    def from_bytes(
+    def from_bytes(  # type: ignore[override]  # fal's order: format, then size
         cls,
         data: bytes,
-        content_type: str | None = None,
+        format: str | None = None,
+        size: ImageSize | None = None,
         file_name: str | None = None,
+        repository: RepositoryRef = DEFAULT_REPOSITORY,
+        fallback_repository: RepositoryRef | list[RepositoryRef] | None = FALLBACK_REPOSITORY,
         request: RequestLike | None = None,
+        save_kwargs: dict[str, Any] | None = None,
+        fallback_save_kwargs: dict[str, Any] | None = None,
     ) -> Self:
-        """As `File.from_bytes`; a bare format (fal's `Image.from_bytes(data, "png")`)
-        is taken as `image/<format>`."""
-        return super().from_bytes(data, _image_type(content_type), file_name, request)
+        """As `File.from_bytes`; `format` is a bare format (fal's `Image.from_bytes(data,
+        "png")`) or a content type. Width and height are read from the bytes (or `size`)."""
+        image = super().from_bytes(
+            data, _image_type(format), file_name, repository, fallback_repository, request,
+            save_kwargs, fallback_save_kwargs,
+        )  # fmt: skip
+        if size is not None:
+            image.width, image.height = size.width, size.height
+        return image
 
     @classmethod
     def from_pil(
         cls,
         pil_image: Any,
-        format: str = "png",
-        request: RequestLike | None = None,
+        format: str | None = None,
         file_name: str | None = None,
+        repository: RepositoryRef = DEFAULT_REPOSITORY,
+        fallback_repository: RepositoryRef | list[RepositoryRef] | None = FALLBACK_REPOSITORY,
+        request: RequestLike | None = None,
+        save_kwargs: dict[str, Any] | None = None,
+        fallback_save_kwargs: dict[str, Any] | None = None,
     ) -> Self:
-        """Encode a Pillow image (`format`: png, jpeg, webp...) and save it. Needs Pillow."""
+        """Encode a Pillow image (`format`: png, jpeg, webp...; default its own format,
+        else png) and save it. Needs Pillow."""
         try:
             importlib.import_module("PIL.Image")
         except ImportError:
             raise ImportError(
                 "Image.from_pil needs Pillow, which is not installed: pip install pillow"
             ) from None
-        fmt = format.lower().lstrip(".")
+        fmt = (format or getattr(pil_image, "format", None) or "png").lower().lstrip(".")
         fmt = _FORMATS.get(fmt, fmt)
         if fmt == "jpeg" and pil_image.mode not in ("RGB", "L", "CMYK"):
             pil_image = pil_image.convert("RGB")  # JPEG has no alpha channel
@@ -80,10 +142,23 @@ class Image(File):
         pil_image.save(buffer, format=fmt.upper())
         return cls.from_bytes(
             buffer.getvalue(),
-            content_type=f"image/{fmt}",
-            file_name=file_name or f"image.{'jpg' if fmt == 'jpeg' else fmt}",
-            request=request,
+            f"image/{fmt}",
+            ImageSize(width=pil_image.width, height=pil_image.height),
+            file_name or f"image.{'jpg' if fmt == 'jpeg' else fmt}",
+            repository,
+            fallback_repository,
+            request,
+            save_kwargs,
+            fallback_save_kwargs,
         )
+
+    def to_pil(self, mode: str = "RGB") -> Any:
+        """The image as a Pillow image in `mode`. Needs Pillow."""
+        try:
+            pil = importlib.import_module("PIL.Image")
+        except ImportError:
+            raise ImportError("Image.to_pil needs Pillow, which is not installed") from None
+        return pil.open(io.BytesIO(self.read_bytes())).convert(mode)
 
     @classmethod
     def _fields_from_data(cls, data: bytes) -> dict[str, Any]:

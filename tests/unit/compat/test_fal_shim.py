@@ -16,14 +16,9 @@ from typing import Any
 
 import pytest
 
-from tidal.compat import SHIM_DIR
+from tidal.compat import SHIM_DIR, unsupported_message
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-SUPPORTED_LIST = (
-    "supported: fal.App, fal.function, fal.endpoint, fal.HealthCheck, fal.ContainerImage, "
-    "fal.container.ContainerImage, fal.toolkit.File, fal.toolkit.Image, "
-    "fal.toolkit.download_file, fal.toolkit.download_model_weights"
-)
 
 
 def run_python(
@@ -84,9 +79,11 @@ def test_supported_names_are_tidals_objects() -> None:
     assert result.pop("installed") and result.pop("again")
     assert result.pop("fal_file").startswith(str(SHIM_DIR))
     assert result.pop("dir") == [
-        "App", "ContainerImage", "HealthCheck", "container", "endpoint", "function", "toolkit"
+        "App", "ContainerImage", "HealthCheck", "cached", "container", "endpoint", "exceptions",
+        "function", "toolkit", "wrap_app",
     ]  # fmt: skip
-    assert result.pop("toolkit_dir") == ["File", "Image", "download_file", "download_model_weights"]
+    assert {"File", "Image", "download_file", "clone_repository", "FAL_MODEL_WEIGHTS_DIR",
+            "image", "utils"} <= set(result.pop("toolkit_dir"))  # fmt: skip
     assert all(result.values()), result
 
 
@@ -150,10 +147,10 @@ def test_unsupported_names_say_what_is_supported() -> None:
             "fal.realtime",
             "from fal import realtime",
             "import fal.distributed",
-            "from fal.toolkit import clone_repository",
+            "from fal.toolkit import KVStore",
             "fal.toolkit.KVStore",
-            "import fal.toolkit.image",
-            "from fal.toolkit.image import ImageSizeInput",
+            "import fal.toolkit.kv",
+            "from fal.toolkit.image import ImageField",
             "from fal.container import ContainerImageBuilder",
         ]:
             try:
@@ -171,15 +168,12 @@ def test_unsupported_names_say_what_is_supported() -> None:
         "fal.realtime": ("AttributeError", "fal.realtime"),
         "from fal import realtime": ("FalCompatError", "fal.realtime"),
         "import fal.distributed": ("ModuleNotFoundError", "fal.distributed"),
-        "from fal.toolkit import clone_repository": (
-            "FalCompatError",
-            "fal.toolkit.clone_repository",
-        ),
+        "from fal.toolkit import KVStore": ("FalCompatError", "fal.toolkit.KVStore"),
         "fal.toolkit.KVStore": ("AttributeError", "fal.toolkit.KVStore"),
-        "import fal.toolkit.image": ("ModuleNotFoundError", "fal.toolkit.image"),
-        "from fal.toolkit.image import ImageSizeInput": (
-            "ModuleNotFoundError",
-            "fal.toolkit.image",
+        "import fal.toolkit.kv": ("ModuleNotFoundError", "fal.toolkit.kv"),
+        "from fal.toolkit.image import ImageField": (
+            "FalCompatError",
+            "fal.toolkit.image.ImageField",
         ),
         "from fal.container import ContainerImageBuilder": (
             "FalCompatError",
@@ -187,10 +181,8 @@ def test_unsupported_names_say_what_is_supported() -> None:
         ),
     }
     for stmt, (kind, name) in expected.items():
-        assert result[stmt] == [
-            kind,
-            f"{name} is not supported by tidal's fal compatibility layer; {SUPPORTED_LIST}",
-        ], stmt
+        assert result[stmt] == [kind, unsupported_message(name)], stmt
+        assert "not supported by tidal's fal compatibility layer; " in result[stmt][1]
 
 
 def test_a_real_fal_is_never_shadowed(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tidal.toolkit import DownloadError, download_file, download_model_weights
-from tidal.toolkit.download import MODEL_WEIGHTS_DIR, file_name_of, url_digest
+from tidal.toolkit.download import file_name_of, url_digest
+from tidal.toolkit.paths import MODEL_WEIGHTS_SUBDIR
 
 WEIGHTS = bytes(range(256)) * 4096  # 1 MiB
 
@@ -106,7 +107,7 @@ def test_model_weights_download_once_for_runners_starting_together(
     url = f"{server}/slow/weights.safetensors?v=1"
     with ThreadPoolExecutor(4) as pool:
         paths = list(pool.map(lambda _: download_model_weights(url), range(4)))
-    folder = data / MODEL_WEIGHTS_DIR / url_digest(url)
+    folder = data / MODEL_WEIGHTS_SUBDIR / url_digest(url)
     assert set(paths) == {folder / "weights.safetensors"}
     assert paths[0].read_bytes() == WEIGHTS
     # One download (what the runner's log shows), not four.

@@ -22,6 +22,7 @@ from tidal.storage.files import valid_file_name
 from tidal.toolkit import File, FileStoreError, Image
 from tidal.toolkit.file import parse_data_uri, sanitize_file_name
 from tidal.toolkit.image import image_size
+from tidal.toolkit.stores import IN_MEMORY_LIMIT, FileData, FileRepository
 
 HAS_PILLOW = importlib.util.find_spec("PIL") is not None
 
@@ -265,13 +266,66 @@ def test_no_request_and_no_public_url_is_a_clear_error(
     assert not store.exists() or not any(store.iterdir())  # nothing left behind
 
 
-def test_saving_without_a_store_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_saving_in_a_runner_without_a_store_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("TIDAL_FILES_DIR", raising=False)
+    monkeypatch.setenv("TIDAL_RUNNER_ID", "r-1")
     monkeypatch.setenv("TIDAL_PUBLIC_URL", "http://platform.test")
     with pytest.raises(FileStoreError, match=r"inside a tidal runner.*TIDAL_FILES_DIR"):
         File.from_bytes(b"x")
     with pytest.raises(FileStoreError, match="inside a tidal runner"):
         Image.from_bytes(png_bytes(1, 1), request=make_request({"host": "h"}))
+
+
+def test_outside_a_runner_a_saved_file_is_a_data_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fal apps save example files at import time, on the deploy machine."""
+    monkeypatch.delenv("TIDAL_FILES_DIR", raising=False)
+    monkeypatch.delenv("TIDAL_RUNNER_ID", raising=False)
+    (tmp_path / "cat.png").write_bytes(png_bytes(3, 2))
+    image = Image.from_path(tmp_path / "cat.png")
+    assert image.url.startswith("data:image/png;base64,")
+    assert (image.width, image.height, image.file_name) == (3, 2, "cat.png")
+    assert Image.model_validate({"url": image.url}).read_bytes() == png_bytes(3, 2)
+    big = tmp_path / "big.bin"
+    with big.open("wb") as out:
+        out.truncate(IN_MEMORY_LIMIT + 1)
+    with pytest.raises(FileStoreError, match=r"outside a tidal runner.*inside setup"):
+        File.from_path(big)
+
+
+def test_repositories_by_name_and_by_object(store: Path) -> None:
+    """fal's `repository=`: hosted names are the platform's store, "in_memory" a data:
+    URI, a FileRepository object is called; a failing one falls back (fal's rule)."""
+    for name in ("fal", "fal_v2", "fal_v3", "cdn"):
+        assert File.from_bytes(b"x", repository=name).url.startswith("http://platform.test:8787/")
+    memory = File.from_bytes(b"hi", "text/plain", repository="in_memory")
+    assert memory.url == "data:text/plain;base64,aGk=" and memory.read_bytes() == b"hi"
+
+    class Recording(FileRepository):
+        def __init__(self) -> None:
+            self.saved: list[tuple[str, bytes, dict[str, object]]] = []
+
+        def save(self, data: FileData, **options: object) -> str:
+            self.saved.append((data.file_name, data.data, options))
+            return f"https://mine.example/{data.file_name}"
+
+    mine = Recording()
+    file = File.from_bytes(b"abc", file_name="a.txt", repository=mine, save_kwargs={"k": 1})
+    assert file.url == "https://mine.example/a.txt" and mine.saved == [("a.txt", b"abc", {"k": 1})]
+
+    class Broken(FileRepository):
+        def save(self, data: FileData, **options: object) -> str:
+            raise OSError("bucket gone")
+
+    fell_back = File.from_bytes(b"y", repository=Broken(), fallback_repository="in_memory")
+    assert fell_back.url.startswith("data:")
+    with pytest.raises(OSError, match="bucket gone"):
+        File.from_bytes(b"y", repository=Broken(), fallback_repository=None)
+    with pytest.raises(ValueError, match="'s3' is not a file repository"):
+        File.from_bytes(b"y", repository="s3")
 
 
 # -- inputs ----------------------------------------------------------------------

@@ -1,8 +1,7 @@
 """`fal.container` on tidal: `ContainerImage` is `tidal.ContainerImage`."""
 
-from tidal.compat.fal_api import module_dir, module_getattr
+from tidal.compat.fal_api import module_all, module_dir, module_getattr
 
-__all__ = ["ContainerImage"]
-
-__getattr__ = module_getattr(__name__)
-__dir__ = module_dir(__name__)
+__all__ = module_all(__name__)
+__getattr__ = module_getattr(__name__, submodules=())
+__dir__ = module_dir(__name__, submodules=())

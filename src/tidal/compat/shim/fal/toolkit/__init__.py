@@ -1,9 +1,7 @@
-"""`fal.toolkit` on tidal: `File`, `Image`, `download_file` and `download_model_weights`
-are `tidal.toolkit`'s, loaded on first use."""
+"""`fal.toolkit` on tidal: `tidal.toolkit`'s files, images, downloads and folders."""
 
-from tidal.compat.fal_api import module_dir, module_getattr
+from tidal.compat.fal_api import module_all, module_dir, module_getattr
 
-__all__ = ["File", "Image", "download_file", "download_model_weights"]
-
-__getattr__ = module_getattr(__name__)
-__dir__ = module_dir(__name__)
+__all__ = module_all(__name__)
+__getattr__ = module_getattr(__name__, submodules=("audio", "file", "image", "utils", "video"))
+__dir__ = module_dir(__name__, submodules=("audio", "file", "image", "utils", "video"))

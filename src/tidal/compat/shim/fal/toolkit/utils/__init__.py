@@ -1,0 +1,7 @@
+"""`fal.toolkit.utils` on tidal: downloads, clones and the persistent folders."""
+
+from tidal.compat.fal_api import module_all, module_dir, module_getattr
+
+__all__ = module_all(__name__)
+__getattr__ = module_getattr(__name__, submodules=("download_utils",))
+__dir__ = module_dir(__name__, submodules=("download_utils",))
