@@ -99,8 +99,9 @@ def test_endpoint_paths_and_methods_are_checked() -> None:
 
 def test_the_public_surface() -> None:
     assert sorted(tidal.__all__) == sorted([
-        "App", "AppOptions", "AppSpec", "ContainerImage", "Function", "HealthCheck",
-        "ImageSpec", "InvalidOptionError", "__version__", "endpoint", "function",
+        "App", "AppException", "AppOptions", "AppSpec", "ContainerImage", "FieldException",
+        "Function", "HealthCheck", "ImageSpec", "InvalidOptionError", "__version__", "cached",
+        "endpoint", "function", "wrap_app",
     ])  # fmt: skip
     for name in tidal.__all__:
         assert getattr(tidal, name) is not None
