@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from tidal.config import DEFAULT_URL, default_data_dir
+
+if TYPE_CHECKING:  # httpx loads with the first Client: `tidal version` and `--help` need none
+    import httpx
 
 
 class CLIError(Exception):
     """An error shown to the user as one paragraph (a traceback only with --debug)."""
+
+
+def load_httpx() -> None:
+    """Import httpx without its own command line, which its __init__ loads when it can
+    (click, pygments, rich.syntax): half of httpx's import time, never used here."""
+    if "httpx" in sys.modules:
+        return
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]  # import fails: httpx skips it
+    try:
+        import httpx  # noqa: F401
+    finally:
+        del sys.modules["httpx._main"]
 
 
 def mask_key(key: str) -> str:
@@ -107,6 +121,9 @@ class Client:
         self.url = url
         self.key = key
         self.source = source
+        load_httpx()
+        import httpx
+
         headers = {"authorization": f"Key {key}"} if key else {}
         self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
 
@@ -127,6 +144,8 @@ class Client:
         return CLIError(self._redact(text))
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
@@ -151,6 +170,8 @@ class Client:
         return resp
 
     def reachable(self) -> bool:
+        import httpx
+
         try:
             return self._http.get("/api/v1/health", timeout=2.0).status_code == 200
         except httpx.HTTPError:
@@ -185,6 +206,8 @@ class Client:
         self._http.close()
 
     def has_bundle(self, digest: str) -> bool:
+        import httpx
+
         try:
             return self._http.head(f"/api/v1/bundles/{digest}").status_code == 200
         except httpx.HTTPError:
@@ -201,6 +224,8 @@ class Client:
         method: str = "GET",
         json: Any = None,
     ) -> Iterator[str]:
+        import httpx
+
         try:
             with self._http.stream(method, path, params=params, json=json, timeout=None) as resp:
                 if resp.status_code >= 400:

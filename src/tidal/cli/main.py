@@ -5,28 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from tidal import __version__
-from tidal.cli.client import Client, CLIError, connect
-from tidal.cli.deploy import deploy as deploy_app
-from tidal.cli.doctor import doctor
-from tidal.cli.keys import keys_app
-from tidal.cli.profiles import profile_app
-from tidal.cli.secrets import secrets_app
-from tidal.cli.simulate import simulate_app
+from tidal.cli.client import CLIError
+from tidal.cli.lazy import LazyCommand, LazyGroup, plain_strings_skip_pydantic
 from tidal.config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -35,28 +25,66 @@ from tidal.config import (
     default_data_dir,
     load_config,
 )
-from tidal.machines import MachineConfigError, load_machines
+
+if TYPE_CHECKING:  # each command imports what it uses: `tidal version` loads none of these
+    from rich.console import Console
+
+    from tidal.cli.client import Client
+
+plain_strings_skip_pydantic()
+
+
+class RootGroup(LazyGroup):
+    lazy = {
+        "scale": LazyCommand("tidal.cli.simulate", "simulate_app",
+                             "Try scaling options offline: replay a request trace against the autoscaling policy."),
+        "secrets": LazyCommand("tidal.cli.secrets", "secrets_app",
+                               "Set, list and remove secrets: environment variables for your runners, stored "
+                               "encrypted. A change reaches new runners; `tidal apps restart APP` rolls running ones."),
+        "keys": LazyCommand("tidal.cli.keys", "keys_app",
+                            "Create, list and revoke API keys. Scope `admin` may use the control-plane API "
+                            "and call apps; `invoke` may only call apps."),
+        "profile": LazyCommand("tidal.cli.profiles", "profile_app",
+                               "Named platforms (URL and key) for the CLI: add, use, list, remove."),
+        "doctor": LazyCommand("tidal.cli.doctor", "doctor",
+                              "Check the platform connection, key, backends, machines, disk, and local Pythons."),
+    }  # fmt: skip
+
 
 app = typer.Typer(help="tidal: a self-hostable serverless platform for servers and ML apps.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
-apps_cmd = typer.Typer(help="List, show, scale and delete apps.", no_args_is_help=True)
-runners_cmd = typer.Typer(help="List and stop runners.", no_args_is_help=True)
+                  cls=RootGroup, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)  # fmt: skip
+apps_cmd = typer.Typer(help="List, show, scale and delete apps.", no_args_is_help=True,
+                       rich_markup_mode=None)  # fmt: skip
+runners_cmd = typer.Typer(help="List and stop runners.", no_args_is_help=True,
+                          rich_markup_mode=None)  # fmt: skip
 app.add_typer(apps_cmd, name="apps")
 app.add_typer(runners_cmd, name="runners")
-app.add_typer(simulate_app, name="scale")
-app.add_typer(secrets_app, name="secrets")
-app.add_typer(keys_app, name="keys")
-app.add_typer(profile_app, name="profile")
-app.command()(doctor)
 
-console = Console()
-err_console = Console(stderr=True)
 _state: dict[str, Any] = {"debug": False, "url": None}
+
+
+@cache
+def out() -> Console:
+    from rich.console import Console
+
+    # Not on a terminal (a pipe, a file, a test): tables as wide as their content.
+    return Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=1000)
+
+
+@cache
+def err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def client() -> Client:
+    from tidal.cli.client import connect
+
     return connect(_state["url"])
 
 
@@ -78,7 +106,7 @@ def _global(
 @app.command()
 def version() -> None:
     """Print tidal's version."""
-    console.print(__version__)
+    out().print(__version__)
 
 
 @app.command()
@@ -150,6 +178,7 @@ def server(
     ] = None,
 ) -> None:
     """Run the embedded platform: control API, gateway and local runners, on one port."""
+    from tidal.machines import MachineConfigError, load_machines
     from tidal.server import serve
 
     if isolation not in ("auto", "off"):
@@ -182,10 +211,10 @@ def server(
         load_machines(config.machines)
     except (ConfigError, MachineConfigError, TypeError) as exc:
         raise CLIError(str(exc)) from None
-    console.print(
+    out().print(
         f"[bold green]tidal platform[/] on [bold]{config.url}[/]  (data: {config.data_dir})"
     )
-    console.print(f"Point the CLI at it with: export TIDAL_URL={config.url}")
+    out().print(f"Point the CLI at it with: export TIDAL_URL={config.url}")
     from tidal.control.db import DatabaseError
     from tidal.control.secrets import SecretsKeyError
 
@@ -213,84 +242,37 @@ def deploy(
     ] = False,
 ) -> None:
     """Deploy an app (a new revision if it exists) and print its URL."""
+    from tidal.cli.deploy import deploy as deploy_app
+
     view = deploy_app(
-        client(), target, app_name, err_console if as_json else console, public=public,
+        client(), target, app_name, err() if as_json else out(), public=public,
         local=local,
     )  # fmt: skip
     if as_json:
         print_json(view)
         return
-    console.print(
+    out().print(
         f"[green]✓[/] Deployed [bold]{view['owner']}/{view['name']}[/] revision {view['revision']}"
     )
     for warning in view.get("warnings", []):
-        console.print(f"  [yellow]warning:[/] {warning}")
+        out().print(f"  [yellow]warning:[/] {warning}")
     for note in view["notes"]:
-        console.print(f"  [yellow]note:[/] {note}")
-    console.print(f"  URL: [bold]{view['url']}[/]")
+        out().print(f"  [yellow]note:[/] {note}")
+    out().print(f"  URL: [bold]{view['url']}[/]")
 
 
 @app.command()
 def run(
-    target: Annotated[str, typer.Argument(help="FILE.py::NAME of a @tidal.function.")],
+    target: Annotated[str, typer.Argument(help="FILE.py::NAME of a @tidal.function or tidal.App.")],
     app_name: Annotated[str | None, typer.Option("--app-name")] = None,
 ) -> None:
     """Deploy an ephemeral app, stream its logs, and remove it on Ctrl-C.
 
     Starts an embedded platform for the session when none answers at TIDAL_URL.
     """
-    api = client()
-    platform: subprocess.Popen[bytes] | None = None
-    data_dir: str | None = None
-    if not api.reachable():
-        data_dir = tempfile.mkdtemp(prefix="tidal-run-")
-        port = _free_port()
-        with console.status("Starting an embedded platform…"):
-            with (Path(data_dir) / "platform.log").open("wb") as platform_log:
-                platform = subprocess.Popen(
-                    [sys.executable, "-m", "tidal", "server", "--port", str(port), "--data-dir", data_dir, "--no-auth"],
-                    stdout=subprocess.DEVNULL, stderr=platform_log,
-                    start_new_session=True,  # Ctrl-C reaches us; we stop it once
-                )  # fmt: skip
-            api = Client(f"http://{DEFAULT_HOST}:{port}")
-            deadline = time.monotonic() + 30
-            while not api.reachable():
-                if platform.poll() is not None or time.monotonic() > deadline:
-                    raise CLIError(
-                        f"the embedded platform did not start; see {data_dir}/platform.log"
-                    )
-                time.sleep(0.1)
-    view: dict[str, Any] | None = None
-    try:
-        view = deploy_app(api, target, app_name, console)
-        console.print(
-            f"[green]✓[/] Running [bold]{view['name']}[/] at [bold]{view['url']}[/]  (Ctrl-C to stop)"
-        )
-        for line in api.stream_lines(
-            f"/api/v1/apps/{view['name']}/logs", {"follow": True, "lines": 0}
-        ):
-            print(line, flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if view is not None:
-            with contextlib.suppress(CLIError):
-                api.delete(f"/api/v1/apps/{view['name']}")
-                console.print(f"Removed {view['name']}.")
-        if platform is not None:
-            platform.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                platform.wait(30)
-            if platform.poll() is None:
-                platform.kill()
-            if data_dir:
-                shutil.rmtree(data_dir, ignore_errors=True)
+    from tidal.cli.run import run_app
 
-
-def _free_port() -> int:
-    from tidal.backends.local import free_port
-
-    return free_port()
+    run_app(client(), target, app_name, out())
 
 
 def _ago(ts: float | None) -> str:
@@ -322,11 +304,13 @@ def apps_list(
     if as_json:
         print_json(views)
         return
+    from rich.table import Table
+
     table = Table("app", "revision", "ready", "starting", "waiting", "url", "updated")
     for v in views:
         table.add_row(f"{v['owner']}/{v['name']}", str(v["revision"]), str(v["runners"]["ready"]),
                       str(v["runners"]["starting"]), str(v["waiting"]), v["url"], _ago(v["updated_at"]))  # fmt: skip
-    console.print(
+    out().print(
         table if views else "No apps deployed. Deploy one with `tidal deploy FILE.py::NAME`."
     )
     if after is not None:
@@ -340,33 +324,35 @@ def apps_show(name: str, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(v)
         return
-    console.print(f"[bold]{v['owner']}/{v['name']}[/]  revision {v['revision']}  {v['entry']}")
-    console.print(f"URL: {v['url']}")
-    console.print(f"runners: {v['runners']['ready']} ready, {v['runners']['starting']} starting, "
+    out().print(f"[bold]{v['owner']}/{v['name']}[/]  revision {v['revision']}  {v['entry']}")
+    out().print(f"URL: {v['url']}")
+    out().print(f"runners: {v['runners']['ready']} ready, {v['runners']['starting']} starting, "
                   f"{v['runners']['draining']} draining; at most {v['max_runners']}")  # fmt: skip
+    from rich.table import Table
+
     table = Table("option", "value", title="options")
     for key, value in sorted(v["options"].items()):
         mark = "  (live change)" if key in v["scaling_overrides"] else ""
         table.add_row(key, json.dumps(value) + mark)
-    console.print(table)
+    out().print(table)
     if v["endpoints"]:
-        console.print("endpoints: " + ", ".join(v["endpoints"]))
+        out().print("endpoints: " + ", ".join(v["endpoints"]))
     for note in v["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
+        out().print(f"[yellow]note:[/] {note}")
 
 
 @apps_cmd.command("delete")
 def apps_delete(name: str) -> None:
     """Delete an app and stop its runners."""
     client().delete(f"/api/v1/apps/{name}")
-    console.print(f"Deleted {name}.")
+    out().print(f"Deleted {name}.")
 
 
 @apps_cmd.command("restart")
 def apps_restart(name: str) -> None:
     """Replace every runner of an app, new ones ready first (e.g. after changing secrets)."""
     v = client().post(f"/api/v1/apps/{name}/restart")
-    console.print(f"[green]✓[/] {name}: revision {v['revision']} (same code) is rolling out")
+    out().print(f"[green]✓[/] {name}: revision {v['revision']} (same code) is rolling out")
 
 
 @apps_cmd.command("revisions")
@@ -376,19 +362,21 @@ def apps_revisions(name: str, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(views)
         return
+    from rich.table import Table
+
     table = Table("revision", "deployed", "bundle", "kind", "")
     for v in views:
         when = datetime.fromtimestamp(v["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(f"r{v['revision']}", when, (v["bundle_digest"] or "")[:12], v["kind"],
                       "[green]current[/]" if v["current"] else "")  # fmt: skip
-    console.print(table)
+    out().print(table)
 
 
 @apps_cmd.command("rollback")
 def apps_rollback(name: str, revision: int) -> None:
     """Deploy an earlier revision's code and options again, as a new revision."""
     v = client().post(f"/api/v1/apps/{name}/rollback", json={"revision": revision})
-    console.print(
+    out().print(
         f"[green]✓[/] {name}: revision {v['revision']} (the code of r{revision}) is rolling out"
     )
 
@@ -418,9 +406,7 @@ def apps_scale(
     if as_json:
         print_json(v)
     else:
-        console.print(
-            f"[green]✓[/] {name}: " + ", ".join(f"{k}={val}" for k, val in changes.items())
-        )
+        out().print(f"[green]✓[/] {name}: " + ", ".join(f"{k}={val}" for k, val in changes.items()))
 
 
 @runners_cmd.command("list")
@@ -433,6 +419,8 @@ def runners_list(
     if as_json:
         print_json(views)
         return
+    from rich.table import Table
+
     table = Table("runner", "app", "rev", "type", "state", "in flight", "served", "age", "reason")
     colors = {
         "ready": "green",
@@ -447,14 +435,14 @@ def runners_list(
         table.add_row(r["id"], r["app"], str(r["revision"]), (r["machine_type"] or "-") + gpus,
                       state, str(r["in_flight"]),
                       str(r["served"]), _ago(r["created_at"]), r["reason"])  # fmt: skip
-    console.print(table if views else "No runners.")
+    out().print(table if views else "No runners.")
 
 
 @runners_cmd.command("stop")
 def runners_stop(runner_id: str) -> None:
     """Stop a runner gracefully."""
     client().post(f"/api/v1/runners/{runner_id}/stop")
-    console.print(f"Stopped {runner_id}.")
+    out().print(f"Stopped {runner_id}.")
 
 
 @app.command()
@@ -472,22 +460,22 @@ def logs(
         for line in client().stream_lines(
             f"/api/v1/apps/{name}/logs", {"follow": follow, "lines": lines}
         ):
-            console.print(line, markup=False, highlight=False)
+            out().print(line, markup=False, highlight=False)
 
 
 def main() -> None:
     # Standalone mode: typer prints usage errors itself (exit 2); ours are one paragraph.
     try:
-        app()
+        app(prog_name="tidal")  # `python -m tidal` too
     except CLIError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        err().print(f"[bold red]Error:[/] {exc}", highlight=False)
         sys.exit(1)
     except Exception as exc:
         if _state["debug"] or os.environ.get("TIDAL_DEBUG"):
             raise
-        err_console.print(
+        err().print(
             f"[bold red]Error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
             highlight=False,
         )

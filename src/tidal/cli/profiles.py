@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from tidal.cli.client import CLIError, mask_key
+from tidal.cli.client import CLIError, load_httpx, mask_key
 
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 API_KEY = re.compile(r"[\x21-\x7e]+")
@@ -70,6 +69,9 @@ def profiles_path() -> Path:
 
 def normalize_url(url: str) -> str:
     """An http(s) URL without a trailing slash, or a CLIError saying what is wrong."""
+    load_httpx()  # here, not at the top: every command reads the profiles
+    import httpx
+
     url = url.strip().rstrip("/")
     try:
         parsed = httpx.URL(url)
