@@ -73,24 +73,51 @@ class LazyGroup(TyperGroup):
 
 def plain_strings_skip_pydantic() -> None:
     """Typer coerces each parameter through a pydantic TypeAdapter, and importing pydantic
-    takes longer than the rest of a command's start. A plain `str` parameter, or a `bool`
-    flag (which click already gives as a bool), needs no coercion: it passes through.
+    takes longer than the rest of a command's start. A plain `str`, a `bool` flag (which
+    click already gives as a bool) and an `int` (with min/max) are coerced here instead.
     Other types, parsers and click types keep Typer's way."""
     try:
         from typer import core
-        from typer._coercion import PassThroughRuntimeParam, TypeDescriptor, build_runtime_param
+        from typer._click.exceptions import BadParameter
+        from typer._coercion import (
+            PassThroughRuntimeParam,
+            RuntimeParam,
+            TypeDescriptor,
+            build_runtime_param,
+        )
     except ImportError:  # another Typer than the one this was written against: keep its own
         return
 
+    @dataclass(frozen=True)
+    class IntParam(RuntimeParam):
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                raise BadParameter(f"{value!r} is not a valid integer.", ctx, param) from None
+            low, high = self.parameter_info.min, self.parameter_info.max
+            if (low is not None and number < low) or (high is not None and number > high):
+                if self.parameter_info.clamp:
+                    return min(max(number, low if low is not None else number),
+                               high if high is not None else number)  # fmt: skip
+                where = f"{low}<=x<={high}" if low is not None and high is not None else (
+                    f"x>={low}" if low is not None else f"x<={high}"
+                )  # fmt: skip
+                raise BadParameter(f"{number} is not in the range {where}.", ctx, param)
+            return number
+
     def build(descriptor: TypeDescriptor) -> Any:
         info = descriptor.parameter_info
-        if (
-            (descriptor.annotation is str or (descriptor.annotation is bool and not info.envvar))
-            and descriptor.file_annotation is None
+        plain = (
+            descriptor.file_annotation is None
             and getattr(info, "parser", None) is None
             and getattr(info, "click_type", None) is None
-        ):
-            return PassThroughRuntimeParam(parameter_info=info, annotation=descriptor.annotation)
+        )
+        kind = descriptor.annotation
+        if plain and (kind is str or (kind is bool and not info.envvar)):
+            return PassThroughRuntimeParam(parameter_info=info, annotation=kind)
+        if plain and kind is int:
+            return IntParam(parameter_info=info, annotation=int)
         return build_runtime_param(descriptor)
 
     if getattr(core, "build_runtime_param", None) is build_runtime_param:

@@ -314,7 +314,7 @@ def apps_list(
         table if views else "No apps deployed. Deploy one with `tidal deploy FILE.py::NAME`."
     )
     if after is not None:
-        console.print(f"More apps: `tidal apps list --cursor {after}` (or `--all`).")
+        out().print(f"More apps: `tidal apps list --cursor {after}` (or `--all`).")
 
 
 @apps_cmd.command("show")

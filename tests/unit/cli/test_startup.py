@@ -44,11 +44,28 @@ def test_importing_the_cli_pulls_in_no_server_library() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("version",), ("--help",), ("apps", "--help"), ("apps", "list"), ("runners", "list")],
+    [
+        ("version",),
+        ("--help",),
+        ("apps", "--help"),
+        ("apps", "list", "--limit", "5"),
+        ("runners", "list"),
+    ],
 )
 def test_everyday_commands_import_no_server_library(args: tuple[str, ...]) -> None:
     modules, output = imported_by(*args)
     assert not modules & set(HEAVY), (sorted(modules & set(HEAVY)), output)
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [("0", "0 is not in the range 1<=x<=1000"), ("x", "'x' is not a valid integer"),
+     ("1001", "1001 is not in the range 1<=x<=1000")],
+)  # fmt: skip
+def test_integer_options_still_checked_without_pydantic(given: str, said: str) -> None:
+    modules, output = imported_by("apps", "list", "--limit", given)
+    assert said in output and "--limit" in output
+    assert "pydantic" not in modules
 
 
 def test_version_and_help_need_no_http_client() -> None:
