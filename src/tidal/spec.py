@@ -8,9 +8,12 @@ user's code is defined, with a message naming the option.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+
+AFFINITY = re.compile(r"cookie|(header|query):[A-Za-z0-9_-]{1,64}")
 
 
 class InvalidOptionError(ValueError):
@@ -82,6 +85,35 @@ class AppOptions(ScalingOptions):
     # fal App attributes: who may call the app, and the secrets its runners get.
     app_auth: Literal["public", "private", "shared"] | None = None
     secrets: list[str] = Field(default_factory=list)
+    # Long-lived connections (WebSockets, text/event-stream answers): "slot" holds one of
+    # max_multiplexing's request slots while open (as fal, Modal and Knative count them);
+    # "separate" counts them apart, up to max_long_lived per runner, so a client's progress
+    # channel never starves its own requests. Unset: "separate" for direct servers
+    # (exposed_port), "slot" otherwise. See docs/web-servers.md.
+    long_lived: Literal["slot", "separate"] | None = None
+    max_long_lived: StrictInt = Field(default=100, ge=1, le=10_000)
+    # Session affinity: "cookie", "header:<name>" or "query:<name>"; a client's requests
+    # and WebSockets with the same value go to the same runner while it lives.
+    affinity: str | None = None
+
+    @model_validator(mode="after")
+    def _long_lived_resolved(self) -> AppOptions:
+        if self.long_lived is None:
+            # Stored resolved, so `tidal apps show` says what applies.
+            object.__setattr__(
+                self, "long_lived", "separate" if self.exposed_port is not None else "slot"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _affinity_named(self) -> AppOptions:
+        if self.affinity is not None and not AFFINITY.fullmatch(self.affinity):
+            raise ValueError(
+                "affinity must be 'cookie', 'header:<name>' or 'query:<name>' (a name of "
+                "letters, digits, '-' and '_', e.g. 'query:clientId'); got "
+                f"{self.affinity!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _machine_type_named(self) -> AppOptions:

@@ -54,10 +54,24 @@ FAL_FUNCTION_TABLE: dict[str, Any] = {
 
 # fal's App attributes that tidal also accepts on functions.
 FAL_APP_ATTRIBUTES = {"app_auth", "secrets"}
+# tidal's own options for web servers behind the gateway (docs/web-servers.md).
+WEB_SERVER_OPTIONS = {"long_lived", "max_long_lived", "affinity"}
 
 
 def test_fal_table_is_exactly_the_option_set() -> None:
-    assert set(FAL_FUNCTION_TABLE) | FAL_APP_ATTRIBUTES == OPTION_NAMES
+    assert set(FAL_FUNCTION_TABLE) | FAL_APP_ATTRIBUTES | WEB_SERVER_OPTIONS == OPTION_NAMES
+
+
+def test_long_lived_connections_default_by_kind_of_app() -> None:
+    assert build_options({}).long_lived == "slot"
+    assert build_options({"exposed_port": 8188}).long_lived == "separate"
+    assert build_options({"exposed_port": 8188, "long_lived": "slot"}).long_lived == "slot"
+
+
+@pytest.mark.parametrize("bad", ["", "cookies", "header:", "query:a b", "header:x;y"])
+def test_affinity_must_name_a_source(bad: str) -> None:
+    with pytest.raises(InvalidOptionError, match="affinity must be 'cookie'"):
+        build_options({"affinity": bad})
 
 
 def test_every_fal_option_is_accepted_and_stored() -> None:

@@ -58,6 +58,8 @@ class Runner:
     ready_at: float | None = None
     ended_at: float | None = None
     in_flight: int = 0
+    # Open WebSockets and event streams not holding a request slot (long_lived="separate").
+    long_lived: int = 0
     # A connection to it failed; takes no requests until a probe says it still answers.
     suspect: bool = False
     served: int = 0

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from tidal.asgi import send_error
 from tidal.backends.base import Runner
+from tidal.gateway.affinity import affinity_key
 from tidal.gateway.http1 import UpstreamConnectError, UpstreamConnection, UpstreamPool
-from tidal.gateway.router import RouterError
+from tidal.gateway.paths import redirect_to_slash, wants_slash
+from tidal.gateway.router import AppRouter, RouterError
 from tidal.gateway.websocket import proxy_websocket
 from tidal.observe.records import SYNC, RequestRecord, cold_start_of, error_message
 from tidal.scaling.controller import Controller, Deployment
@@ -96,6 +98,9 @@ class Gateway:
             await send_error(send, 404, "app_not_found",
                             f"no app {app!r} deployed for owner {owner!r}; see `tidal apps list`")  # fmt: skip
             return
+        if wants_slash(scope, parts):
+            await redirect_to_slash(scope, send)
+            return
         request_id = uuid.uuid4().hex
         ids = [(REQUEST_ID_HEADER, request_id.encode()), (b"x-fal-request-id", request_id.encode())]
         timeout = (
@@ -122,17 +127,19 @@ class Gateway:
                 start_limit = upstream.start_timeout
                 for attempt in range(attempts):
                     if start_limit is None:
-                        runner = await dep.router.acquire()
+                        runner = await dep.router.acquire(upstream.affinity)
                     else:
                         try:
-                            runner = await asyncio.wait_for(dep.router.acquire(), start_limit)
+                            runner = await asyncio.wait_for(
+                                dep.router.acquire(upstream.affinity), start_limit
+                            )
                         except TimeoutError:
                             raise _StartTimeout(start_limit) from None
                     runner = dep.router.prefer(runner, upstream.runner_hint)
                     progress.runner_id = runner.id
                     progress.runner, progress.acquired = runner, time.time()
                     try:
-                        await self._forward(send, runner, upstream, progress, receive)
+                        await self._forward(send, runner, upstream, progress, receive, dep.router)
                         return
                     except UpstreamConnectError:
                         self.controller.suspect(dep, runner)
@@ -146,7 +153,10 @@ class Gateway:
                         self.controller.suspect(dep, runner)
                         raise
                     finally:
-                        dep.router.release(runner)
+                        if progress.long_lived:
+                            dep.router.close_long_lived(runner)
+                        else:
+                            dep.router.release(runner)
         except _StartTimeout as exc:
             progress.failed(504, "request_timeout", f"no runner within {exc.limit:g}s")
             await send_error(send, 504, "request_timeout",
@@ -178,6 +188,7 @@ class Gateway:
         upstream: _Upstream,
         progress: _Progress,
         receive: Any = None,
+        router: AppRouter | None = None,
     ) -> None:
         pool = self._pool(runner)
         conn = await pool.acquire()
@@ -201,6 +212,12 @@ class Gateway:
                     (v.decode("latin-1") for k, v in conn.headers if k.lower() == b"x-fal-error-type"),
                     None,
                 )  # fmt: skip
+            if router is not None and _event_stream(conn.headers):
+                # A long-lived stream (the app's long_lived option): its request slot may
+                # go back to the runner for other requests while it streams.
+                progress.long_lived = router.to_long_lived(runner)
+            if upstream.set_cookie:
+                conn.headers.append((b"set-cookie", upstream.set_cookie))
             conn.headers.append((REQUEST_ID_HEADER, upstream.request_id.encode()))
             conn.headers.append((b"x-fal-request-id", upstream.request_id.encode()))
             await send({"type": "http.response.start", "status": conn.status,
@@ -233,8 +250,8 @@ async def _close_when_caller_leaves(
 class _Upstream:
     """The request as the runner will get it: the head as bytes, and the body."""
 
-    __slots__ = ("body", "has_host", "head", "method", "request_id", "runner_hint",
-                 "start_timeout", "stream")  # fmt: skip
+    __slots__ = ("affinity", "body", "has_host", "head", "method", "request_id", "runner_hint",
+                 "set_cookie", "start_timeout", "stream")  # fmt: skip
 
     def __init__(self) -> None:
         self.method = b""
@@ -247,6 +264,9 @@ class _Upstream:
         self.start_timeout: float | None = None
         # fal's X-Fal-Runner-Hint: send requests with the same hint to the same runner.
         self.runner_hint: str | None = None
+        # The app's session affinity key (tidal.gateway.affinity), and a cookie minted for it.
+        self.affinity: str | None = None
+        self.set_cookie: bytes | None = None
 
     @property
     def replayable(self) -> bool:
@@ -260,6 +280,7 @@ class _Upstream:
         self.request_id = request_id
         self.method = scope["method"].encode()
         prefix = f"/{dep.record.owner}/{dep.record.name}"
+        self.affinity, self.set_cookie = affinity_key(scope, dep.record.options.affinity, prefix)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = raw_path[len(prefix) :] or b"/"
         query: bytes = scope["query_string"]
@@ -307,11 +328,13 @@ class _Upstream:
 
 class _Progress:
     __slots__ = ("acquired", "arrived", "caller_left", "error", "error_body", "error_type",
-                 "runner", "runner_id", "started", "status")  # fmt: skip
+                 "long_lived", "runner", "runner_id", "started", "status")  # fmt: skip
 
     def __init__(self) -> None:
         self.started = False
         self.caller_left = False
+        # Its slot became a long-lived place (an event stream): closed, not released.
+        self.long_lived = False
         self.runner_id = ""
         # For the request's record: wall-clock times, the runner, the outcome.
         self.arrived = self.acquired = 0.0
@@ -346,6 +369,13 @@ class _Progress:
             runner_id=self.runner_id or None, cold_start=cold, cold_start_ms=cold_ms,
             cold_breakdown=breakdown,
         )  # fmt: skip
+
+
+def _event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        k.lower() == b"content-type" and v.lower().startswith(b"text/event-stream")
+        for k, v in headers
+    )
 
 
 async def _read_body(receive: Any) -> bytes:

@@ -4,18 +4,30 @@ Holding requests while no runner has a free slot is the normal mode of the
 data path (scale from zero is the same case as "all busy"): they wait in a
 bounded FIFO and are handed a runner as soon as a slot frees or a runner
 becomes ready.
+
+Long-lived connections (a WebSocket, an event-stream answer) are counted apart from
+requests when the app's `long_lived` option is "separate": they take one of the runner's
+`max_long_lived` connection places instead of a `max_multiplexing` request slot, so a
+client's progress channel cannot starve its own requests (docs/web-servers.md).
+
+Session affinity (the app's `affinity` option) pins a key (a cookie, a header, a query
+parameter) to the runner that first served it: later requests with that key wait for
+that runner's slot rather than going elsewhere, and move only when it is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tidal.backends.base import Runner, RunnerState
+from tidal.spec import AppOptions
 
-# Runner hints remembered per app (the least recently used go first).
+# Runner hints and affinity keys remembered per app (the least recently used go first).
 MAX_HINTS = 10_000
 
 
@@ -39,13 +51,23 @@ class AppRouter:
         self.max_multiplexing = max_multiplexing
         self.max_waiting = max_waiting
         self.runners: dict[str, Runner] = {}
-        self._waiters: deque[tuple[float, asyncio.Future[Runner]]] = deque()
+        # (since, future, the runner id it is pinned to by affinity or None)
+        self._waiters: deque[_Waiter] = deque()
         self._on_change = on_change  # wakes the scaling controller
         self._hints: OrderedDict[str, str] = OrderedDict()  # runner hint -> runner id
+        self._pins: OrderedDict[str, str] = OrderedDict()  # affinity key -> runner id
+        self.long_lived_separate = False
+        self.max_long_lived = 1
+
+    def configure(self, options: AppOptions) -> None:
+        self.max_multiplexing = options.max_multiplexing
+        self.long_lived_separate = options.long_lived == "separate"
+        self.max_long_lived = options.max_long_lived
+        self.dispatch()
 
     # -- what the controller reads -----------------------------------------
     def waits(self, now: float) -> tuple[float, ...]:
-        return tuple(now - t for t, fut in self._waiters if not fut.done())
+        return tuple(now - w.since for w in self._waiters if not w.future.done())
 
     @property
     def executing(self) -> int:
@@ -60,7 +82,10 @@ class AppRouter:
     def _free_runner(self) -> Runner | None:
         best: Runner | None = None
         for r in self.runners.values():
-            if self._can_take(r) and (best is None or r.in_flight < best.in_flight):
+            # Ties go to the runner with fewer open WebSockets (and affinity pins' clients).
+            if self._can_take(r) and (
+                best is None or (r.in_flight, r.long_lived) < (best.in_flight, best.long_lived)
+            ):
                 best = r
         return best
 
@@ -76,14 +101,33 @@ class AppRouter:
             hinted.in_flight += 1
             self._give_back(runner)
             chosen = hinted
-        self._hints[hint] = chosen.id
-        self._hints.move_to_end(hint)
-        if len(self._hints) > MAX_HINTS:
-            self._hints.popitem(last=False)
+        _remember(self._hints, hint, chosen.id)
         return chosen
 
-    async def acquire(self) -> Runner:
-        runner = self._free_runner() if not self._waiters else None
+    def _pinned(self, key: str | None) -> str | None:
+        """The runner id `key` is pinned to, while that runner is ready to serve it."""
+        rid = self._pins.get(key) if key else None
+        runner = self.runners.get(rid) if rid else None
+        if runner is None or runner.state is not RunnerState.READY or runner.suspect:
+            return None
+        return rid
+
+    def _pick(self, pin: str | None) -> Runner | None:
+        if pin is None:
+            return self._free_runner()
+        runner = self.runners.get(pin)
+        return runner if runner is not None and self._can_take(runner) else None
+
+    async def acquire(self, key: str | None = None) -> Runner:
+        """A slot on a runner: the one `key` (an affinity key) is pinned to, waiting for
+        it if busy; else the least loaded. The runner chosen becomes the key's."""
+        runner = await self._acquire(self._pinned(key))
+        if key:
+            _remember(self._pins, key, runner.id)
+        return runner
+
+    async def _acquire(self, pin: str | None) -> Runner:
+        runner = self._pick(pin) if not self._waiters else None
         if runner is not None:
             runner.in_flight += 1
             return runner
@@ -95,8 +139,10 @@ class AppRouter:
                 retry_after=1,
             )
         fut: asyncio.Future[Runner] = asyncio.get_running_loop().create_future()
-        entry = (time.monotonic(), fut)
+        entry = _Waiter(time.monotonic(), fut, pin)
         self._waiters.append(entry)
+        if self._pins:
+            self.dispatch()  # with pins, a runner may be free while others' waiters wait
         self._on_change()
         try:
             return await fut
@@ -107,12 +153,59 @@ class AppRouter:
                 self.dispatch()
             raise
         finally:
-            if entry in self._waiters:
+            with contextlib.suppress(ValueError):
                 self._waiters.remove(entry)
 
     def release(self, runner: Runner) -> None:
         runner.served += 1
         self._give_back(runner)
+
+    # -- long-lived connections ----------------------------------------------
+    def _can_hold(self, r: Runner) -> bool:
+        return r.state is RunnerState.READY and not r.suspect and r.long_lived < self.max_long_lived
+
+    async def open_long_lived(self, key: str | None = None) -> tuple[Runner, bool]:
+        """A runner for a WebSocket: (runner, True) when it holds a request slot (the
+        app's long_lived is "slot", or every runner's connection places are taken), else
+        (runner, False): one of its long-lived places, released by close_long_lived."""
+        if self.long_lived_separate:
+            pin = self._pinned(key)
+            pinned = self.runners.get(pin) if pin else None
+            if pinned is not None and self._can_hold(pinned):
+                best: Runner | None = pinned
+            elif pin is not None:
+                best = None
+            else:
+                best = min(
+                    (r for r in self.runners.values() if self._can_hold(r)),
+                    key=lambda r: r.long_lived,
+                    default=None,
+                )
+            if best is not None:
+                best.long_lived += 1
+                if key:
+                    _remember(self._pins, key, best.id)
+                return best, False
+        # No runner yet (scale from zero goes through the request queue) or none with
+        # room: wait for a request slot, then hand it back if a place is free there.
+        runner = await self.acquire(key)
+        return runner, not self.to_long_lived(runner)
+
+    def to_long_lived(self, runner: Runner) -> bool:
+        """Turn the request slot held on `runner` into a long-lived place, when the app
+        counts them apart and the runner has room; True when it did."""
+        if not self.long_lived_separate or runner.long_lived >= self.max_long_lived:
+            return False
+        runner.long_lived += 1
+        runner.served += 1
+        self._give_back(runner)
+        return True
+
+    def close_long_lived(self, runner: Runner) -> None:
+        runner.long_lived -= 1
+        if runner.long_lived == 0 and runner.in_flight == 0:
+            runner.idle_since = time.monotonic()
+        self._on_change()
 
     def _give_back(self, runner: Runner) -> None:
         runner.in_flight -= 1
@@ -122,18 +215,23 @@ class AppRouter:
         self._on_change()
 
     def dispatch(self) -> None:
-        """Hand free slots to waiters, oldest first."""
-        while self._waiters:
-            _, fut = self._waiters[0]
-            if fut.done():
-                self._waiters.popleft()
+        """Hand free slots to waiters, oldest first; a waiter pinned to a busy runner
+        lets the ones behind it go."""
+        i = 0
+        while i < len(self._waiters):
+            waiter = self._waiters[i]
+            if waiter.future.done():
+                del self._waiters[i]
                 continue
-            runner = self._free_runner()
+            runner = self._pick(waiter.pin)
             if runner is None:
-                return
-            self._waiters.popleft()
+                if waiter.pin is None:
+                    return  # no runner is free at all
+                i += 1
+                continue
+            del self._waiters[i]
             runner.in_flight += 1
-            fut.set_result(runner)
+            waiter.future.set_result(runner)
 
     # -- what the controller changes ---------------------------------------
     def add(self, runner: Runner) -> None:
@@ -142,9 +240,28 @@ class AppRouter:
 
     def remove(self, runner: Runner) -> None:
         self.runners.pop(runner.id, None)
+        # Waiters pinned to it go to any runner now (their keys move with them).
+        for waiter in self._waiters:
+            if waiter.pin == runner.id:
+                waiter.pin = None
+        self.dispatch()
 
     def fail_waiters(self, error: RouterError) -> None:
         while self._waiters:
-            _, fut = self._waiters.popleft()
+            fut = self._waiters.popleft().future
             if not fut.done():
                 fut.set_exception(error)
+
+
+@dataclass(eq=False, slots=True)  # compared by identity
+class _Waiter:
+    since: float
+    future: asyncio.Future[Runner]
+    pin: str | None
+
+
+def _remember(table: OrderedDict[str, str], key: str, runner_id: str) -> None:
+    table[key] = runner_id
+    table.move_to_end(key)
+    if len(table) > MAX_HINTS:
+        table.popitem(last=False)

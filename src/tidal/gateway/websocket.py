@@ -1,6 +1,9 @@
 """WebSocket endpoints through the gateway: the caller's connection is accepted
 once the runner's is open, then messages are relayed both ways until either
-side closes. A WebSocket holds one of the runner's slots while it is open."""
+side closes. While open, a WebSocket holds one of the runner's request slots or,
+with the app's long_lived="separate", one of its long-lived places
+(tidal.gateway.router). The path goes to the runner as the caller sent it (raw,
+still percent-encoded), as for HTTP."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from tidal.gateway.affinity import affinity_key
 from tidal.gateway.router import RouterError
 from tidal.gateway.upstream import open_socket
 from tidal.scaling.controller import Controller, Deployment
@@ -28,15 +32,17 @@ async def proxy_websocket(
     message = await receive()
     if message["type"] != "websocket.connect":
         return
+    prefix = f"/{dep.record.owner}/{dep.record.name}"
+    key, set_cookie = affinity_key(scope, dep.record.options.affinity, prefix)
     try:
-        runner = await dep.router.acquire()
+        runner, holds_slot = await dep.router.open_long_lived(key)
     except RouterError:
         await send({"type": "websocket.close", "code": 1013})  # try again later
         return
     try:
         assert runner.address is not None
-        prefix = len(dep.record.owner) + len(dep.record.name) + 2
-        path = scope["path"][prefix:] or "/"
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path[len(prefix) :].decode("latin-1") or "/"
         query = scope["query_string"].decode("latin-1")
         uri = f"ws://{runner.address.host}:{runner.address.port}{path}" + (
             f"?{query}" if query else ""
@@ -46,6 +52,7 @@ async def proxy_websocket(
             for k, v in scope["headers"]
             if k not in _OWN_HEADERS
         ]
+        headers.append(("x-forwarded-prefix", prefix))
         try:
             sock = await open_socket(runner.address)
             upstream = await connect(
@@ -65,10 +72,14 @@ async def proxy_websocket(
             await send({"type": "websocket.close", "code": 1011})
             return
         async with upstream:
-            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
+                        "headers": [(b"set-cookie", set_cookie)] if set_cookie else []})  # fmt: skip
             await _relay(receive, send, upstream)
     finally:
-        dep.router.release(runner)
+        if holds_slot:
+            dep.router.release(runner)
+        else:
+            dep.router.close_long_lived(runner)
 
 
 async def _relay(receive: Any, send: Any, upstream: ClientConnection) -> None:

@@ -86,6 +86,7 @@ class Controller:
             dep = Deployment(
                 record, router, wake=wake, ended=deque(maxlen=self.config.ended_runners_kept)
             )
+            router.configure(record.options)
             self.deployments[dep.key] = dep
             dep.task = asyncio.create_task(self._loop(dep), name=f"scale {record.name}")
         else:
@@ -93,7 +94,7 @@ class Controller:
                 dep.failures, dep.next_start_at = 0, 0.0
                 dep.openapi_wanted = True
             dep.record = record
-            dep.router.max_multiplexing = record.options.max_multiplexing
+            dep.router.configure(record.options)
         dep.wake.set()
         return dep
 
@@ -190,7 +191,10 @@ class Controller:
         old = [r for r in runners if r.revision != current]
         self._roll_out(dep, fresh, old)
         views = tuple(
-            RunnerView(r.id, r.state is RunnerState.READY, r.in_flight, now - r.idle_since)
+            # An open WebSocket keeps its runner from idling out, without being load.
+            RunnerView(
+                r.id, r.state is RunnerState.READY, r.in_flight + r.long_lived, now - r.idle_since
+            )
             for r in fresh
             if r.state in (RunnerState.PENDING, RunnerState.STARTING, RunnerState.READY)
         )
@@ -232,7 +236,7 @@ class Controller:
                 if r.state is RunnerState.STARTING:
                     self._spawn(self._stop(dep, r, RunnerState.GONE,
                                            f"replaced by revision {dep.record.revision}"))  # fmt: skip
-            if r.state is RunnerState.DRAINING and r.in_flight == 0:
+            if r.state is RunnerState.DRAINING and r.in_flight + r.long_lived == 0:
                 self._spawn(self._stop(dep, r, RunnerState.GONE,
                                        f"replaced by revision {dep.record.revision}"))  # fmt: skip
 
