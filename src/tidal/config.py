@@ -31,6 +31,8 @@ class PlatformConfig:
     max_waiting_per_app: int = 1000
     stop_grace_seconds: float = 10.0
     bundle_limit_bytes: int = 50 * 1024 * 1024
+    # The largest file `tidal files upload` may write into /data.
+    data_upload_limit_bytes: int = 10 * 1024**3
     tick_seconds: float = 0.5
     # How often an App's health check endpoint is called (fal: about every 15 s).
     health_check_interval_seconds: float = 15.0

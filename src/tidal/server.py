@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from functools import partial
 from typing import Any
 
 import uvicorn
@@ -15,9 +16,11 @@ from tidal.backends.registry import open_backends
 from tidal.config import LOCAL_OWNER, PlatformConfig, platform_id
 from tidal.control.api import build_api
 from tidal.control.changes import ChangeListener
+from tidal.control.data_api import data_router
 from tidal.control.db import open_database
 from tidal.control.keys import KeyStore
 from tidal.control.keys_api import keys_router
+from tidal.control.queue_admin import queue_admin_router
 from tidal.control.queue_store import QueueStore
 from tidal.control.registry import AppRecord, NotFound, Registry
 from tidal.control.secrets import SecretStore
@@ -33,6 +36,7 @@ from tidal.observe.records import Recorder
 from tidal.observe.records_api import records_router
 from tidal.scaling.controller import Controller
 from tidal.scaling.placement import Inventory
+from tidal.storage.data import data_root
 from tidal.storage.files import FileServer, files_dir, runner_env
 
 log = logging.getLogger("tidal")
@@ -74,6 +78,11 @@ class Platform:
         self.queue = QueueService(
             QueueStore(engine, holder=platform_id(config.data_dir)), self.controller, self.gateway
         )
+        check_app = partial(self.registry.get, self.owner)
+        self.api.include_router(
+            data_router(data_root(config.data_dir), config.data_upload_limit_bytes, check_app)
+        )
+        self.api.include_router(queue_admin_router(engine, self.queue, self.owner, check_app))
         self.queue_api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         self.queue_api.include_router(
             queue_router(self.queue, lambda o, a: self.controller.deployments.get((o, a)))

@@ -96,7 +96,9 @@ def test_deploy_validates_options_and_direct_mode(api: httpx.Client) -> None:
 def test_scale_changes_live_options_and_says_so(api: httpx.Client) -> None:
     data, digest = bundle({"app.py": APP_PY})
     api.put(f"/api/v1/bundles/{digest}", content=data)
-    assert api.post("/api/v1/apps", json=spec(digest)).status_code == 201
+    first = api.post("/api/v1/apps", json=spec(digest))
+    assert first.status_code == 201
+    code_keep_alive = first.json()["options"]["keep_alive"]
     resp = api.patch("/api/v1/apps/hello/scaling", json={"exposed_port": 9000})
     assert resp.status_code == 422
     assert "cannot change on a live app" in resp.json()["detail"]
@@ -113,6 +115,12 @@ def test_scale_changes_live_options_and_says_so(api: httpx.Client) -> None:
     # A redeploy keeps the live change, and shows it.
     assert api.post("/api/v1/apps", json=spec(digest)).json()["options"]["keep_alive"] == 5
     assert api.get("/api/v1/apps/hello").json()["revision"] == 2
+    # `tidal deploy --reset-scale`: the code's options again, and no note.
+    reset = api.post("/api/v1/apps", json={**spec(digest), "reset_scale": True}).json()
+    assert reset["options"]["keep_alive"] == code_keep_alive != 5
+    assert reset["scaling_overrides"] == {}
+    assert not any("live scaling changes" in note for note in reset["notes"])
+    assert api.post("/api/v1/apps", json=spec(digest)).json()["options"]["keep_alive"] != 5
 
 
 def test_min_concurrency_warms_a_runner_without_traffic(api: httpx.Client) -> None:

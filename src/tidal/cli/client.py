@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from tidal.config import DEFAULT_URL, default_data_dir
 
@@ -202,6 +202,9 @@ class Client:
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path).json()
 
+    def delete_with(self, path: str, params: dict[str, Any]) -> Any:
+        return self._request("DELETE", path, params=params).json()
+
     def close(self) -> None:
         self._http.close()
 
@@ -216,6 +219,28 @@ class Client:
     def put_bundle(self, digest: str, data: bytes) -> None:
         self._request("PUT", f"/api/v1/bundles/{digest}", content=data,
                       headers={"content-type": "application/zip"})  # fmt: skip
+
+    def upload(self, path: str, params: dict[str, Any], body: BinaryIO) -> Any:
+        """PUT a file's bytes, read from `body` as they are sent (never whole in memory)."""
+        return self._request("PUT", path, params=params, content=body,
+                             headers={"content-type": "application/octet-stream"}).json()  # fmt: skip
+
+    def download(self, path: str, params: dict[str, Any], sink: Callable[[bytes], Any]) -> int:
+        """GET a body into `sink` chunk by chunk; the bytes received."""
+        import httpx
+
+        received = 0
+        try:
+            with self._http.stream("GET", path, params=params) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise self._failure(resp)
+                for chunk in resp.iter_bytes():
+                    sink(chunk)
+                    received += len(chunk)
+        except httpx.ConnectError:
+            raise CLIError(f"cannot reach a tidal platform at {self.url}") from None
+        return received
 
     def stream_lines(
         self,

@@ -224,8 +224,10 @@ def deploy(
     console: Console,
     public: bool = False,
     local: bool = False,
+    reset_scale: bool = False,
 ) -> dict[str, Any]:
-    """`local`: run on the local backend, ignoring the app's container image."""
+    """`local`: run on the local backend, ignoring the app's container image.
+    `reset_scale`: drop the app's live scaling changes; the code's options apply."""
     with console.status("Loading the app…") as status:
         path, name, found = load_target(target)
         app = app_name or default_app_name(name, found)
@@ -261,6 +263,7 @@ def deploy(
                 "spec": spec.model_dump(mode="json"),
                 "public": public,
                 "backend": "local" if local else None,
+                "reset_scale": reset_scale,
             },
             timeout=None,
         )

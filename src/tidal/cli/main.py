@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +16,7 @@ import typer
 from tidal import __version__
 from tidal.cli.client import CLIError
 from tidal.cli.lazy import LazyCommand, LazyGroup, plain_strings_skip_pydantic
+from tidal.cli.output import err, out
 from tidal.config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -27,8 +27,6 @@ from tidal.config import (
 )
 
 if TYPE_CHECKING:  # each command imports what it uses: `tidal version` loads none of these
-    from rich.console import Console
-
     from tidal.cli.client import Client
 
 plain_strings_skip_pydantic()
@@ -46,6 +44,10 @@ class RootGroup(LazyGroup):
                             "and call apps; `invoke` may only call apps."),
         "profile": LazyCommand("tidal.cli.profiles", "profile_app",
                                "Named platforms (URL and key) for the CLI: add, use, list, remove."),
+        "files": LazyCommand("tidal.cli.files", "files_app",
+                             "List, upload, download and remove the files in an app's /data."),
+        "queue": LazyCommand("tidal.cli.queue", "queue_app",
+                             "Look at an app's queue (queued, running, oldest wait) or flush it."),
         "doctor": LazyCommand("tidal.cli.doctor", "doctor",
                               "Check the platform connection, key, backends, machines, disk, and local Pythons."),
     }  # fmt: skip
@@ -62,21 +64,6 @@ app.add_typer(apps_cmd, name="apps")
 app.add_typer(runners_cmd, name="runners")
 
 _state: dict[str, Any] = {"debug": False, "url": None}
-
-
-@cache
-def out() -> Console:
-    from rich.console import Console
-
-    # Not on a terminal (a pipe, a file, a test): tables as wide as their content.
-    return Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=1000)
-
-
-@cache
-def err() -> Console:
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -240,13 +227,21 @@ def deploy(
             "--local", help="Run on the local backend, ignoring the app's container image."
         ),
     ] = False,
+    reset_scale: Annotated[
+        bool,
+        typer.Option(
+            "--reset-scale",
+            help="Drop live scaling changes (`tidal apps scale`): the code's options apply "
+            "again. Without it they carry over to the new revision.",
+        ),
+    ] = False,
 ) -> None:
     """Deploy an app (a new revision if it exists) and print its URL."""
     from tidal.cli.deploy import deploy as deploy_app
 
     view = deploy_app(
         client(), target, app_name, err() if as_json else out(), public=public,
-        local=local,
+        local=local, reset_scale=reset_scale,
     )  # fmt: skip
     if as_json:
         print_json(view)

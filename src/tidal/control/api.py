@@ -36,6 +36,8 @@ class DeployRequest(BaseModel):
     public: bool = False
     # A backend the deployer insists on (`tidal deploy --local`); else the platform picks.
     backend: str | None = None
+    # Drop live scaling changes (`tidal apps scale`): the code's options apply again.
+    reset_scale: bool = False
 
 
 class ImageRequest(BaseModel):
@@ -308,7 +310,9 @@ def build_api(platform: Platform) -> FastAPI:
                         spec = spec.model_copy(update={"image_ref": built.ref})
             except ImageBuildError as exc:
                 raise InvalidOptionError(str(exc)) from None
-        record = await asyncio.to_thread(platform.registry.deploy, owner, spec, body.public)
+        record = await asyncio.to_thread(
+            platform.registry.deploy, owner, spec, body.public, body.reset_scale
+        )
         platform.controller.apply(record)
         return {**app_view(record, request), "warnings": choice.warnings}
 

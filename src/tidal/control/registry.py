@@ -54,7 +54,10 @@ class Registry:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def deploy(self, owner: str, spec: AppSpec, public: bool = False) -> AppRecord:
+    def deploy(
+        self, owner: str, spec: AppSpec, public: bool = False, reset_scale: bool = False
+    ) -> AppRecord:
+        """A new revision. Live scaling changes (`scale`) carry over unless `reset_scale`."""
         if spec.bundle_digest is None:
             raise ValueError("a revision needs its code bundle")
         now = time.time()
@@ -79,6 +82,8 @@ class Registry:
             )
             row.current_revision = number
             row.public = public
+            if reset_scale:
+                row.scaling_json = "{}"
             row.updated_at = now
             s.flush()
             announce(s.connection())

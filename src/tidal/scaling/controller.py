@@ -27,6 +27,7 @@ from tidal.gateway.upstream import answers_http
 from tidal.observe.logs import runner_log_path, tail
 from tidal.scaling.placement import Allocation, Inventory
 from tidal.scaling.policy import Load, RunnerView, decide
+from tidal.storage.data import data_root
 
 log = logging.getLogger("tidal.scaling")
 
@@ -319,7 +320,7 @@ class Controller:
                 "CUDA_VISIBLE_DEVICES": ",".join(allocation.gpu_ids),
             },
             isolate_network=backend.can_share_port(),
-            data_dir=self.config.data_dir / "data",
+            data_dir=data_root(self.config.data_dir),
             python=python,
             machine_types=tuple(types),
             machine_type=allocation.machine_type,
