@@ -20,6 +20,7 @@ from tidal.control.data_api import data_router
 from tidal.control.db import open_database
 from tidal.control.keys import KeyStore
 from tidal.control.keys_api import keys_router
+from tidal.control.open_api import open_router
 from tidal.control.queue_admin import queue_admin_router
 from tidal.control.queue_store import QueueStore
 from tidal.control.registry import AppRecord, NotFound, Registry
@@ -28,6 +29,7 @@ from tidal.control.secrets_api import secrets_router
 from tidal.dashboard import Dashboard
 from tidal.environments import Environments
 from tidal.gateway.auth import Authenticator
+from tidal.gateway.browser import BrowserSessions
 from tidal.gateway.proxy import Gateway
 from tidal.gateway.queue import QueueService, queue_router
 from tidal.machines import load_machines
@@ -91,6 +93,13 @@ class Platform:
         self.recorder = Recorder.for_platform(self)
         self.api.include_router(records_router(self.recorder.store, self.owner, config.data_dir))
         self.dashboard = Dashboard(self)
+        # Private apps in a browser: sessions kept with the dashboard's (tidal.gateway.browser).
+        self.auth.browser = BrowserSessions(
+            self.dashboard.sessions, self.keys, config.scheme == "https"
+        )
+        self.api.include_router(
+            open_router(self.registry, self.auth.browser, self.owner, self.auth.enabled)
+        )
 
     def _is_public(self, owner: str, app: str) -> bool:
         dep = self.controller.deployments.get((owner, app))

@@ -6,6 +6,8 @@
   through `/dashboard/api/...` and `/dashboard/queue/...`: the control API and the queue
   API themselves, called in-process once the session is checked. The cookie is scoped to
   /dashboard, so it never reaches an app's runner, /api or /queue.
+- `/dashboard/open/{owner}/{app}`: opens a private app's web UI in this browser with a
+  session cookie for that app (tidal.gateway.browser).
 - `/dashboard/upload`: a Playground file input, saved into the platform's file store.
 - `/dashboard/static/...`: the page's own files and the front-end libraries that
   `make assets` vendors from npm (nothing is fetched from a CDN: it works offline).
@@ -114,6 +116,8 @@ class Dashboard:
                                               auth="on" if self.auth_on else "off",
                                               owner=self.platform.owner,
                                               base=str(self._base_url(scope))))  # fmt: skip
+        elif path.startswith("/open/") and method == "GET":
+            await self._open_app(scope, send, path[len("/open/") :])
         elif path.startswith(("/api/", "/queue/")) or path in ("/upload", "/logout", "/whoami"):
             refusal = self._check(scope)
             if refusal is not None:
@@ -182,6 +186,22 @@ class Dashboard:
         sid = self.sessions.create(key.id)
         secure = self.platform.config.scheme == "https"
         await _redirect(send, f"{PREFIX}/", [(b"set-cookie", set_cookie(sid, secure))])
+
+    async def _open_app(self, scope: Scope, send: Any, rest: str) -> None:
+        """`/dashboard/open/{owner}/{app}`: the app's web UI with a browser session for it
+        (tidal.gateway.browser), standing for this dashboard session's key."""
+        owner, _, app = rest.strip("/").partition("/")
+        if (owner, app) not in self.platform.controller.deployments:
+            await send_error(send, 404, "app_not_found", f"no app {app!r} of owner {owner!r}")
+            return
+        if not self._signed_in(scope):
+            await _redirect(send, f"{PREFIX}/login")
+            return
+        key_id = self._session_key(scope) if self.auth_on else None
+        browser = self.platform.auth.browser
+        extra = [] if key_id is None or browser is None else [
+            (b"set-cookie", browser.start(key_id, owner, app))]  # fmt: skip
+        await _redirect(send, f"/{owner}/{app}/", extra)
 
     async def _sign_out(self, scope: Scope, send: Any) -> None:
         self.sessions.drop(cookie_of(scope.get("headers") or []))

@@ -53,10 +53,13 @@ class SessionStore:
         self.max_seconds = max_seconds
         self._cache: dict[str, Session] = {}
 
-    def create(self, key_id: str) -> str:
-        """A new session for the key `key_id`; returns the cookie's id (never stored)."""
+    def create(self, key_id: str, bind: str = "") -> str:
+        """A new session for the key `key_id`; returns the cookie's id (never stored).
+        `bind` names what else it is valid for (an app's browser session: its path), so
+        the same id presented elsewhere matches nothing."""
         now = time.time()
         sid = secrets.token_urlsafe(32)
+        digest = _hash(bind + sid)
         with self._engine.begin() as conn:
             # Expired sessions go as new ones come: no timer needed.
             conn.execute(
@@ -68,16 +71,16 @@ class SessionStore:
                     "INSERT INTO dashboard_sessions (id_hash, key_id, created_at, seen_at) "
                     "VALUES (:h, :k, :now, :now)"
                 ),
-                {"h": _hash(sid), "k": key_id, "now": now},
+                {"h": digest, "k": key_id, "now": now},
             )
-        self._cache[_hash(sid)] = Session(key_id, now, now, now, time.monotonic())
+        self._cache[digest] = Session(key_id, now, now, now, time.monotonic())
         return sid
 
-    def get(self, sid: str | None) -> Session | None:
+    def get(self, sid: str | None, bind: str = "") -> Session | None:
         """The live session behind a cookie's id, else None."""
         if not sid or len(sid) > 128:
             return None
-        digest = _hash(sid)
+        digest = _hash(bind + sid)
         session = self._cache.get(digest)
         if session is None or time.monotonic() - session.checked_at > REVALIDATE_SECONDS:
             session = self._load(digest)
@@ -85,7 +88,7 @@ class SessionStore:
             return None
         now = time.time()
         if now - session.seen > self.idle_seconds or now - session.created > self.max_seconds:
-            self.drop(sid)
+            self.drop(sid, bind)
             return None
         session.seen = now
         if now - session.seen_written >= SEEN_WRITE_SECONDS:
@@ -97,13 +100,17 @@ class SessionStore:
                 )
         return session
 
-    def drop(self, sid: str | None) -> None:
+    def drop(self, sid: str | None, bind: str = "") -> bool:
+        """End a session; True when this call ended it (a one-time link is used once)."""
         if not sid:
-            return
-        digest = _hash(sid)
+            return False
+        digest = _hash(bind + sid)
         self._cache.pop(digest, None)
         with self._engine.begin() as conn:
-            conn.execute(text("DELETE FROM dashboard_sessions WHERE id_hash = :h"), {"h": digest})
+            gone = conn.execute(
+                text("DELETE FROM dashboard_sessions WHERE id_hash = :h"), {"h": digest}
+            )
+        return bool(gone.rowcount)
 
     def _load(self, digest: str) -> Session | None:
         self._cache.pop(digest, None)

@@ -5,7 +5,9 @@ With the platform's `auth` setting on, a request carries `Authorization: Key <id
 - `/api/v1/health`: open (load balancers and `tidal doctor` probe it);
 - `/api/...` (the control plane): an `admin` key;
 - `/{owner}/{app}/...`, `/queue/{owner}/{app}/...` and WebSockets to apps: an `invoke` or
-  `admin` key, or none at all when the app was deployed public;
+  `admin` key, or none at all when the app was deployed public; `/{owner}/{app}/...`
+  also takes a browser session cookie for that app (tidal.gateway.browser), and a GET
+  with a one-time `?tidal_link=` token is answered with that cookie and a redirect;
 - `/files/...`: open. A file's URL holds a random 128-bit id, unguessable, and it is
   handed to whoever called the app (and put in `<img src>` tags, which send no header).
 - `/metrics`: an `admin` key, unless the platform's `metrics_open` setting is on.
@@ -27,6 +29,8 @@ from typing import Any
 
 from tidal.asgi import send_error
 from tidal.control.keys import ADMIN, KeyInfo, KeyStore
+from tidal.gateway.affinity import cookie_value
+from tidal.gateway.browser import COOKIE, BrowserSessions, link_in, without_link
 
 Scope = dict[str, Any]
 IsPublic = Callable[[str, str], bool]
@@ -43,6 +47,8 @@ class Authenticator:
         self.enabled = enabled
         self.is_public = is_public
         self.metrics_open = metrics_open
+        # Private apps' browser sessions; set by the platform (it owns the session store).
+        self.browser: BrowserSessions | None = None
 
     @classmethod
     def for_platform(cls, store: KeyStore, config: Any, is_public: IsPublic) -> Authenticator:
@@ -58,6 +64,11 @@ class Authenticator:
         WebSocket closed, and False is returned."""
         if not self.enabled:
             return True
+        if self.browser is not None and (token := link_in(scope)):
+            owner, app = _owner_app(scope["path"])
+            if owner and app and _app_path(scope["path"]):
+                await self._open_link(token, owner, app, scope, send)
+                return False
         refusal = self.check(scope)
         if refusal is None:
             return True
@@ -85,6 +96,7 @@ class Authenticator:
             if refusal is not None:
                 return refusal
             assert key is not None
+            scope["tidal.key_id"] = key.id  # who asks: browser links are opened as them
             if key.scope != ADMIN:
                 return (
                     403,
@@ -97,8 +109,30 @@ class Authenticator:
             return None  # unguessable ids: see the module's docstring
         owner, app = _owner_app(path)
         public = bool(owner and app and self.is_public(owner, app))
+        keyed = _has_key(scope)
         _, refusal = self._key(scope, strip=True, check=not public)
-        return None if public else refusal
+        if public or refusal is None:
+            return None
+        if (
+            self.browser is not None and owner and app and _app_path(path)
+            and not keyed and cookie_value(scope.get("headers") or [], COOKIE)
+        ):  # fmt: skip
+            return self.browser.admit(scope, owner, app)
+        return refusal
+
+    async def _open_link(self, token: str, owner: str, app: str, scope: Scope, send: Any) -> None:
+        assert self.browser is not None
+        cookie = self.browser.open_link(token, owner, app)
+        if cookie is None:
+            await send_error(send, 401, "unauthorized",
+                             "this link has expired or was used already; get a new one with "
+                             f"`tidal apps open {app}` or open the app from the dashboard")  # fmt: skip
+            return
+        await send({"type": "http.response.start", "status": 303, "headers": [
+            (b"location", without_link(scope)), (b"set-cookie", cookie),
+            (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer"),
+            (b"content-length", b"0")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b""})
 
     def _key(
         self, scope: Scope, strip: bool, check: bool = True
@@ -112,7 +146,11 @@ class Authenticator:
         if not check:
             return None, None
         if not ours:
-            return None, (401, "unauthorized", f"this needs an API key: {HOW}")
+            return None, (
+                401, "unauthorized",
+                f"this needs an API key: {HOW}; in a browser, open the app with "
+                "`tidal apps open APP` or from the dashboard",
+            )  # fmt: skip
         if len(ours) > 1:
             return None, (401, "unauthorized", "send one Authorization header, not several")
         presented = ours[0][4:].decode("latin-1").strip()
@@ -124,6 +162,18 @@ class Authenticator:
                 "the API key is not valid (malformed, unknown or revoked); " + HOW,
             )
         return key, None
+
+
+def _has_key(scope: Scope) -> bool:
+    return any(
+        k.lower() == b"authorization" and v[:4].lower() == b"key "
+        for k, v in scope.get("headers") or []
+    )
+
+
+def _app_path(path: str) -> bool:
+    """A sync path to an app (not the queue's): where browser sessions apply."""
+    return not path.startswith(("/queue/", "/api/", "/files/", "/dashboard"))
 
 
 def _owner_app(path: str) -> tuple[str, str]:
