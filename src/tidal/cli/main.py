@@ -336,6 +336,23 @@ def apps_show(name: str, as_json: JsonFlag = False) -> None:
         out().print(f"[yellow]note:[/] {note}")
 
 
+@apps_cmd.command("open")
+def apps_open(
+    name: str,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the link only; open nothing.")
+    ] = False,
+) -> None:
+    """Open an app's web UI in a browser; for a private app, through a one-time link (a
+    minute) that signs this browser in to that app only, never handing it your key."""
+    v = client().post(f"/api/v1/apps/{name}/open")
+    print(v["url"])
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(v["url"])
+
+
 @apps_cmd.command("delete")
 def apps_delete(name: str) -> None:
     """Delete an app and stop its runners."""

@@ -8,6 +8,10 @@ request checks that key is still an unrevoked admin key, so revoking it ends its
 sessions. Sessions are in the platform's database, so a restart keeps them and every
 gateway replica behind a load balancer knows them; each replica caches a session for a
 few seconds, which is how late a sign-out elsewhere is seen.
+
+The same store keeps private apps' browser sessions and one-time links
+(tidal.gateway.browser): their ids are hashed together with what they are bound to (the
+app's path), so an id is valid nowhere else.
 """
 
 from __future__ import annotations
