@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -56,3 +58,70 @@ def test_run_starts_a_platform_deploys_serves_and_cleans_up() -> None:
     assert any("Removed run-server" in line for line in lines)
     with pytest.raises(httpx.ConnectError):  # the embedded platform is gone too
         httpx.get(f"{platform_url}/api/v1/health", timeout=2)
+
+
+def test_run_reload_picks_up_an_edit_with_no_failed_call(tmp_path: Path) -> None:
+    """`tidal run --reload` of an App: an edit becomes a new revision, rolled out
+    ready-first, while a client keeps calling; no call fails, /data is kept."""
+    folder = tmp_path / "reloadable"
+    shutil.copytree(Path(__file__).parent / "apps" / "reloadable", folder)
+    env = {**os.environ, "TIDAL_URL": f"http://127.0.0.1:{free_port()}", "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidal", "run", "app.py::Reloadable", "--reload"],
+        cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    calls: list[tuple[int, str]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+    try:
+        url = wait_for(
+            lambda: next((m.group(1) for line in lines if (m := re.search(r"at (http://\S+)", line))), None),
+            timeout=90, what="tidal run to print the app's URL",
+        )  # fmt: skip
+        wait_for(lambda: any("Watching" in line for line in lines), timeout=10)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            assert http.post("/remember", json={"text": "kept across reloads"}).status_code == 200
+
+            def keep_calling() -> None:
+                while not stop.is_set():
+                    try:
+                        resp = http.get("/version")
+                        if resp.status_code != 200:
+                            failures.append(f"{resp.status_code} {resp.text}")
+                        else:
+                            calls.append((resp.status_code, resp.json()["version"]))
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+                    time.sleep(0.02)
+
+            caller = threading.Thread(target=keep_calling)
+            caller.start()
+            wait_for(lambda: len(calls) >= 5, timeout=30, what="calls to v1")
+            app_py = folder / "app.py"
+            app_py.write_text(app_py.read_text().replace('VERSION = "v1"', 'VERSION = "v2"'))
+            wait_for(
+                lambda: calls and calls[-1][1] == "v2", timeout=90, what="the edit to be served"
+            )
+            stop.set()
+            caller.join(30)
+            assert http.get("/recall").json() == {"note": "kept across reloads"}
+        assert not failures, failures[:5]
+        versions = [v for _, v in calls]
+        assert versions[0] == "v1" and versions[-1] == "v2"
+        # Once the new revision answers, the old one is no longer routed to.
+        assert "v1" not in versions[versions.index("v2") + 5 :]
+        wait_for(lambda: any("revision 2 live in" in line for line in lines), timeout=30)
+    finally:
+        stop.set()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    reader.join(5)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    print("".join(line for line in lines if "revision" in line or "changed" in line))
+    assert code == 0, "".join(lines)
+    assert any("app.py changed: redeploying" in line for line in lines), "".join(lines)
+    assert any("Removed reloadable" in line for line in lines)

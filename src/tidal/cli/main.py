@@ -213,7 +213,7 @@ def server(
 
 @app.command()
 def deploy(
-    target: Annotated[str, typer.Argument(help="FILE.py::NAME of a @tidal.function.")],
+    target: Annotated[str, typer.Argument(help="FILE.py::NAME of a @tidal.function or tidal.App.")],
     app_name: Annotated[
         str | None, typer.Option("--app-name", help="Name of the app (default: the function's).")
     ] = None,
@@ -260,6 +260,15 @@ def deploy(
 def run(
     target: Annotated[str, typer.Argument(help="FILE.py::NAME of a @tidal.function or tidal.App.")],
     app_name: Annotated[str | None, typer.Option("--app-name")] = None,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="Redeploy on every saved change to the app's Python files: a new revision, "
+            "rolled out ready-first (the old runner serves until the new one is ready), "
+            "logs keep streaming, /data is kept.",
+        ),
+    ] = False,
 ) -> None:
     """Deploy an ephemeral app, stream its logs, and remove it on Ctrl-C.
 
@@ -267,7 +276,7 @@ def run(
     """
     from tidal.cli.run import run_app
 
-    run_app(client(), target, app_name, out())
+    run_app(client(), target, app_name, out(), reload=reload)
 
 
 def _ago(ts: float | None) -> str:
