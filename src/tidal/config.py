@@ -41,6 +41,8 @@ class PlatformConfig:
     secrets_key_file: Path | None = None
     # How long the queue keeps a completed request's result.
     queue_result_ttl_seconds: float = 7 * 24 * 3600
+    # ... and at most this many of an app's finished results (the oldest go first).
+    queue_results_per_app: int = 10_000
     # How long the request records behind the dashboard's analytics and errors are kept.
     records_retention_seconds: float = 7 * 24 * 3600
     # Serve /metrics without an API key (otherwise it needs an admin key, like /api/).

@@ -168,7 +168,9 @@ class Platform:
     async def _sync_registry(self) -> None:
         versions = await asyncio.to_thread(self.registry.versions)
         for key in [k for k in self.controller.deployments if k not in versions]:
+            self.queue.stop_running(*key)
             await self.controller.remove(*key)
+            await self.queue.end_app(*key)
         for key, version in versions.items():
             dep = self.controller.deployments.get(key)
             if dep is None or (dep.record.revision, dep.record.updated_at) != version:

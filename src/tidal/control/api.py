@@ -401,7 +401,11 @@ def build_api(platform: Platform) -> FastAPI:
     @api.delete("/api/v1/apps/{name}")
     async def delete_app(name: str) -> dict[str, str]:
         await asyncio.to_thread(platform.registry.delete, owner, name)
+        # Its queue ends with it: running requests stop before its runners do, and what
+        # waits completes with app_deleted once no new request can join.
+        platform.queue.stop_running(owner, name)
         await platform.controller.remove(owner, name)
+        await platform.queue.end_app(owner, name)
         return {"deleted": name}
 
     @api.post("/api/v1/apps/{name}/restart")

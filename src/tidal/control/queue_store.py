@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 # A request in progress when the platform died is run again this many times in all.
@@ -22,6 +22,8 @@ RUNNER_LOSS_ATTEMPTS = 3
 # that stops renewing (it died) loses them, and any platform sharing the queue puts
 # them back in line.
 LEASE_SECONDS = 30.0
+# Results forgotten per transaction: pruning never holds the database for long.
+PURGE_BATCH = 500
 
 
 @dataclass
@@ -47,6 +49,13 @@ class QueuedRequest:
     webhook_url: str | None = None
     webhook_attempts: int = 0
     no_retry: bool = False  # x-fal-no-retry: run at most once
+    priority: int = 0  # claims go by (priority, seq): lower first
+    seq: int = 0  # arrival order, numbered by the database
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds in memory, roughly (bodies dominate)."""
+        return len(self.body) + len(self.response_body or b"") + 512
 
     @classmethod
     def from_row(cls, row: Any) -> QueuedRequest:
@@ -61,7 +70,22 @@ class QueuedRequest:
             response_body=None if m["response_body"] is None else bytes(m["response_body"]),
             error=m["error"], error_type=m["error_type"], webhook_url=m["webhook_url"],
             webhook_attempts=m["webhook_attempts"], no_retry=bool(m["no_retry"]),
+            priority=m["priority"], seq=m["seq"],
         )  # fmt: skip
+
+
+def new_request(
+    owner: str, app: str, method: str, path: str, query: str, headers: list[tuple[str, str]],
+    body: bytes, priority: int, no_retry: bool, webhook_url: str | None = None,
+) -> QueuedRequest:  # fmt: skip
+    """A request about to be stored (its seq comes with the insert)."""
+    return QueuedRequest(
+        id=uuid.uuid4().hex, owner=owner, app=app, method=method, path=path, query=query,
+        headers=headers, body=body, status=IN_QUEUE, attempts=0, created_at=time.time(),
+        started_at=None, completed_at=None, response_status=None, response_headers=[],
+        response_body=None, error=None, error_type=None, webhook_url=webhook_url,
+        no_retry=no_retry, priority=priority,
+    )  # fmt: skip
 
 
 class QueueStore:
@@ -69,28 +93,87 @@ class QueueStore:
         self._engine = engine
         # This platform's name in `claimed_by` (stable across its restarts).
         self.holder = holder
+        # Platforms may share the queue (PostgreSQL): this one's memory is then not the
+        # whole queue, and claims and positions come from the database.
+        self.shared = engine.dialect.name == "postgresql"
         self._lock = threading.Lock()  # one claim at a time: positions stay exact
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     def submit(
         self, owner: str, app: str, method: str, path: str, query: str,
         headers: list[tuple[str, str]], body: bytes, priority: int, no_retry: bool,
         webhook_url: str | None = None,
     ) -> str:  # fmt: skip
-        request_id = uuid.uuid4().hex
+        item = new_request(owner, app, method, path, query, headers, body, priority, no_retry,
+                           webhook_url)  # fmt: skip
         with self._engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO queue_requests (id, owner, app, method, path, query, headers, "
-                    "body, priority, status, no_retry, created_at, webhook_url) VALUES (:id, "
-                    ":owner, :app, :method, :path, :query, :headers, :body, :priority, :status, "
-                    ":no_retry, :now, :webhook_url)"
-                ),
-                {"id": request_id, "owner": owner, "app": app, "method": method, "path": path,
-                 "query": query, "headers": json.dumps(headers), "body": body,
-                 "priority": priority, "status": IN_QUEUE, "no_retry": int(no_retry),
-                 "now": time.time(), "webhook_url": webhook_url},
-            )  # fmt: skip
-        return request_id
+            self.insert(conn, item)
+        return item.id
+
+    def insert(self, conn: Connection, item: QueuedRequest) -> int:
+        """Store a new request (in the caller's transaction); its seq, also set on it."""
+        item.seq = int(conn.execute(
+            text(
+                "INSERT INTO queue_requests (id, owner, app, method, path, query, headers, "
+                "body, priority, status, no_retry, created_at, webhook_url) VALUES (:id, "
+                ":owner, :app, :method, :path, :query, :headers, :body, :priority, :status, "
+                ":no_retry, :now, :webhook_url) RETURNING seq"
+            ),
+            {"id": item.id, "owner": item.owner, "app": item.app, "method": item.method,
+             "path": item.path, "query": item.query, "headers": json.dumps(item.headers),
+             "body": item.body, "priority": item.priority, "status": IN_QUEUE,
+             "no_retry": int(item.no_retry), "now": item.created_at,
+             "webhook_url": item.webhook_url},
+        ).scalar_one())  # fmt: skip
+        return item.seq
+
+    def mark_claimed(self, conn: Connection, request_id: str, now: float) -> bool:
+        """A waiting request this platform handed to a slot from memory: in progress,
+        one attempt more, held under this platform's lease. False if it was not
+        waiting (cancelled, or another platform's claim came first)."""
+        return bool(conn.execute(
+            text(
+                "UPDATE queue_requests SET status = :p, started_at = :now, "
+                "attempts = attempts + 1, claimed_by = :h, lease_until = :until "
+                "WHERE id = :id AND status = :q"
+            ),
+            {"p": IN_PROGRESS, "q": IN_QUEUE, "now": now, "id": request_id, "h": self.holder,
+             "until": now + LEASE_SECONDS},
+        ).rowcount)  # fmt: skip
+
+    def waiting_lines(self) -> list[tuple[str, str, int, int, str]]:
+        """Every waiting request as (owner, app, priority, seq, id): what a platform
+        that alone uses the database keeps in memory to hand out and to place."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT owner, app, priority, seq, id FROM queue_requests WHERE status = :q"),
+                {"q": IN_QUEUE},
+            ).all()
+        return [(r.owner, r.app, r.priority, r.seq, r.id) for r in rows]
+
+    def end_app(self, conn: Connection, owner: str, app: str, error: str) -> list[QueuedRequest]:
+        """Complete every waiting request of an app that is gone (`app_deleted`); the
+        requests so ended, as they now are."""
+        rows = conn.execute(
+            text("SELECT * FROM queue_requests WHERE owner = :o AND app = :a AND status = :q"),
+            {"o": owner, "a": app, "q": IN_QUEUE},
+        ).all()
+        now = time.time()
+        conn.execute(
+            text(
+                "UPDATE queue_requests SET status = :c, completed_at = :now, error = :e, "
+                "error_type = 'app_deleted' WHERE owner = :o AND app = :a AND status = :q"
+            ),
+            {"c": COMPLETED, "now": now, "e": error, "o": owner, "a": app, "q": IN_QUEUE},
+        )
+        ended = [QueuedRequest.from_row(r) for r in rows]
+        for item in ended:
+            item.status, item.completed_at = COMPLETED, now
+            item.error, item.error_type = error, "app_deleted"
+        return ended
 
     def get(self, request_id: str) -> QueuedRequest | None:
         with self._engine.connect() as conn:
@@ -137,7 +220,7 @@ class QueueStore:
         return {(r.owner, r.app) for r in rows}
 
     def claim_next(self, owner: str, app: str) -> QueuedRequest | None:
-        if self._engine.dialect.name == "postgresql":
+        if self.shared:
             return self._claim_shared(owner, app)
         with self._lock, self._engine.begin() as conn:
             row = conn.execute(
@@ -180,25 +263,57 @@ class QueueStore:
             ).first()  # fmt: skip
         return None if row is None else QueuedRequest.from_row(row)
 
-    def purge(self, older_than_seconds: float) -> int:
-        """Forget results completed longer ago than the retention time."""
+    def purge(self, older_than_seconds: float, batch: int = PURGE_BATCH) -> int:
+        """Forget up to `batch` results completed longer ago than the retention time
+        (the caller repeats while a full batch went): a short transaction each."""
         with self._engine.begin() as conn:
             return int(conn.execute(
-                text("DELETE FROM queue_requests WHERE status = :c AND completed_at < :t"),
-                {"c": COMPLETED, "t": time.time() - older_than_seconds},
+                text("DELETE FROM queue_requests WHERE seq IN (SELECT seq FROM queue_requests "
+                     "WHERE status = :c AND completed_at < :t LIMIT :n)"),
+                {"c": COMPLETED, "t": time.time() - older_than_seconds, "n": batch},
+            ).rowcount)  # fmt: skip
+
+    def over_cap(self, keep: int) -> list[tuple[str, str]]:
+        """Apps holding more than `keep` finished results."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT owner, app FROM queue_requests WHERE status = :c "
+                     "GROUP BY owner, app HAVING count(*) > :k"),
+                {"c": COMPLETED, "k": keep},
+            ).all()  # fmt: skip
+        return [(r.owner, r.app) for r in rows]
+
+    def trim(self, owner: str, app: str, keep: int, batch: int = PURGE_BATCH) -> int:
+        """Forget up to `batch` of the app's oldest results beyond its newest `keep`."""
+        with self._engine.begin() as conn:
+            cut = conn.execute(
+                text("SELECT completed_at FROM queue_requests WHERE owner = :o AND app = :a "
+                     "AND status = :c ORDER BY completed_at DESC LIMIT 1 OFFSET :k"),
+                {"o": owner, "a": app, "c": COMPLETED, "k": keep},
+            ).scalar()  # fmt: skip
+            if cut is None:
+                return 0
+            return int(conn.execute(
+                text("DELETE FROM queue_requests WHERE seq IN (SELECT seq FROM queue_requests "
+                     "WHERE owner = :o AND app = :a AND status = :c AND completed_at <= :t "
+                     "LIMIT :n)"),
+                {"o": owner, "a": app, "c": COMPLETED, "t": cut, "n": batch},
             ).rowcount)  # fmt: skip
 
     def requeue(self, request_id: str, ran: bool = True) -> None:
         """Back in line at its place. `ran=False`: it never reached a runner, so the
         claim does not count as an attempt."""
         with self._engine.begin() as conn:
-            conn.execute(
-                text(
-                    "UPDATE queue_requests SET status = :s, claimed_by = NULL, "
-                    "lease_until = NULL, attempts = attempts - :refund WHERE id = :id"
-                ),
-                {"s": IN_QUEUE, "id": request_id, "refund": 0 if ran else 1},
-            )
+            self.requeue_in(conn, request_id, ran)
+
+    def requeue_in(self, conn: Connection, request_id: str, ran: bool = True) -> None:
+        conn.execute(
+            text(
+                "UPDATE queue_requests SET status = :s, claimed_by = NULL, "
+                "lease_until = NULL, attempts = attempts - :refund WHERE id = :id"
+            ),
+            {"s": IN_QUEUE, "id": request_id, "refund": 0 if ran else 1},
+        )
 
     def complete(
         self, request_id: str, status: int | None, headers: list[tuple[str, str]],
@@ -206,15 +321,24 @@ class QueueStore:
     ) -> bool:  # fmt: skip
         """Record the outcome; False when it was already complete (e.g. cancelled)."""
         with self._engine.begin() as conn:
-            done = conn.execute(
-                text(
-                    "UPDATE queue_requests SET status = :s, completed_at = :now, "
-                    "response_status = :rs, response_headers = :rh, response_body = :rb, "
-                    "error = :e, error_type = :et WHERE id = :id AND status != :s"
-                ),
-                {"s": COMPLETED, "now": time.time(), "rs": status, "rh": json.dumps(headers),
-                 "rb": body, "e": error, "et": error_type, "id": request_id},
-            )  # fmt: skip
+            return self.complete_in(
+                conn, request_id, status, headers, body, error, error_type, time.time()
+            )
+
+    def complete_in(
+        self, conn: Connection, request_id: str, status: int | None,
+        headers: list[tuple[str, str]], body: bytes | None, error: str | None,
+        error_type: str | None, now: float,
+    ) -> bool:  # fmt: skip
+        done = conn.execute(
+            text(
+                "UPDATE queue_requests SET status = :s, completed_at = :now, "
+                "response_status = :rs, response_headers = :rh, response_body = :rb, "
+                "error = :e, error_type = :et WHERE id = :id AND status != :s"
+            ),
+            {"s": COMPLETED, "now": now, "rs": status, "rh": json.dumps(headers),
+             "rb": body, "e": error, "et": error_type, "id": request_id},
+        )  # fmt: skip
         return bool(done.rowcount)
 
     def recover(self, restarted: bool = True) -> tuple[int, int]:

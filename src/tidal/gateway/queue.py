@@ -16,7 +16,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -24,16 +25,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tidal.backends.base import Runner
+from tidal.control.group_commit import GroupCommit
 from tidal.control.queue_store import (
     COMPLETED,
+    IN_PROGRESS,
     IN_QUEUE,
     LEASE_SECONDS,
+    PURGE_BATCH,
     RUNNER_LOSS_ATTEMPTS,
     QueuedRequest,
     QueueStore,
+    new_request,
 )
 from tidal.gateway.http1 import UpstreamConnectError
 from tidal.gateway.proxy import Gateway, _Progress, _Upstream
+from tidal.gateway.queue_memory import Held, Lines
 from tidal.gateway.router import RouterError
 from tidal.gateway.webhooks import WebhookSender, valid_url
 from tidal.observe.records import QUEUE, RequestRecord, cold_start_of
@@ -58,10 +64,18 @@ class QueueService:
         self.store = store
         self.controller = controller
         self.gateway = gateway
+        # Submits, claims and completions: batched into few transactions, off the loop.
+        self.writes = GroupCommit(store.engine)
+        # This platform's memory of the queue (tidal.gateway.queue_memory): the lines
+        # only where it alone uses the database, so they are the whole queue.
+        self.lines: Lines | None = None if store.shared else Lines()
+        self.held = Held()
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._dispatchers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._unclaimed: dict[tuple[str, str], int] = {}  # workers not yet holding a request
         self._running: dict[str, asyncio.Task[None]] = {}  # request id -> its worker
+        self._running_app: dict[str, tuple[str, str]] = {}  # request id -> its app
+        self._ending: dict[str, tuple[str, str]] = {}  # request id -> why it was stopped
         self._workers: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
@@ -69,18 +83,86 @@ class QueueService:
         # Each finished request is handed to it (tidal.observe.records), if set.
         self.recorder: Recorder | None = None
 
-    def complete(
+    async def submit(self, item: QueuedRequest) -> int | None:
+        """Store a new request (durably: the caller hears of it only after the commit)
+        and put it in line; its position."""
+        await self.writes.run(partial(self.store.insert, item=item))
+        key = (item.owner, item.app)
+        if key not in self.controller.deployments:  # deleted while it was stored
+            await self.end_app(*key)
+            return None
+        if self.lines is not None:
+            self.lines.add(key, item.priority, item.seq, item.id)
+            self.held.hold(item)
+        self.kick(key)
+        return await self.position(item.id)
+
+    async def get(self, request_id: str) -> QueuedRequest | None:
+        """The request as it is now: from memory where this platform holds it."""
+        item = self.held.get(request_id)
+        if item is not None and (self.lines is not None or item.status != IN_QUEUE):
+            return item
+        return await asyncio.to_thread(self.store.get, request_id)
+
+    async def position(self, request_id: str) -> int | None:
+        if self.lines is not None:
+            return self.lines.position(request_id)
+        return await asyncio.to_thread(self.store.position, request_id)
+
+    async def complete(
         self, request_id: str, status: int | None, headers: list[tuple[str, str]],
         body: bytes | None, error: str | None = None, error_type: str | None = None,
         runner: Runner | None = None,
     ) -> None:  # fmt: skip
         """Record the outcome and, where a webhook was asked for, send it (in a task)."""
-        if self.store.complete(request_id, status, headers, body, error, error_type):
-            item = self.store.get(request_id)
-            if item is not None and item.webhook_url:
+        now = time.time()
+        done = await self.writes.run(
+            partial(self.store.complete_in, request_id=request_id, status=status,
+                    headers=headers, body=body, error=error, error_type=error_type, now=now)
+        )  # fmt: skip
+        if not done:
+            return
+        item = self.held.live(request_id) or await asyncio.to_thread(self.store.get, request_id)
+        if item is None:
+            return  # forgotten this instant
+        item.status, item.completed_at = COMPLETED, now
+        item.response_status, item.response_headers = status, headers
+        item.response_body, item.error, item.error_type = body, error, error_type
+        self.held.finished(item)
+        if item.webhook_url:
+            self.webhooks.send(item)
+        if self.recorder is not None:
+            self.recorder.add(_record(item, runner))
+
+    def stop_running(self, owner: str, app: str) -> None:
+        """The app is being deleted: its running requests stop and complete with
+        `app_deleted` (not put back in line, where they would wait for another app)."""
+        for request_id, task in list(self._running.items()):
+            if self._running_app.get(request_id) == (owner, app):
+                self._ending[request_id] = (
+                    f"the app {app!r} was deleted while this request ran",
+                    "app_deleted",
+                )
+                task.cancel()
+
+    async def end_app(self, owner: str, app: str) -> int:
+        """The app is deleted (and gone from the controller): its waiting requests
+        complete with `app_deleted`, their webhooks sent, so none runs on an app
+        deployed later under the same name. How many were ended."""
+        key = (owner, app)
+        if (dispatcher := self._dispatchers.pop(key, None)) is not None:
+            dispatcher.cancel()
+        self._wake.pop(key, None)
+        if self.lines is not None:
+            self.lines.drop(key)
+        error = f"the app {app!r} was deleted before this request ran"
+        ended = await self.writes.run(partial(self.store.end_app, owner=owner, app=app,
+                                              error=error))  # fmt: skip
+        for item in ended:
+            self.held.finished(item)
+            if item.webhook_url:
                 self.webhooks.send(item)
-            if item is not None and self.recorder is not None:
-                self.recorder.add(_record(item, runner))
+        return len(ended)
 
     def start(self) -> None:
         retried, failed = self.store.recover()
@@ -88,19 +170,48 @@ class QueueService:
             log.warning(
                 "queue after restart: %d request(s) to run again, %d failed", retried, failed
             )
-        for key in self.store.apps_waiting():
+        self._load_lines()
+        keys = self.lines.keys() if self.lines is not None else self.store.apps_waiting()
+        for key in keys:
             self.kick(key)
         self._purger = asyncio.create_task(self._purge_results())
         self._leases = asyncio.create_task(self._keep_leases())
         if owed := self.webhooks.resume():
             log.info("queue after restart: %d webhook(s) to deliver", owed)
 
+    def _load_lines(self) -> None:
+        if self.lines is None:
+            return
+        self.lines.clear()
+        for owner, app, priority, seq, request_id in self.store.waiting_lines():
+            self.lines.add((owner, app), priority, seq, request_id)
+
     async def _purge_results(self) -> None:
-        ttl = self.controller.config.queue_result_ttl_seconds
+        """Forget results past the TTL, and each app's beyond its newest
+        `queue_results_per_app`, in short batches, in a thread: never on the hot path."""
+        config = self.controller.config
+        ttl, keep = config.queue_result_ttl_seconds, config.queue_results_per_app
         while True:
-            if removed := self.store.purge(ttl):
-                log.info("queue: forgot %d result(s) older than %ds", removed, ttl)
-            await asyncio.sleep(min(3600.0, max(1.0, ttl / 10)))
+            try:
+                removed = await self._in_batches(lambda: self.store.purge(ttl))
+                for owner, app in await asyncio.to_thread(self.store.over_cap, keep):
+                    removed += await self._in_batches(partial(self.store.trim, owner, app, keep))
+                if removed:
+                    self.held.forget_finished()
+                    log.info("queue: forgot %d old result(s)", removed)
+            except Exception:  # the database may be away for a moment; try next time
+                log.exception("queue: pruning old results failed")
+            await asyncio.sleep(min(600.0, max(1.0, ttl / 10)))
+
+    @staticmethod
+    async def _in_batches(batch: Callable[[], int]) -> int:
+        total = 0
+        while (removed := await asyncio.to_thread(batch)) > 0:
+            total += removed
+            if removed < PURGE_BATCH:
+                break
+            await asyncio.sleep(0.05)  # let the queue's own writes in between
+        return total
 
     async def _keep_leases(self) -> None:
         """Renew the leases of what this platform runs, and put back in line what a
@@ -108,8 +219,8 @@ class QueueService:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
             try:
-                self.store.renew_leases()
-                retried, failed = self.store.recover(restarted=False)
+                await asyncio.to_thread(self.store.renew_leases)
+                retried, failed = await asyncio.to_thread(self.store.recover, False)
             except Exception:  # the database may be away for a moment; try next time
                 log.exception("queue: renewing leases failed")
                 continue
@@ -119,7 +230,9 @@ class QueueService:
                     retried,
                     failed,
                 )
-                for key in self.store.apps_waiting():
+                await asyncio.to_thread(self._load_lines)
+                keys = self.lines.keys() if self.lines is not None else self.store.apps_waiting()
+                for key in keys:
                     self.kick(key)
 
     async def close(self) -> None:
@@ -130,6 +243,7 @@ class QueueService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.writes.close)  # what is queued is written
         await self.webhooks.close()  # undelivered ones go out on the next start
 
     def kick(self, key: tuple[str, str]) -> None:
@@ -137,6 +251,11 @@ class QueueService:
             self._wake[key] = asyncio.Event()
             self._dispatchers[key] = asyncio.create_task(self._dispatch(key))
         self._wake[key].set()
+
+    async def _waiting(self, key: tuple[str, str]) -> int:
+        if self.lines is not None:
+            return self.lines.count(key)
+        return await asyncio.to_thread(self.store.waiting, *key)
 
     async def _dispatch(self, key: tuple[str, str]) -> None:
         wake = self._wake[key]
@@ -152,7 +271,7 @@ class QueueService:
             # the app's router, which is what scales it up, and in line with sync
             # callers (FIFO), so a steady sync load can't starve the queue.
             limit = self.controller.ceiling(dep) * options.max_multiplexing
-            waiting = self.store.waiting(*key)
+            waiting = await self._waiting(key)
             unclaimed = self._unclaimed.get(key, 0)
             while unclaimed < min(waiting, limit):
                 unclaimed += 1
@@ -160,6 +279,33 @@ class QueueService:
                 self._workers.add(task)
                 task.add_done_callback(self._workers.discard)
             self._unclaimed[key] = unclaimed
+
+    async def _claim(self, key: tuple[str, str]) -> QueuedRequest | None:
+        """The next request in line, now in progress here. Where this platform alone
+        uses the database, it is the head of the line in memory, handed over at once;
+        the claim is written in the next group commit (a platform that dies before
+        then runs it again: at-least-once either way)."""
+        if self.lines is None:
+            return await asyncio.to_thread(self.store.claim_next, *key)
+        request_id = self.lines.pop(key)
+        if request_id is None:
+            return None
+        item = self.held.live(request_id) or await asyncio.to_thread(self.store.get, request_id)
+        if item is None:
+            return None
+        now = time.time()
+        self.writes.later(partial(self.store.mark_claimed, request_id=request_id, now=now))
+        item.status, item.started_at, item.attempts = IN_PROGRESS, now, item.attempts + 1
+        return item
+
+    async def _requeue(self, item: QueuedRequest, ran: bool = True) -> None:
+        """Back in line at its place (see QueueStore.requeue)."""
+        await self.writes.run(partial(self.store.requeue_in, request_id=item.id, ran=ran))
+        item.status, item.attempts = IN_QUEUE, item.attempts - (0 if ran else 1)
+        if self.lines is not None:
+            self.lines.add((item.owner, item.app), item.priority, item.seq, item.id)
+        else:
+            self.held.drop(item.id)  # another platform may claim it now
 
     async def _work(self, key: tuple[str, str], dep: Deployment) -> None:
         """Wait for a runner slot, then take the next stored request (so the order and
@@ -174,20 +320,26 @@ class QueueService:
             return
         try:
             self._unclaimed[key] -= 1
-            claimed = self.store.claim_next(*key)
+            claimed = await self._claim(key)
+            if claimed is not None:
+                self.held.hold(claimed)
             if claimed is not None and (late := _missed_start(claimed)):
-                self.complete(claimed.id, None, [], None, late, "request_timeout")
+                await self.complete(claimed.id, None, [], None, late, "request_timeout")
             elif claimed is not None:
                 runner = dep.router.prefer(runner, runner_hint(claimed.headers))
                 task = asyncio.current_task()
                 assert task is not None
                 self._running[claimed.id] = task
+                self._running_app[claimed.id] = key
                 await self._run(dep, runner, claimed)
         finally:
             dep.router.release(runner)
             if claimed is not None:
                 self._running.pop(claimed.id, None)
-            self.kick(key)
+                self._running_app.pop(claimed.id, None)
+                self._ending.pop(claimed.id, None)
+            if key in self._dispatchers:
+                self.kick(key)
 
     async def _run(self, dep: Deployment, runner: Runner, item: QueuedRequest) -> None:
         status, headers, body = 0, [], b""
@@ -212,25 +364,27 @@ class QueueService:
             async with asyncio.timeout(timeout):
                 await self.gateway._forward(capture, runner, upstream, _Progress())
         except asyncio.CancelledError:
-            self.complete(item.id, None, [], None, "the request was cancelled", "request_cancelled",
-                          runner)  # fmt: skip
+            why, kind = self._ending.get(
+                item.id, ("the request was cancelled", "request_cancelled")
+            )
+            await self.complete(item.id, None, [], None, why, kind, runner)
             raise
         except TimeoutError:
-            self.complete(item.id, 504, [], None,
+            await self.complete(item.id, 504, [], None,
                                 f"the request did not finish within request_timeout ({timeout}s)",
                                 "request_timeout", runner)  # fmt: skip
             return
         except UpstreamConnectError:
             # Nothing reached a runner: back in the queue, at its place.
             self.controller.suspect(dep, runner)
-            self.store.requeue(item.id, ran=False)
+            await self._requeue(item, ran=False)
             return
         except OSError as exc:
             self.controller.suspect(dep, runner)
             if not item.no_retry and item.attempts < RUNNER_LOSS_ATTEMPTS:
-                self.store.requeue(item.id)  # lost mid-request: again, on another runner
+                await self._requeue(item)  # lost mid-request: again, on another runner
                 return
-            self.complete(item.id, 502, [], None,
+            await self.complete(item.id, 502, [], None,
                                 f"runner {runner.id} failed while serving the request ({exc})",
                                 "runner_connection_error", runner)  # fmt: skip
             return
@@ -241,15 +395,15 @@ class QueueService:
         ):
             # fal's rule: a runner that is unavailable, timed out or overloaded gets the
             # request run again (the next free slot), up to the bound; the last answer stays.
-            self.store.requeue(item.id)
+            await self._requeue(item)
             return
         error = error_type = None
         if status >= 400:
             error, error_type = _error_of(headers, body, status)
-        self.complete(item.id, status, headers, body, error, error_type, runner)
+        await self.complete(item.id, status, headers, body, error, error_type, runner)
 
-    def cancel(self, request_id: str) -> tuple[int, str]:
-        item = self.store.get(request_id)
+    async def cancel(self, request_id: str) -> tuple[int, str]:
+        item = await self.get(request_id)
         if item is None:
             return 404, "NOT_FOUND"
         if item.status == COMPLETED:
@@ -258,7 +412,9 @@ class QueueService:
         if task is not None:
             task.cancel()  # the runner sees its connection close
         else:
-            self.complete(request_id, None, [], None, "the request was cancelled",
+            if self.lines is not None:
+                self.lines.remove(request_id)
+            await self.complete(request_id, None, [], None, "the request was cancelled",
                                 "request_cancelled")  # fmt: skip
         return 202, "CANCELLATION_REQUESTED"
 
@@ -332,7 +488,6 @@ def runner_hint(headers: list[tuple[str, str]]) -> str | None:
 def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
     """fal's queue REST API. `owner_apps` resolves (owner, app) to a Deployment."""
     router = APIRouter()
-    store = service.store
     data_dir = service.controller.config.data_dir
 
     def urls(request: Request, owner: str, app: str, request_id: str) -> dict[str, str]:
@@ -340,11 +495,11 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
         return {"response_url": base, "status_url": f"{base}/status",
                 "cancel_url": f"{base}/cancel"}  # fmt: skip
 
-    def status_of(request: Request, item: QueuedRequest, logs: bool) -> dict[str, Any]:
+    async def status_of(request: Request, item: QueuedRequest, logs: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"status": item.status, "request_id": item.id,
                                **urls(request, item.owner, item.app, item.id)}  # fmt: skip
         if item.status == IN_QUEUE:
-            out["queue_position"] = store.position(item.id)
+            out["queue_position"] = await service.position(item.id)
         if item.status != IN_QUEUE:
             # What an App's endpoint printed while serving it (a direct server's output is
             # in its runner's log: it cannot be told apart per request). fal's clients
@@ -361,34 +516,34 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
                 out["error"], out["error_type"] = item.error, item.error_type
         return out
 
-    def find(owner: str, app: str, request_id: str) -> QueuedRequest | None:
-        item = store.get(request_id)
+    async def find(owner: str, app: str, request_id: str) -> QueuedRequest | None:
+        item = await service.get(request_id)
         return item if item and (item.owner, item.app) == (owner, app) else None
 
     @router.get("/queue/{owner}/{app}/requests/{request_id}/status")
     async def status(
         owner: str, app: str, request_id: str, request: Request, logs: bool = False
     ) -> Response:
-        item = find(owner, app, request_id)
+        item = await find(owner, app, request_id)
         if item is None:
             return JSONResponse({"detail": f"no request {request_id!r}"}, status_code=404)
         code = 200 if item.status == COMPLETED else 202
-        return JSONResponse(status_of(request, item, bool(logs)), status_code=code)
+        return JSONResponse(await status_of(request, item, bool(logs)), status_code=code)
 
     @router.get("/queue/{owner}/{app}/requests/{request_id}/status/stream")
     async def status_stream(
         owner: str, app: str, request_id: str, request: Request, logs: bool = False
     ) -> Response:
-        if find(owner, app, request_id) is None:
+        if await find(owner, app, request_id) is None:
             return JSONResponse({"detail": f"no request {request_id!r}"}, status_code=404)
 
         async def events() -> AsyncIterator[bytes]:
             last = None
             while True:
-                item = store.get(request_id)
+                item = await service.get(request_id)
                 if item is None:
                     return
-                current = status_of(request, item, bool(logs))
+                current = await status_of(request, item, bool(logs))
                 if current != last:
                     yield f"data: {json.dumps(current)}\n\n".encode()
                     last = current
@@ -400,7 +555,7 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
 
     @router.get("/queue/{owner}/{app}/requests/{request_id}")
     async def result(owner: str, app: str, request_id: str) -> Response:
-        item = find(owner, app, request_id)
+        item = await find(owner, app, request_id)
         if item is None:
             return JSONResponse({"detail": f"no request {request_id!r}"}, status_code=404)
         if item.status != COMPLETED:
@@ -417,9 +572,9 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
 
     @router.put("/queue/{owner}/{app}/requests/{request_id}/cancel")
     async def cancel(owner: str, app: str, request_id: str) -> Response:
-        if find(owner, app, request_id) is None:
+        if await find(owner, app, request_id) is None:
             return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
-        code, word = service.cancel(request_id)
+        code, word = await service.cancel(request_id)
         return JSONResponse({"status": word}, status_code=code)
 
     @router.post("/queue/{owner}/{app}/{path:path}")
@@ -452,15 +607,13 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
         if webhook is not None:  # the webhook parameters are the queue's, not the endpoint's
             query = urlencode([(k, v) for k, v in request.query_params.multi_items()
                                if k not in ("fal_webhook", "webhook")])  # fmt: skip
-        request_id = store.submit(
-            owner, app, "POST", "/" + path if path else "/", query, headers, body,
-            priority, no_retry, webhook,
-        )  # fmt: skip
-        service.kick((owner, app))
+        item = new_request(owner, app, "POST", "/" + path if path else "/", query, headers,
+                           body, priority, no_retry, webhook)  # fmt: skip
+        position = await service.submit(item)
         return JSONResponse(
-            {"status": IN_QUEUE, "request_id": request_id, **urls(request, owner, app, request_id),
-             "queue_position": store.position(request_id)},
-            headers={"x-fal-request-id": request_id},
+            {"status": IN_QUEUE, "request_id": item.id, **urls(request, owner, app, item.id),
+             "queue_position": position},
+            headers={"x-fal-request-id": item.id},
         )  # fmt: skip
 
     return router

@@ -1,0 +1,144 @@
+"""A queue's life beside its app's, with the platform in-process on SQLite and
+PostgreSQL: deleting an app ends its queue (waiting requests complete with
+`app_deleted`, their webhooks sent; an app deployed later under the same name starts
+empty), and finished results are pruned to a per-app cap off the hot path."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tidal.backends.local import free_port
+from tidal.config import PlatformConfig
+from tidal.testing import platform_in_thread, wait_for
+
+# Never listens: its runner never gets ready, so what is queued for it only waits.
+STUCK_PY = b"""
+import time
+import tidal
+
+@tidal.function(exposed_port=8000, max_concurrency=1, startup_timeout=600)
+def stuck() -> None:
+    time.sleep(3600)
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, database_url: str) -> PlatformConfig:
+    return PlatformConfig(
+        auth=False, data_dir=tmp_path, database_url=database_url, port=free_port(),
+        machines={"host": {"cpus": 64, "memory_mb": 65536}},
+        # Pruning passes every 2 s (a tenth of the TTL); at most 3 results per app.
+        queue_result_ttl_seconds=20, queue_results_per_app=3,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def api(config: PlatformConfig) -> Iterator[httpx.Client]:
+    with platform_in_thread(config), httpx.Client(base_url=config.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def hooks() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def deploy_stuck(api: httpx.Client) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", STUCK_PY)
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    api.put(f"/api/v1/bundles/{digest}", content=buf.getvalue()).raise_for_status()
+    body = {"spec": {"name": "stuck", "entry": "app.py::stuck", "kind": "function",
+                     "bundle_digest": digest, "options": {"exposed_port": 8000,
+                                                          "max_concurrency": 1}}}  # fmt: skip
+    resp = api.post("/api/v1/apps", json=body)
+    assert resp.status_code == 201, resp.text
+
+
+def submit(api: httpx.Client, webhook: str | None = None) -> dict[str, Any]:
+    resp = api.post(
+        "/queue/local/stuck/", json={}, params={"fal_webhook": webhook} if webhook else {}
+    )
+    assert resp.status_code == 200, resp.text
+    queued: dict[str, Any] = resp.json()
+    return queued
+
+
+def status(api: httpx.Client, request_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = api.get(f"/queue/local/stuck/requests/{request_id}/status").json()
+    return found
+
+
+def test_deleting_an_app_ends_its_queue(
+    api: httpx.Client, hooks: tuple[str, list[dict[str, Any]]]
+) -> None:
+    hook_url, received = hooks
+    deploy_stuck(api)
+    queued = [submit(api, hook_url if i % 2 else None) for i in range(4)]
+    assert [q["queue_position"] for q in queued] == [0, 1, 2, 3]
+    assert api.delete("/api/v1/apps/stuck").status_code == 200
+    for q in queued:
+        done = status(api, q["request_id"])
+        assert done["status"] == "COMPLETED" and done["error_type"] == "app_deleted", done
+        assert "was deleted" in done["error"]
+        result = api.get(f"/queue/local/stuck/requests/{q['request_id']}")
+        assert result.status_code == 500 and result.json()["error_type"] == "app_deleted"
+    # The webhooks asked for are sent, with the error.
+    wait_for(lambda: len(received) == 2, timeout=30, what="the deleted app's webhooks")
+    assert {r["request_id"] for r in received} == {queued[1]["request_id"], queued[3]["request_id"]}
+    assert {r["status"] for r in received} == {"ERROR"}
+    # A new app of the same name starts with an empty queue.
+    assert api.post("/queue/local/stuck/", json={}).status_code == 404  # not deployed now
+    deploy_stuck(api)
+    fresh = submit(api)
+    assert fresh["queue_position"] == 0
+    assert status(api, fresh["request_id"])["queue_position"] == 0
+
+
+def test_finished_results_are_pruned_to_the_per_app_cap(api: httpx.Client) -> None:
+    deploy_stuck(api)
+    ids = [submit(api)["request_id"] for _ in range(6)]
+    for request_id in ids:
+        resp = api.put(f"/queue/local/stuck/requests/{request_id}/cancel")
+        assert resp.status_code == 202, resp.text
+
+    def kept() -> list[str]:
+        return [
+            i for i in ids if api.get(f"/queue/local/stuck/requests/{i}/status").status_code == 200
+        ]
+
+    # Off the hot path, in a later pass: the newest 3 stay, the oldest go.
+    wait_for(lambda: len(kept()) == 3, timeout=30, what="the oldest results to be pruned")
+    assert kept() == ids[3:]

@@ -1,0 +1,93 @@
+"""The queue's memory (tidal.gateway.queue_memory) and its group commit
+(tidal.control.group_commit), against a real SQLite database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, text
+
+from tidal.control.db import open_database
+from tidal.control.group_commit import GroupCommit
+from tidal.control.queue_store import COMPLETED, QueueStore, new_request
+from tidal.gateway import queue_memory
+from tidal.gateway.queue_memory import Held, Lines
+
+A, B = ("local", "a"), ("local", "b")
+
+
+def test_lines_keep_claim_order_and_place_by_bisection() -> None:
+    lines = Lines()
+    for seq in range(1, 6):
+        lines.add(A, 0, seq, f"n{seq}")
+    lines.add(A, 1, 6, "low")
+    lines.add(A, -1, 7, "urgent")
+    lines.add(B, 0, 8, "other")
+    assert [lines.position(f"n{s}") for s in range(1, 6)] == [1, 2, 3, 4, 5]
+    assert lines.position("urgent") == 0 and lines.position("low") == 6
+    assert lines.count(A) == 7 and lines.keys() == {A, B}
+    assert lines.remove("n3") and not lines.remove("n3")
+    assert lines.position("n4") == 3 and lines.position("n3") is None
+    assert [lines.pop(A) for _ in range(3)] == ["urgent", "n1", "n2"]
+    lines.add(A, 0, 1, "n1")  # put back at its place
+    assert lines.position("n1") == 0 and lines.position("low") == 3
+    assert lines.drop(B) == ["other"] and lines.pop(B) is None and lines.keys() == {A}
+
+
+def test_held_requests_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queue_memory, "HELD_BYTES", 3100)  # two of 1,512 bytes
+    monkeypatch.setattr(queue_memory, "FINISHED_KEPT", 2)
+    held = Held()
+    items = [new_request("local", "a", "POST", "/", "", [], b"x" * 1000, 0, False)
+             for _ in range(3)]  # fmt: skip
+    assert held.hold(items[0]) and held.hold(items[1])
+    assert not held.hold(items[2])  # past the byte budget: its place only, not its body
+    assert held.get(items[2].id) is None
+    for item in items:
+        item.status = COMPLETED
+        held.finished(item)
+    assert held.get(items[0].id) is None  # only the newest two results are kept
+    assert held.get(items[2].id) is items[2] and held.live(items[2].id) is None
+    assert held.hold(items[0])  # the live budget was given back
+    held.forget_finished()
+    assert held.get(items[1].id) is None
+
+
+def test_group_commit_batches_and_isolates_a_failure(tmp_path: Path) -> None:
+    engine = open_database(tmp_path / "t.db")
+    store = QueueStore(engine)
+    writes = GroupCommit(engine)
+    release = threading.Event()
+
+    def slow(conn: Connection) -> None:
+        release.wait(10)  # holds the first transaction open while the rest queue up
+
+    def broken(conn: Connection) -> None:
+        conn.execute(text("SELECT * FROM no_such_table"))
+
+    try:
+        first = writes.submit(slow)
+        items = [new_request("local", "a", "POST", "/", "", [], b"{}", 0, False)
+                 for _ in range(50)]  # fmt: skip
+        futures = [writes.submit(lambda c, i=i: store.insert(c, i)) for i in items]
+        bad = writes.submit(broken)
+        release.set()
+        first.result(10)
+        seqs = [f.result(10) for f in futures]
+        with pytest.raises(Exception, match="no_such_table"):
+            bad.result(10)
+        assert seqs == sorted(seqs) and len(set(seqs)) == 50
+        assert writes.batches <= 3  # one for the slow op, then the queued ones together
+        assert store.waiting("local", "a") == 50  # the failure took none of them along
+
+        async def through_the_loop() -> int:
+            item = new_request("local", "a", "POST", "/", "", [], b"{}", 0, False)
+            return await writes.run(lambda c: store.insert(c, item))
+
+        assert asyncio.run(through_the_loop()) > max(seqs)
+    finally:
+        writes.close()
+        engine.dispose()
