@@ -151,3 +151,22 @@ def test_no_control_plane_statement_runs_on_the_event_loop(
     api.delete("/api/v1/apps/second").raise_for_status()
     on_loop.watching = False
     assert not on_loop.found, "\n\n".join(on_loop.found)
+
+
+def test_an_apps_limits_are_shown_and_max_waiting_is_settable(api: httpx.Client) -> None:
+    deploy(api, upload(api), "limited")
+    limits = api.get("/api/v1/apps/limited").json()["limits"]
+    assert limits == {"max_waiting": 1000, "request_timeout": 3600,
+                      "queue_result_ttl_seconds": 7 * 24 * 3600,
+                      "queue_results_per_app": 10_000}  # fmt: skip
+    resp = api.patch("/api/v1/apps/limited/scaling", json={"max_waiting": 5})
+    assert resp.status_code == 200 and resp.json()["limits"]["max_waiting"] == 5
+    assert "max_waiting" not in resp.json()["options"]  # a platform setting, not fal's
+    for bad in (0, 10**9, "many", 2.5):
+        resp = api.patch("/api/v1/apps/limited/scaling", json={"max_waiting": bad})
+        assert resp.status_code == 422 and "max_waiting must be" in resp.json()["detail"]
+    # It outlives a redeploy, like the other live changes, until reset with null.
+    deploy(api, upload(api), "limited")
+    assert api.get("/api/v1/apps/limited").json()["limits"]["max_waiting"] == 5
+    resp = api.patch("/api/v1/apps/limited/scaling", json={"max_waiting": None})
+    assert resp.json()["limits"]["max_waiting"] == 1000

@@ -339,6 +339,11 @@ def apps_show(name: str, as_json: JsonFlag = False) -> None:
         mark = "  (live change)" if key in v["scaling_overrides"] else ""
         table.add_row(key, json.dumps(value) + mark)
     out().print(table)
+    if limits := v.get("limits"):
+        out().print(f"limits: {limits['max_waiting']} sync callers may wait (max_waiting), "
+                    f"requests time out after {limits['request_timeout']}s; queue results "
+                    f"kept {limits['queue_result_ttl_seconds']:g}s, at most "
+                    f"{limits['queue_results_per_app']} per app")  # fmt: skip
     if v["endpoints"]:
         out().print("endpoints: " + ", ".join(v["endpoints"]))
     for note in v["notes"]:
@@ -412,6 +417,7 @@ def apps_scale(
     concurrency_buffer_perc: Annotated[int | None, typer.Option()] = None,
     scaling_delay: Annotated[int | None, typer.Option()] = None,
     request_timeout: Annotated[int | None, typer.Option()] = None,
+    max_waiting: Annotated[int | None, typer.Option()] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Change scaling options of a live app; takes effect at once, no redeploy."""
@@ -419,7 +425,7 @@ def apps_scale(
         "keep_alive": keep_alive, "min_concurrency": min_concurrency,
         "max_concurrency": max_concurrency, "concurrency_buffer": concurrency_buffer,
         "concurrency_buffer_perc": concurrency_buffer_perc, "scaling_delay": scaling_delay,
-        "request_timeout": request_timeout,
+        "request_timeout": request_timeout, "max_waiting": max_waiting,
     }.items() if v is not None}  # fmt: skip
     if not changes:
         raise CLIError("give at least one option to change, e.g. --keep-alive 60")

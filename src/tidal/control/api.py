@@ -170,7 +170,19 @@ def build_api(platform: Platform) -> FastAPI:
                 "draining": sum(r.state.value == "draining" for r in live),
             },
             "waiting": len(dep.router.waits(time.monotonic())) if dep else 0,
+            "limits": limits_of(record),
             "notes": notes,
+        }
+
+    def limits_of(record: AppRecord) -> dict[str, Any]:
+        """What bounds the app's callers: sync waiters (settable per app with `tidal
+        apps scale NAME max_waiting=N`), and how long and how many queue results stay."""
+        config = platform.config
+        return {
+            "max_waiting": platform.controller.max_waiting(record),
+            "request_timeout": record.options.request_timeout or config.default_request_timeout,
+            "queue_result_ttl_seconds": config.queue_result_ttl_seconds,
+            "queue_results_per_app": config.queue_results_per_app,
         }
 
     @api.get("/api/v1/health")

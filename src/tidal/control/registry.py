@@ -39,8 +39,20 @@ class AppRecord:
     @property
     def options(self) -> AppOptions:
         """The revision's options with live changes from `tidal apps scale` applied."""
-        return self.spec.options.model_copy(update=self.scaling_overrides)
+        changes = {k: v for k, v in self.scaling_overrides.items() if k not in LIMIT_FIELDS}
+        return self.spec.options.model_copy(update=changes)
 
+    @property
+    def max_waiting(self) -> int | None:
+        """Sync callers the app lets wait for a slot (None: the platform's
+        `max_waiting_per_app`); a platform setting, not one of fal's options."""
+        value = self.scaling_overrides.get("max_waiting")
+        return value if isinstance(value, int) else None
+
+
+# Live settings of the platform's own (not in fal's option table), set like scaling
+# options (`tidal apps scale NAME --max-waiting N`), with their bounds.
+LIMIT_FIELDS = {"max_waiting": (1, 100_000)}
 
 # The most apps one page of the listing holds (`GET /api/v1/apps?limit=`).
 LIST_PAGE_MAX = 1000
@@ -178,21 +190,31 @@ class Registry:
             announce(s.connection())
 
     def scale(self, owner: str, name: str, changes: dict[str, Any]) -> AppRecord:
-        unknown = sorted(set(changes) - SCALING_FIELDS)
+        unknown = sorted(set(changes) - SCALING_FIELDS - set(LIMIT_FIELDS))
         if unknown:
             raise InvalidOptionError(
                 f"{unknown[0]!r} cannot change on a live app; scalable options: "
-                f"{', '.join(sorted(SCALING_FIELDS))}. Redeploy to change the others."
+                f"{', '.join(sorted(SCALING_FIELDS | set(LIMIT_FIELDS)))}. Redeploy to "
+                "change the others."
             )
+        for limit, (low, high) in LIMIT_FIELDS.items():
+            value = changes.get(limit, low)
+            if value is not None and (type(value) is not int or not low <= value <= high):
+                raise InvalidOptionError(
+                    f"{limit} must be a whole number from {low} to {high} (or null for the "
+                    f"platform's default), not {value!r}"
+                )
         with Session(self._engine) as s, s.begin():
             row = s.scalar(select(AppRow).where(AppRow.owner == owner, AppRow.name == name))
             if row is None:
                 raise NotFound(f"no app named {name!r} (owner {owner!r})")
             record = self._record(s, row)
             merged = {**record.scaling_overrides, **changes}
+            merged = {k: v for k, v in merged.items() if not (k in LIMIT_FIELDS and v is None)}
             current = {k: getattr(record.spec.options, k) for k in SCALING_FIELDS}
+            scaling = {k: v for k, v in merged.items() if k not in LIMIT_FIELDS}
             try:
-                ScalingOptions.model_validate({**current, **merged})
+                ScalingOptions.model_validate({**current, **scaling})
             except ValidationError as exc:
                 raise InvalidOptionError(describe_validation_error(exc, changes)) from None
             row.scaling_json = json.dumps(merged)

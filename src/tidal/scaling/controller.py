@@ -81,9 +81,7 @@ class Controller:
         dep = self.deployments.get((record.owner, record.name))
         if dep is None:
             wake = asyncio.Event()
-            router = AppRouter(
-                record.options.max_multiplexing, self.config.max_waiting_per_app, wake.set
-            )
+            router = AppRouter(record.options.max_multiplexing, self.max_waiting(record), wake.set)
             dep = Deployment(
                 record, router, wake=wake, ended=deque(maxlen=self.config.ended_runners_kept)
             )
@@ -96,8 +94,13 @@ class Controller:
                 dep.openapi_wanted = True
             dep.record = record
             dep.router.configure(record.options)
+            dep.router.max_waiting = self.max_waiting(record)
         dep.wake.set()
         return dep
+
+    def max_waiting(self, record: AppRecord) -> int:
+        """Sync callers the app lets wait for a slot: its own option, or the platform's."""
+        return record.max_waiting or self.config.max_waiting_per_app
 
     async def remove(self, owner: str, name: str) -> None:
         dep = self.deployments.pop((owner, name), None)
