@@ -107,6 +107,7 @@ def queue_admin_router(
         flushed = 0
         while batch := await asyncio.to_thread(flush_batch, engine, owner, name):
             flushed += len(batch)
+            service.ended(batch)  # the queue's memory lets them go too
             for item in batch:  # what QueueService.complete does for one cancel
                 if item.webhook_url:
                     service.webhooks.send(item)

@@ -145,6 +145,14 @@ class QueueService:
                 )
                 task.cancel()
 
+    def ended(self, items: list[QueuedRequest]) -> None:
+        """Waiting requests completed behind this service's back (a flush): out of
+        line and answered from memory as they now are."""
+        for item in items:
+            if self.lines is not None:
+                self.lines.remove(item.id)
+            self.held.finished(item)
+
     async def end_app(self, owner: str, app: str) -> int:
         """The app is deleted (and gone from the controller): its waiting requests
         complete with `app_deleted`, their webhooks sent, so none runs on an app
