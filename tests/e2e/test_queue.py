@@ -201,10 +201,14 @@ def test_a_runner_dying_mid_request_is_retried_on_new_runners_then_fails_by_id(
             assert "failed while serving the request" in done["error"]
             stored = http.get(item["response_url"])
             assert stored.status_code == 502
-        failed = [
-            r for r in http.get("/api/v1/apps/crashing/runners").json() if r["state"] == "failed"
-        ]
-    assert len(failed) == 4, failed  # 3 + 1 runners died, one per attempt
+
+        def failed() -> list[dict[str, Any]]:
+            runners = http.get("/api/v1/apps/crashing/runners").json()
+            return [r for r in runners if r["state"] == "failed"]
+
+        # A runner's exit is noticed a moment after its connection dropped: wait for it.
+        wait_for(lambda: len(failed()) >= 4, timeout=30, what="the dead runners' exits")
+        assert len(failed()) == 4, failed()  # 3 + 1 runners died, one per attempt
 
 
 def test_unavailable_answers_are_retried_up_to_the_bound_others_are_not(
