@@ -230,41 +230,65 @@ def deploy(
     `reset_scale`: drop the app's live scaling changes; the code's options apply."""
     with console.status("Loading the app…") as status:
         path, name, found = load_target(target)
-        app = app_name or default_app_name(name, found)
-        if not APP_NAME.match(app):
-            raise CLIError(
-                f"{app!r} is not a valid app name: use letters, digits, '-' and '_' (up to 63)"
-            )
-        status.update("Bundling the code…")
-        options = found.options if isinstance(found, Function) else found.options()
-        try:
-            # Files the app saved at import (File.from_path) are imported again in runners.
-            extra = {**files_to_ship(path.parent), **local_modules(options.local_python_modules)}
-            data, digest = make_bundle(path.parent, BUNDLE_LIMIT, extra)
-        except BundleError as exc:
-            raise CLIError(str(exc)) from None
-        if not client.has_bundle(digest):
-            status.update(f"Uploading the code bundle ({len(data) / 1024:.0f} KiB)…")
-            client.put_bundle(digest, data)
-        spec = build_spec(path, name, found, app, digest)
-        image = spec.options.image
-        if image is not None and image.kind == "dockerfile" and not local:
-            status.update("Uploading the build context…")
-            image = upload_context(client, image, path.parent)
-            spec.options = spec.options.model_copy(update={"image": image})
-        if local or spec.options.image is None:
-            build_environment(client, spec, status)
-        else:  # the requirements go into the image
-            build_image(client, spec, console, status)
-        status.update(f"Deploying {app}…")
-        view: dict[str, Any] = client.post(
-            "/api/v1/apps",
-            json={
-                "spec": spec.model_dump(mode="json"),
-                "public": public,
-                "backend": "local" if local else None,
-                "reset_scale": reset_scale,
-            },
-            timeout=None,
+        return deploy_found(
+            client, path, name, found, app_name, status, console, public, local, reset_scale
         )
+
+
+def code_bundle(path: Path, found: Function[Any, Any] | type[App]) -> tuple[bytes, str]:
+    """The app's code bundle (its folder's .py files, local modules, files saved at
+    import) and its digest."""
+    options = found.options if isinstance(found, Function) else found.options()
+    # Files the app saved at import (File.from_path) are imported again in runners.
+    extra = {**files_to_ship(path.parent), **local_modules(options.local_python_modules)}
+    try:
+        return make_bundle(path.parent, BUNDLE_LIMIT, extra)
+    except BundleError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def deploy_found(
+    client: Client,
+    path: Path,
+    name: str,
+    found: Function[Any, Any] | type[App],
+    app_name: str | None,
+    status: Status,
+    console: Console,
+    public: bool = False,
+    local: bool = False,
+    reset_scale: bool = False,
+) -> dict[str, Any]:
+    """Deploy `found`, already imported from `path` where it is named `name`."""
+    app = app_name or default_app_name(name, found)
+    if not APP_NAME.match(app):
+        raise CLIError(
+            f"{app!r} is not a valid app name: use letters, digits, '-' and '_' (up to 63)"
+        )
+    status.update("Bundling the code…")
+    data, digest = code_bundle(path, found)
+    if not client.has_bundle(digest):
+        status.update(f"Uploading the code bundle ({len(data) / 1024:.0f} KiB)…")
+        client.put_bundle(digest, data)
+    spec = build_spec(path, name, found, app, digest)
+    image = spec.options.image
+    if image is not None and image.kind == "dockerfile" and not local:
+        status.update("Uploading the build context…")
+        image = upload_context(client, image, path.parent)
+        spec.options = spec.options.model_copy(update={"image": image})
+    if local or spec.options.image is None:
+        build_environment(client, spec, status)
+    else:  # the requirements go into the image
+        build_image(client, spec, console, status)
+    status.update(f"Deploying {app}…")
+    view: dict[str, Any] = client.post(
+        "/api/v1/apps",
+        json={
+            "spec": spec.model_dump(mode="json"),
+            "public": public,
+            "backend": "local" if local else None,
+            "reset_scale": reset_scale,
+        },
+        timeout=None,
+    )
     return view

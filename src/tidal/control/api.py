@@ -270,11 +270,6 @@ def build_api(platform: Platform) -> FastAPI:
         spec = body.spec
         if not spec.bundle_digest or not (data_dir / "bundles" / spec.bundle_digest).is_dir():
             raise HTTPException(400, "upload the code bundle (PUT /api/v1/bundles/{digest}) first")
-        if spec.kind == "function" and spec.options.exposed_port is None:
-            raise InvalidOptionError(
-                "this platform serves a @tidal.function in direct server mode only: give it "
-                "an exposed_port (the port your server listens on), or write a tidal.App"
-            )
         if spec.openapi is not None and (problem := openapi_problem(spec.openapi)):
             raise InvalidOptionError(f"the app's OpenAPI document is not valid: {problem}")
         options = spec.options

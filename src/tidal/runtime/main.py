@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
             return
         if not isinstance(target, Function):
             raise TypeError(f"{args.entry} is neither a @tidal.function nor a tidal.App")
+        if target.is_plain():  # called from the caller's own script, one call per request
+            from tidal.runtime.function_server import serve_function
+
+            serve_function(target, args.port, args.host)
+            return
         setup = target.raw_options.get("setup_function")
         if setup:
             getattr(module, setup)()

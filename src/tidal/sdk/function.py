@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
+    from tidal.sdk.remote import RemoteCall
     from tidal.spec import AppOptions
 
 P = ParamSpec("P")
@@ -24,7 +25,9 @@ def _in_runner() -> bool:
 class Function(Generic[P, R]):
     """A function decorated with `tidal.function`: its options and the body to run.
 
-    Calling it locally runs the body in this process.
+    A plain function (no `exposed_port`), called outside a runner, runs on a runner
+    of the platform (`tidal.sdk.remote`): deployed, or reused when its code is
+    unchanged. `local(...)` runs the body here; a server function's call always does.
     """
 
     def __init__(self, func: Callable[P, R], raw_options: dict[str, Any]) -> None:
@@ -41,8 +44,26 @@ class Function(Generic[P, R]):
             self._options = build_options(self.raw_options, defaults=FUNCTION_DEFAULTS)
         return self._options
 
+    def is_plain(self) -> bool:
+        """fal's original kind of function: called with arguments, returns a value."""
+        return self.raw_options.get("exposed_port") is None and not self.raw_options.get("serve")
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.is_plain() and not _in_runner():
+            from tidal.sdk.remote import call
+
+            return call(self, args, kwargs)
         return self.func(*args, **kwargs)
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the body in this process."""
+        return self.func(*args, **kwargs)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> RemoteCall[R]:
+        """Queue a call on a runner and return at once; `.result()` waits for it."""
+        from tidal.sdk.remote import submit
+
+        return submit(self, args, kwargs)
 
 
 def function(**options: Any) -> Callable[[Callable[P, R]], Function[P, R]]:
