@@ -88,7 +88,9 @@ def test_every_fal_option_is_accepted_and_stored() -> None:
 
 def test_decorated_function_still_runs_locally_and_keeps_its_name() -> None:
     fn = tidal.function(keep_alive=1)(_body)
-    assert fn(41) == 42
+    assert fn.local(41) == 42  # calling it runs it on a runner (tests/e2e/test_fal_function.py)
+    server = tidal.function(exposed_port=8000)(_body)
+    assert server(41) == 42  # a server's body runs where it is called
     assert fn.__name__ == "_body"
     assert fn.func is _body
 
