@@ -37,6 +37,9 @@ class PlatformConfig:
     # How often an App's health check endpoint is called (fal: about every 15 s).
     health_check_interval_seconds: float = 15.0
     ended_runners_kept: int = 20
+    # When a runner waits for room on this host, idle runners of other apps (above their
+    # min_concurrency) yield it, longest idle first, but only once idle this long.
+    yield_idle_floor_seconds: float = 5.0
     # The key that seals secrets (default: DATA_DIR/secrets.key, created 0600 on first start).
     secrets_key_file: Path | None = None
     # How long the queue keeps a completed request's result.

@@ -32,6 +32,7 @@ from tidal.gateway.auth import Authenticator
 from tidal.gateway.browser import BrowserSessions
 from tidal.gateway.proxy import Gateway
 from tidal.gateway.queue import QueueService, queue_router
+from tidal.gateway.upstream import HttpProber
 from tidal.machines import load_machines
 from tidal.observe.metrics import CONTENT_TYPE as METRICS_TYPE
 from tidal.observe.records import Recorder
@@ -69,7 +70,11 @@ class Platform:
         self.inventory = Inventory(host, catalog)
         self.environments = Environments(config.data_dir)
         self.controller = Controller(
-            config, self.backends.usable, self.inventory, secrets=self.secrets.env_for
+            config,
+            self.backends.usable,
+            self.inventory,
+            HttpProber(),
+            secrets=self.secrets.env_for,
         )
         self.gateway = Gateway(self.controller)
         self.controller.on_runner_ended.append(self.gateway.forget)

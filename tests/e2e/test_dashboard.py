@@ -249,7 +249,7 @@ def test_keep_alive_changed_from_the_app_page_takes_effect(
     # The idle runner now stops after a second, and the page shows why.
     page.wait_for_selector("td >> text=idle for keep_alive (1s)", timeout=30_000)
     runners = api(secured, admin_key, f"/api/v1/apps/{deployed}/runners")
-    assert all(r["state"] == "gone" for r in runners), json.dumps(runners)
+    assert all(r["state"] == "terminated" for r in runners), json.dumps(runners)
     shot(page, "08-app-scaled-down")
 
 

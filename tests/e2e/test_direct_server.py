@@ -34,7 +34,7 @@ def runners(platform: PlatformProcess, app: str) -> list[dict[str, Any]]:
 
 
 def live(platform: PlatformProcess, app: str) -> list[dict[str, Any]]:
-    return [r for r in runners(platform, app) if r["state"] in ("starting", "ready")]
+    return [r for r in runners(platform, app) if r["state"] in ("setup", "idle", "running")]
 
 
 def test_seed_pattern_deploys_and_answers(platform: PlatformProcess, apps_dir: Path) -> None:
@@ -162,7 +162,7 @@ def test_two_runners_of_one_exposed_port_serve_at_once(
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: call(), range(2)))
     assert results[0]["runner"] != results[1]["runner"]
-    ready = [r for r in runners(platform, "echo") if r["state"] == "ready"]
+    ready = [r for r in runners(platform, "echo") if r["state"] in ("idle", "running")]
     assert len(ready) == 2
     assert all(r["isolated_network"] for r in ready)
 
@@ -179,7 +179,7 @@ def test_scale_from_zero_then_keep_alive_stops_idle_runner(
     assert [r["id"] for r in live(platform, "short-lived")] == [first.json()["runner"]]
     # keep_alive=2: the idle runner stops on its own, and says why.
     ended = wait_for(
-        lambda: [r for r in runners(platform, "short-lived") if r["state"] == "gone"],
+        lambda: [r for r in runners(platform, "short-lived") if r["state"] == "terminated"],
         timeout=20,
         what="the idle runner to stop",
     )
@@ -321,18 +321,18 @@ def test_scale_and_stop_from_the_cli(platform: PlatformProcess, apps_dir: Path) 
     assert "min_concurrency=1" in done.stdout
     # min_concurrency takes effect at once, with no request and no redeploy.
     ready = wait_for(
-        lambda: [r for r in runners(platform, "tunable") if r["state"] == "ready"],
+        lambda: [r for r in runners(platform, "tunable") if r["state"] in ("idle", "running")],
         timeout=30,
         what="a warm runner",
     )
     assert "(live change)" in platform.cli("apps", "show", "tunable").stdout
     platform.cli("runners", "stop", ready[0]["id"])
     stopped = next(r for r in runners(platform, "tunable") if r["id"] == ready[0]["id"])
-    assert stopped["state"] == "gone"
+    assert stopped["state"] == "terminated"
     assert stopped["reason"] == "stopped by request"
     # The floor is kept: a new runner replaces the stopped one.
     wait_for(
-        lambda: [r for r in runners(platform, "tunable") if r["state"] == "ready"],
+        lambda: [r for r in runners(platform, "tunable") if r["state"] in ("idle", "running")],
         timeout=30,
         what="a replacement runner",
     )

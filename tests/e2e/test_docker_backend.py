@@ -75,7 +75,7 @@ def runners(platform: PlatformProcess, app: str) -> list[dict[str, Any]]:
 
 
 def ready(platform: PlatformProcess, app: str) -> list[dict[str, Any]]:
-    return [r for r in runners(platform, app) if r["state"] == "ready"]
+    return [r for r in runners(platform, app) if r["state"] in ("idle", "running")]
 
 
 def containers_of(client: docker.DockerClient, app: str) -> list[Any]:

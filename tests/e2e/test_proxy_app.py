@@ -125,14 +125,14 @@ def test_failing_health_check_replaces_the_runner(platform: PlatformProcess) -> 
     platform.cli("deploy", "health.py::Checked", cwd=PROXY)
     with platform.http() as http:
         assert http.get("/local/checked/health").json() == {"status": "fine"}
-        first = runners(platform, "checked", "ready")[0]["id"]
+        first = runners(platform, "checked", "idle", "running")[0]["id"]
         http.post("/local/checked/make-sick")
         failed = wait_for(lambda: runners(platform, "checked", "failed"), timeout=30)
         assert failed[0]["id"] == first
         assert "health check /health failed 2 times in a row" in failed[0]["reason"]
         assert "HTTP 500" in failed[0]["reason"]
         http.post("/local/checked/make-well")  # served by the replacement
-    assert runners(platform, "checked", "ready")[0]["id"] != first
+    assert runners(platform, "checked", "idle", "running")[0]["id"] != first
     platform.cli("apps", "delete", "checked")
 
 

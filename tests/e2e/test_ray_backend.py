@@ -124,8 +124,8 @@ def test_gpu_runners_land_on_the_gpu_node_with_distinct_devices(
     platform: PlatformProcess, cluster: Any
 ) -> None:
     deploy(platform, "Gpu", "gpu")  # min_concurrency=2: two runners, one GPU each
-    ready = wait_for(lambda: len(runners(platform, "gpu", "ready")) == 2 and
-                     runners(platform, "gpu", "ready"), timeout=90, what="two GPU runners")  # fmt: skip
+    ready = wait_for(lambda: len(runners(platform, "gpu", "idle", "running")) == 2 and
+                     runners(platform, "gpu", "idle", "running"), timeout=90, what="two GPU runners")  # fmt: skip
     assert sorted(g for r in ready for g in r["gpus"]) == ["0", "1"]
     assert {r["machine_type"] for r in ready} == {"GPU-T4"}
     assert {r["address"].split(":")[0] for r in ready} == {"127.0.0.1"}
@@ -149,9 +149,9 @@ def test_burst_scales_up_across_nodes_and_back_to_zero(
     answers = [r.json() for r in responses]
     assert len({a["runner"] for a in answers}) == 4
     assert len({node_of(a) for a in answers}) == 2  # the burst spread over both nodes
-    wait_for(lambda: not runners(platform, "burst", "pending", "starting", "ready", "draining"),
+    wait_for(lambda: not runners(platform, "burst", "pending", "setup", "idle", "running", "draining"),
              timeout=60, what="scale back to zero")  # fmt: skip
-    gone = runners(platform, "burst", "gone")
+    gone = runners(platform, "burst", "terminated")
     assert len(gone) == 4 and all("keep_alive" in r["reason"] for r in gone)
     platform.cli("apps", "delete", "burst")
 
@@ -163,8 +163,8 @@ def test_a_killed_node_is_replaced_and_nothing_queued_is_lost(
         num_cpus=2, node_ip_address="127.0.0.1", resources={"machine:SPARE": 100}
     )
     deploy(platform, "Spare", "spare")  # prefers SPARE (only that node), else XS
-    first = wait_for(lambda: len(runners(platform, "spare", "ready")) == 2 and
-                     runners(platform, "spare", "ready"), timeout=90, what="two spare runners")  # fmt: skip
+    first = wait_for(lambda: len(runners(platform, "spare", "idle", "running")) == 2 and
+                     runners(platform, "spare", "idle", "running"), timeout=90, what="two spare runners")  # fmt: skip
     assert {r["machine_type"] for r in first} == {"SPARE"}
 
     statuses: list[tuple[int, str]] = []
@@ -197,8 +197,8 @@ def test_a_killed_node_is_replaced_and_nothing_queued_is_lost(
                      {r["id"] for r in first}, timeout=20, what="the dead node's runners")  # fmt: skip
             detected = time.monotonic() - killed_at
             # Replaced on the nodes still there, as XS.
-            again = wait_for(lambda: len(runners(platform, "spare", "ready")) == 2 and
-                             runners(platform, "spare", "ready"), timeout=90, what="replacements")  # fmt: skip
+            again = wait_for(lambda: len(runners(platform, "spare", "idle", "running")) == 2 and
+                             runners(platform, "spare", "idle", "running"), timeout=90, what="replacements")  # fmt: skip
             assert {r["machine_type"] for r in again} == {"XS"}
             # The queue drains while sync callers keep the replacements busy.
             for item in queued:

@@ -46,7 +46,10 @@ def test_a_deploy_through_one_replica_is_served_by_the_other(
         a.cli("apps", "scale", "shared", "--min-concurrency", "2")
         wait_for(
             lambda: (
-                sum(r["state"] == "ready" for r in http_b.get("/api/v1/apps/shared/runners").json())
+                sum(
+                    r["state"] in ("idle", "running")
+                    for r in http_b.get("/api/v1/apps/shared/runners").json()
+                )
                 == 2
             ),
             timeout=60,

@@ -79,22 +79,22 @@ def test_burst_starts_ceil_load_over_multiplexing_runners(platform: PlatformProc
     assert [r.status_code for r in responses] == [200] * 6  # none lost
     served_by = {r.json()["runner"] for r in responses}
     assert len(served_by) == 3  # ceil(6 / 2), within max_concurrency
-    assert len(runners(platform, "burst", "ready")) == 3
+    assert len(runners(platform, "burst", "idle", "running")) == 3
     assert all(r.json()["max"] <= 2 for r in responses)  # never over max_multiplexing
 
 
 def test_min_concurrency_runners_are_warm_before_any_request(platform: PlatformProcess) -> None:
     deploy(platform, "warm")
-    ready = wait_for(lambda: len(runners(platform, "warm", "ready")) == 2, timeout=30)
+    ready = wait_for(lambda: len(runners(platform, "warm", "idle", "running")) == 2, timeout=30)
     assert ready
-    assert all(r["served"] == 0 for r in runners(platform, "warm", "ready"))
+    assert all(r["served"] == 0 for r in runners(platform, "warm", "idle", "running"))
 
 
 def test_runner_hint_keeps_a_callers_requests_on_one_runner(platform: PlatformProcess) -> None:
     """fal's X-Fal-Runner-Hint: sync and queued requests with one hint go to the runner
     that served it before, while that runner has a free slot."""
     deploy(platform, "warm", "--app-name", "hinted")  # two warm runners, one slot each
-    wait_for(lambda: len(runners(platform, "hinted", "ready")) == 2, timeout=30)
+    wait_for(lambda: len(runners(platform, "hinted", "idle", "running")) == 2, timeout=30)
 
     def who(hint: str, sleep: float = 0.0) -> str:
         with platform.http() as http:
@@ -155,7 +155,7 @@ def test_fake_gpus_are_assigned_exclusively_and_a_full_host_makes_runners_wait(
     assert {r.status_code for r in responses} == {200}
     assert {r.json()["machine_type"] for r in responses} == {"GPU-FAKE"}
     assert sorted(r.json()["gpus"] for r in responses) == ["0", "1"]  # one device each
-    gpus = sorted(g for r in runners(platform, "gpu", "ready") for g in r["gpus"])
+    gpus = sorted(g for r in runners(platform, "gpu", "idle", "running") for g in r["gpus"])
     assert gpus == ["0", "1"]
     # A second GPU app must wait, visibly, until a GPU is free.
     deploy(platform, "gpu", "--app-name", "gpu-second")
@@ -177,7 +177,7 @@ def test_fake_gpus_are_assigned_exclusively_and_a_full_host_makes_runners_wait(
 
 def test_machine_type_list_falls_back_to_the_first_that_fits(platform: PlatformProcess) -> None:
     deploy(platform, "big")  # BIG (2 CPUs) warm: 1.5 of 3.5 CPUs left, not enough for BIG
-    wait_for(lambda: runners(platform, "big", "ready"), timeout=30)
+    wait_for(lambda: runners(platform, "big", "idle", "running"), timeout=30)
     deploy(platform, "fallback")  # ["BIG", "S"]
     with platform.http() as http:
         env = http.get("/local/fallback/env").json()
@@ -242,9 +242,10 @@ def test_new_revision_rolls_out_under_load_without_failures(platform: PlatformPr
         wait_for(lambda: revisions[-5:] == ["2"] * 5, timeout=60, what="revision 2 to serve")
         wait_for(
             lambda: (
-                not runners(platform, "rolling", "ready", "draining", "starting")
+                not runners(platform, "rolling", "idle", "running", "draining", "setup")
                 or all(
-                    r["revision"] == 2 for r in runners(platform, "rolling", "ready", "draining")
+                    r["revision"] == 2
+                    for r in runners(platform, "rolling", "idle", "running", "draining")
                 )
             ),
             timeout=30,
@@ -254,22 +255,24 @@ def test_new_revision_rolls_out_under_load_without_failures(platform: PlatformPr
         for w in workers:
             w.join(30)
     assert statuses and set(statuses) == {200}, f"{len(statuses)} requests: {set(statuses)}"
-    replaced = runners(platform, "rolling", "gone")
+    replaced = runners(platform, "rolling", "terminated")
     assert replaced and all(r["reason"] == "replaced by revision 2" for r in replaced)
 
 
 def test_restart_rolls_every_runner_ready_first(platform: PlatformProcess) -> None:
     deploy(platform, "warm", "--app-name", "restartable")  # min_concurrency=2
-    before = {r["id"] for r in wait_for(lambda: runners(platform, "restartable", "ready"))}
+    before = {
+        r["id"] for r in wait_for(lambda: runners(platform, "restartable", "idle", "running"))
+    }
     done = platform.cli("apps", "restart", "restartable")
     assert "is rolling out" in done.stdout
 
     def replaced() -> bool:
-        ready = runners(platform, "restartable", "ready")
+        ready = runners(platform, "restartable", "idle", "running")
         return len(ready) == 2 and not {r["id"] for r in ready} & before
 
     wait_for(replaced, timeout=60, what="two new runners")
-    gone = {r["id"] for r in runners(platform, "restartable", "gone")}
+    gone = {r["id"] for r in runners(platform, "restartable", "terminated")}
     assert before <= gone
     platform.cli("apps", "delete", "restartable")
 
@@ -279,7 +282,7 @@ def test_concurrency_buffer_keeps_a_spare_runner(platform: PlatformProcess) -> N
     with platform.http() as http:
         assert http.get("/local/buffered/env").status_code == 200
     # One request needs one runner; the buffer adds a warm spare on top.
-    wait_for(lambda: len(runners(platform, "buffered", "ready")) == 2, timeout=30)
+    wait_for(lambda: len(runners(platform, "buffered", "idle", "running")) == 2, timeout=30)
     platform.cli("apps", "delete", "buffered")
 
 

@@ -39,7 +39,12 @@ def token(platform: PlatformProcess) -> dict[str, Any]:
 
 def live_runners(platform: PlatformProcess) -> list[str]:
     listed = json.loads(platform.cli("runners", "list", APP, "--json").stdout)
-    return [r["id"] for r in listed if r["state"] in ("pending", "starting", "ready", "draining")]
+    return [
+        r["id"]
+        for r in listed
+        if r["state"]
+        in ("failure_delay", "pending", "setup", "idle", "running", "draining", "terminating")
+    ]
 
 
 def everything_shown(platform: PlatformProcess) -> dict[str, str]:

@@ -2,73 +2,26 @@
 
 from __future__ import annotations
 
-import enum
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from tidal.domain.runner import LIVE_STATES, Address, Runner, RunnerState
 from tidal.spec import AppSpec
 
-
-class RunnerState(enum.StrEnum):
-    PENDING = "pending"  # wanted, waiting for capacity (CPUs, memory, GPUs); `reason` says what
-    STARTING = "starting"  # process launched, server not answering yet
-    READY = "ready"  # answering; takes requests
-    DRAINING = "draining"  # takes no new requests; stops when in-flight work is done
-    GONE = "gone"  # stopped on purpose (idle, deleted, replaced)
-    FAILED = "failed"  # died or never became ready; `reason` says why
-
-
-LIVE_STATES = frozenset(
-    {RunnerState.PENDING, RunnerState.STARTING, RunnerState.READY, RunnerState.DRAINING}
-)
+__all__ = [
+    "LIVE_STATES",
+    "Address",
+    "Backend",
+    "BackendUnavailable",
+    "Runner",
+    "RunnerLaunch",
+    "RunnerState",
+]
 
 
 class BackendUnavailable(Exception):
     """A backend can't run runners here; the message says why and how to fix it."""
-
-
-@dataclass(frozen=True)
-class Address:
-    """How the gateway reaches a runner's server. `netns_pid` set: inside that
-    process's private network namespace, so connect from there."""
-
-    host: str
-    port: int
-    netns_pid: int | None = None
-
-
-@dataclass
-class Runner:
-    id: str
-    app: str
-    revision: int
-    backend: str
-    log_path: Path
-    address: Address | None = None
-    state: RunnerState = RunnerState.PENDING
-    reason: str = ""
-    machine_type: str = ""
-    gpu_ids: tuple[str, ...] = ()
-    pid: int | None = None
-    created_at: float = field(default_factory=time.time)
-    # When it left PENDING (capacity found, process launching): splits a cold start.
-    starting_at: float | None = None
-    ready_at: float | None = None
-    ended_at: float | None = None
-    in_flight: int = 0
-    # Open WebSockets and event streams not holding a request slot (long_lived="separate").
-    long_lived: int = 0
-    # A connection to it failed; takes no requests until a probe says it still answers.
-    suspect: bool = False
-    served: int = 0
-    # Monotonic time of the last request's end (or of ready): what keep_alive counts from.
-    idle_since: float = field(default_factory=time.monotonic)
-
-    @property
-    def live(self) -> bool:
-        return self.state in LIVE_STATES
 
 
 @dataclass(frozen=True)

@@ -450,14 +450,19 @@ def runners_list(
 
     table = Table("runner", "app", "rev", "type", "state", "in flight", "served", "age", "reason")
     colors = {
-        "ready": "green",
-        "starting": "cyan",
+        "idle": "green",
+        "running": "green",
+        "setup": "cyan",
+        "docker_pull": "cyan",
+        "failure_delay": "yellow",
         "draining": "yellow",
+        "terminating": "yellow",
         "failed": "red",
-        "gone": "dim",
+        "terminated": "dim",
     }
     for r in views:
-        state = f"[{colors.get(r['state'], 'white')}]{r['state']}[/]"
+        # fal's names, as fal's CLI shows them.
+        state = f"[{colors.get(r['state'], 'white')}]{r['state'].upper()}[/]"
         gpus = f" gpu {','.join(r['gpus'])}" if r["gpus"] else ""
         table.add_row(r["id"], r["app"], str(r["revision"]), (r["machine_type"] or "-") + gpus,
                       state, str(r["in_flight"]),

@@ -15,11 +15,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from tidal import __version__
-from tidal.backends.base import Runner
 from tidal.backends.choice import DOCKER, choose_backend
 from tidal.control.bundles import BundleError, store_bundle
 from tidal.control.openapi import openapi_problem
 from tidal.control.registry import LIST_PAGE_MAX, AppRecord, NotFound
+from tidal.domain.runner import RUNNER_PHASE_NAMES, RUNNER_PHASES, Runner
 from tidal.environments import Environment, EnvironmentBuildError
 from tidal.images.builder import BuiltImage, ImageBuildError
 from tidal.images.platform_step import build_image
@@ -164,10 +164,8 @@ def build_api(platform: Platform) -> FastAPI:
         return {
             "max_runners": platform.controller.ceiling(dep) if dep else None,
             "runners": {
-                "pending": sum(r.state.value == "pending" for r in live),
-                "ready": sum(r.state.value == "ready" for r in live),
-                "starting": sum(r.state.value == "starting" for r in live),
-                "draining": sum(r.state.value == "draining" for r in live),
+                phase: sum(RUNNER_PHASES.get(r.state) == phase for r in live)
+                for phase in RUNNER_PHASE_NAMES
             },
             "waiting": len(dep.router.waits(time.monotonic())) if dep else 0,
             "limits": limits_of(record),

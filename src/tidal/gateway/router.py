@@ -24,7 +24,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tidal.backends.base import Runner, RunnerState
+from tidal.domain.runner import SERVING, Runner, RunnerState
 from tidal.spec import AppOptions
 
 # Runner hints and affinity keys remembered per app (the least recently used go first).
@@ -46,9 +46,14 @@ class RouterError(Exception):
 
 class AppRouter:
     def __init__(
-        self, max_multiplexing: int, max_waiting: int, on_change: Callable[[], None]
+        self,
+        max_multiplexing: int,
+        max_waiting: int,
+        on_change: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_multiplexing = max_multiplexing
+        self._clock = clock  # monotonic seconds (the controller's, so tests can step it)
         self.max_waiting = max_waiting
         self.runners: dict[str, Runner] = {}
         # (since, future, the runner id it is pinned to by affinity or None)
@@ -76,7 +81,7 @@ class AppRouter:
     # -- the request path --------------------------------------------------
     def _can_take(self, r: Runner) -> bool:
         return (
-            r.state is RunnerState.READY and not r.suspect and r.in_flight < self.max_multiplexing
+            r.state in SERVING and not r.suspect and r.in_flight < self.max_multiplexing
         )
 
     def _free_runner(self) -> Runner | None:
@@ -98,7 +103,7 @@ class AppRouter:
         hinted = self.runners.get(self._hints.get(hint, hint))
         chosen = runner
         if hinted is not None and hinted is not runner and self._can_take(hinted):
-            hinted.in_flight += 1
+            self._take(hinted)
             self._give_back(runner)
             chosen = hinted
         _remember(self._hints, hint, chosen.id)
@@ -108,7 +113,7 @@ class AppRouter:
         """The runner id `key` is pinned to, while that runner is ready to serve it."""
         rid = self._pins.get(key) if key else None
         runner = self.runners.get(rid) if rid else None
-        if runner is None or runner.state is not RunnerState.READY or runner.suspect:
+        if runner is None or runner.state not in SERVING or runner.suspect:
             return None
         return rid
 
@@ -129,7 +134,7 @@ class AppRouter:
     async def _acquire(self, pin: str | None) -> Runner:
         runner = self._pick(pin) if not self._waiters else None
         if runner is not None:
-            runner.in_flight += 1
+            self._take(runner)
             return runner
         if len(self._waiters) >= self.max_waiting:
             raise RouterError(
@@ -139,7 +144,7 @@ class AppRouter:
                 retry_after=1,
             )
         fut: asyncio.Future[Runner] = asyncio.get_running_loop().create_future()
-        entry = _Waiter(time.monotonic(), fut, pin)
+        entry = _Waiter(self._clock(), fut, pin)
         self._waiters.append(entry)
         if self._pins:
             self.dispatch()  # with pins, a runner may be free while others' waiters wait
@@ -149,8 +154,7 @@ class AppRouter:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 # Handed a slot just as we gave up: give it back; it served nothing.
-                fut.result().in_flight -= 1
-                self.dispatch()
+                self._give_back(fut.result())
             raise
         finally:
             with contextlib.suppress(ValueError):
@@ -162,7 +166,7 @@ class AppRouter:
 
     # -- long-lived connections ----------------------------------------------
     def _can_hold(self, r: Runner) -> bool:
-        return r.state is RunnerState.READY and not r.suspect and r.long_lived < self.max_long_lived
+        return r.state in SERVING and not r.suspect and r.long_lived < self.max_long_lived
 
     async def open_long_lived(self, key: str | None = None) -> tuple[Runner, bool]:
         """A runner for a WebSocket: (runner, True) when it holds a request slot (the
@@ -204,13 +208,21 @@ class AppRouter:
     def close_long_lived(self, runner: Runner) -> None:
         runner.long_lived -= 1
         if runner.long_lived == 0 and runner.in_flight == 0:
-            runner.idle_since = time.monotonic()
+            runner.idle_since = self._clock()
         self._on_change()
+
+    @staticmethod
+    def _take(runner: Runner) -> None:
+        runner.in_flight += 1
+        if runner.state is RunnerState.IDLE:
+            runner.transition(RunnerState.RUNNING)
 
     def _give_back(self, runner: Runner) -> None:
         runner.in_flight -= 1
         if runner.in_flight == 0:
-            runner.idle_since = time.monotonic()
+            runner.idle_since = self._clock()
+            if runner.state is RunnerState.RUNNING:
+                runner.transition(RunnerState.IDLE)
         self.dispatch()
         self._on_change()
 
@@ -230,7 +242,7 @@ class AppRouter:
                 i += 1
                 continue
             del self._waiters[i]
-            runner.in_flight += 1
+            self._take(runner)
             waiter.future.set_result(runner)
 
     # -- what the controller changes ---------------------------------------

@@ -41,3 +41,17 @@ async def answers_http(address: Address, timeout: float = 2.0) -> bool:
     except (TimeoutError, OSError):
         sock.close()
         return False
+
+
+class HttpProber:
+    """The controller's `tidal.scaling.probe.Prober` over real connections."""
+
+    async def answers(self, address: Address, timeout: float) -> bool:
+        return await answers_http(address, timeout)
+
+    async def request(
+        self, address: Address, method: str, path: str, timeout: float
+    ) -> tuple[int, bytes]:
+        from tidal.gateway.http1 import request_once  # http1 imports this module
+
+        return await request_once(address, method, path, timeout)

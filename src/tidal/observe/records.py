@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, text
 
+from tidal.domain.runner import RUNNER_PHASE_NAMES, RUNNER_PHASES
+
 if TYPE_CHECKING:
     from tidal.backends.base import Runner
     from tidal.observe.metrics import Metrics
@@ -304,11 +306,12 @@ def live_counts(controller: Controller) -> dict[tuple[str, str], dict[str, int]]
     now = time.monotonic()
     out = {}
     for key, dep in list(controller.deployments.items()):
-        counts = dict.fromkeys(("pending", "starting", "ready", "draining"), 0)
+        counts = dict.fromkeys(RUNNER_PHASE_NAMES, 0)
         in_flight = 0
         for r in list(dep.runners.values()):
-            if r.state.value in counts:
-                counts[r.state.value] += 1
+            phase = RUNNER_PHASES.get(r.state)
+            if phase is not None:
+                counts[phase] += 1
             in_flight += r.in_flight
         out[key] = {**counts, "in_flight": in_flight, "waiting": len(dep.router.waits(now))}
     return out

@@ -1,55 +1,44 @@
 """The loop that acts on the policy: one task per deployed app, woken by events
-(a request waits, a slot frees, a runner becomes ready or dies) and a slow tick."""
+(a request waits, a slot frees, a runner becomes ready or dies) and a slow tick.
+
+Time comes from an injected `Clock`, runners from injected backends, and the
+runners' servers are asked things through an injected `Prober`, so that unit
+tests drive all of it on a `ManualClock` with in-memory backends. Decisions are
+pure functions elsewhere: `policy.decide` (how many runners), `rollout`
+(which old runner goes), `capacity` (which idle runner yields its room).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from tidal.backends.base import Backend, Runner, RunnerLaunch, RunnerState
+from tidal.backends.base import Backend
 from tidal.backends.choice import LOCAL
 from tidal.config import PlatformConfig
-from tidal.control.openapi import openapi_problem
 from tidal.control.registry import AppRecord
-from tidal.environments import Environments, runner_setup
-from tidal.gateway.http1 import request_once
+from tidal.domain.runner import ENDED, SERVING, STARTING, WANTED, Runner, RunnerState
 from tidal.gateway.router import AppRouter, RouterError
-from tidal.gateway.upstream import answers_http
-from tidal.observe.logs import runner_log_path, tail
+from tidal.observe.logs import runner_log_path
+from tidal.scaling import readiness
+from tidal.scaling.capacity import IdleRunner, choose_yielders
+from tidal.scaling.clock import Clock, SystemClock
+from tidal.scaling.deployment import Deployment
+from tidal.scaling.launch import LaunchError, asked_for, build_launch, machine_types
 from tidal.scaling.placement import Allocation, Inventory
 from tidal.scaling.policy import Load, RunnerView, decide
-from tidal.storage.data import data_root
+from tidal.scaling.probe import Prober
+from tidal.scaling.rollout import Move, rollout_moves
 
 log = logging.getLogger("tidal.scaling")
 
 MAX_BACKOFF_SECONDS = 60.0
 
-
-@dataclass
-class Deployment:
-    record: AppRecord
-    router: AppRouter
-    runners: dict[str, Runner] = field(default_factory=dict)
-    ended: deque[Runner] = field(default_factory=deque)
-    failures: int = 0
-    next_start_at: float = 0.0  # monotonic; backoff after failed starts
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    stopping: set[str] = field(default_factory=set)
-    openapi_wanted: bool = True
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.record.owner, self.record.name)
+__all__ = ["Controller", "Deployment"]
 
 
 class Controller:
@@ -58,9 +47,13 @@ class Controller:
         config: PlatformConfig,
         backends: Mapping[str, Backend],
         inventory: Inventory,
+        prober: Prober,
         secrets: Callable[[str], dict[str, str]] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.prober = prober
         # An owner's secrets, read as each runner starts (tidal.control.secrets).
         self.secrets = secrets
         # Each revision names its backend (AppSpec.backend, chosen at deploy).
@@ -81,7 +74,12 @@ class Controller:
         dep = self.deployments.get((record.owner, record.name))
         if dep is None:
             wake = asyncio.Event()
-            router = AppRouter(record.options.max_multiplexing, self.max_waiting(record), wake.set)
+            router = AppRouter(
+                record.options.max_multiplexing,
+                self.max_waiting(record),
+                wake.set,
+                self.clock.monotonic,
+            )
             dep = Deployment(
                 record, router, wake=wake, ended=deque(maxlen=self.config.ended_runners_kept)
             )
@@ -111,7 +109,7 @@ class Controller:
         dep.router.fail_waiters(RouterError(404, "app_deleted", f"app {name!r} was deleted"))
         await asyncio.gather(
             *(
-                self._stop(dep, r, RunnerState.GONE, "app deleted")
+                self.retire(dep, r, RunnerState.TERMINATED, "app deleted")
                 for r in list(dep.runners.values())
             )
         )
@@ -154,7 +152,7 @@ class Controller:
         for dep in self.deployments.values():
             runner = dep.runners.get(runner_id)
             if runner is not None:
-                await self._stop(dep, runner, RunnerState.GONE, "stopped by request")
+                await self.retire(dep, runner, RunnerState.TERMINATED, "stopped by request")
                 return runner
         return None
 
@@ -165,42 +163,30 @@ class Controller:
             return
         runner.suspect = True
         dep.wake.set()
-        self._spawn(self._check_suspect(dep, runner))
-
-    async def _check_suspect(self, dep: Deployment, runner: Runner) -> None:
-        if runner.address and await answers_http(runner.address, timeout=1.0):
-            runner.suspect = False
-            dep.router.dispatch()
-            return
-        await self._stop(dep, runner, RunnerState.FAILED,
-                         "the server stopped answering while serving a request")  # fmt: skip
+        self.spawn(readiness.check_suspect(self, dep, runner))
 
     # -- the loop ------------------------------------------------------------
     async def _loop(self, dep: Deployment) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(dep.wake.wait(), self.config.tick_seconds)
+            await self.clock.wait(dep.wake, self.config.tick_seconds)
             dep.wake.clear()
             try:
-                self._reconcile(dep)
+                self.reconcile(dep)
             except Exception:  # a bug here must not stop scaling for good
                 log.exception("scaling %s failed", dep.record.name)
 
-    def _reconcile(self, dep: Deployment) -> None:
-        now = time.monotonic()
-        current = dep.record.revision
+    def reconcile(self, dep: Deployment) -> None:
+        now = self.clock.monotonic()
         options = dep.record.options
-        runners = [r for r in dep.runners.values() if r.id not in dep.stopping]
-        fresh = [r for r in runners if r.revision == current and not r.suspect]
-        old = [r for r in runners if r.revision != current]
+        current = [r for r in dep.runners.values() if r.revision == dep.record.revision]
+        fresh = [r for r in current if not r.suspect]
+        old = [r for r in dep.runners.values() if r.revision != dep.record.revision]
         self._roll_out(dep, fresh, old)
         views = tuple(
             # An open WebSocket keeps its runner from idling out, without being load.
-            RunnerView(
-                r.id, r.state is RunnerState.READY, r.in_flight + r.long_lived, now - r.idle_since
-            )
+            RunnerView(r.id, r.state in SERVING, r.in_flight + r.long_lived, now - r.idle_since)
             for r in fresh
-            if r.state in (RunnerState.PENDING, RunnerState.STARTING, RunnerState.READY)
+            if r.state in WANTED
         )
         decision = decide(
             options,
@@ -210,48 +196,52 @@ class Controller:
             runners=views,
         )
         # While an older revision still serves, bring up as many new runners as it has.
-        start = max(decision.start, min(len(old), self.ceiling(dep)) - len(views))
-        if start > 0:
-            if now < dep.next_start_at:
-                # Backing off after failed starts; look again when it ends.
-                asyncio.get_running_loop().call_later(dep.next_start_at - now, dep.wake.set)
-            else:
-                for _ in range(start):
-                    self._spawn(self._launch(dep, self._new_runner(dep)))
+        old_live = sum(r.state in WANTED or r.state is RunnerState.DRAINING for r in old)
+        start = max(decision.start, min(old_live, self.ceiling(dep)) - len(views))
+        backing_off = now < dep.next_start_at
+        for r in fresh:
+            if r.state is RunnerState.FAILURE_DELAY and not backing_off:
+                r.transition(RunnerState.PENDING, "", at=self.clock.time())
+                self.spawn(self._launch(dep, r))
+        for _ in range(max(0, start)):
+            runner = self._new_runner(dep, backing_off)
+            if runner.state is RunnerState.PENDING:
+                self.spawn(self._launch(dep, runner))
+        if backing_off and any(r.state is RunnerState.FAILURE_DELAY for r in dep.runners.values()):
+            self.spawn(self._wake_after(dep, dep.next_start_at - now))
         for runner_id in decision.stop:
-            self._spawn(self._stop(dep, dep.runners[runner_id], RunnerState.GONE,
+            self.spawn(self.retire(dep, dep.runners[runner_id], RunnerState.TERMINATED,
                                    f"idle for keep_alive ({options.keep_alive}s)"))  # fmt: skip
-        # Fewer wanted than exist: runners still waiting for capacity go first.
+        # Fewer wanted than exist: runners still waiting (backoff, capacity) go first.
         surplus = len(views) - decision.desired - len(decision.stop) - max(0, start)
-        for r in [r for r in fresh if r.state is RunnerState.PENDING][::-1][: max(0, surplus)]:
-            self._ended(dep, r, RunnerState.GONE, "no longer needed")
+        waiting = [r for r in fresh if r.state in (RunnerState.FAILURE_DELAY, RunnerState.PENDING)]
+        for r in waiting[::-1][: max(0, surplus)]:
+            self.end(dep, r, RunnerState.TERMINATED, "no longer needed")
 
     def _roll_out(self, dep: Deployment, fresh: list[Runner], old: list[Runner]) -> None:
-        """A new revision takes over without dropping requests: the old runners keep
-        serving until a new one is ready, then take no new work and stop once idle."""
-        if not old:
-            return
-        new_ready = any(r.state is RunnerState.READY for r in fresh)
-        for r in old:
-            if r.state is RunnerState.PENDING:
-                self._ended(dep, r, RunnerState.GONE, f"replaced by revision {dep.record.revision}")
-            elif new_ready and r.state in (RunnerState.READY, RunnerState.STARTING):
-                r.state = RunnerState.DRAINING if r.state is RunnerState.READY else r.state
-                if r.state is RunnerState.STARTING:
-                    self._spawn(self._stop(dep, r, RunnerState.GONE,
-                                           f"replaced by revision {dep.record.revision}"))  # fmt: skip
-            if r.state is RunnerState.DRAINING and r.in_flight + r.long_lived == 0:
-                self._spawn(self._stop(dep, r, RunnerState.GONE,
-                                       f"replaced by revision {dep.record.revision}"))  # fmt: skip
+        replaced = f"replaced by revision {dep.record.revision}"
+        for runner, move in rollout_moves(fresh, old):
+            if move is Move.DROP:
+                self.end(dep, runner, RunnerState.TERMINATED, replaced)
+            elif move is Move.DRAIN:
+                runner.transition(RunnerState.DRAINING, at=self.clock.time())
+                dep.router.remove(runner)
+            else:
+                self.spawn(self.retire(dep, runner, RunnerState.TERMINATED, replaced))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def _wake_after(self, dep: Deployment, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        dep.wake.set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     # -- one runner's life -----------------------------------------------------
-    def _new_runner(self, dep: Deployment) -> Runner:
-        """A PENDING runner, counted from this moment (so the next pass starts no twin)."""
+    def _new_runner(self, dep: Deployment, backing_off: bool) -> Runner:
+        """A runner counted from this moment (so the next pass starts no twin): PENDING,
+        or in FAILURE_DELAY until the backoff after failed starts ends."""
         record = dep.record
         runner_id = "r-" + uuid.uuid4().hex[:10]
         runner = Runner(
@@ -260,85 +250,37 @@ class Controller:
             revision=record.revision,
             backend=self.backend_for(record).name,
             log_path=runner_log_path(self.config.data_dir, record.owner, record.name, runner_id),
+            state=RunnerState.FAILURE_DELAY if backing_off else RunnerState.PENDING,
+            reason=f"waiting after {dep.failures} failed start(s)" if backing_off else "",
+            created_at=self.clock.time(),
+            idle_since=self.clock.monotonic(),
         )
         dep.runners[runner.id] = runner
         return runner
 
     async def _launch(self, dep: Deployment, runner: Runner) -> None:
         record = dep.record
-        options = record.options
         backend = self.runner_backend(runner)
-        types = (
-            [options.machine_type]
-            if isinstance(options.machine_type, str)
-            else options.machine_type
-        )
+        types = machine_types(record)
         if backend.own_placement:
             # The cluster's scheduler places it; start() waits there (PENDING) for room.
-            allocation = self._asked_for(types, options.num_gpus)
+            allocation = asked_for(self.inventory, types)
         else:
-            while True:  # wait for capacity, visibly
-                placed = self.inventory.allocate(runner.id, types, options.num_gpus)
-                if not isinstance(placed, str):
-                    allocation = placed
-                    break
-                runner.reason = placed
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._capacity_freed.wait(), 1.0)
-                if runner.state is not RunnerState.PENDING:
-                    return  # no longer needed
-            runner.state, runner.reason = RunnerState.STARTING, ""
-            runner.starting_at = time.time()
+            placed = await self._wait_for_capacity(dep, runner, types)
+            if placed is None:
+                return  # no longer needed
+            allocation = placed
+            runner.transition(RunnerState.SETUP, "", at=self.clock.time())
         runner.machine_type, runner.gpu_ids = allocation.machine_type, allocation.gpu_ids
-        environment = (
-            Environments(self.config.data_dir).get(record.spec.environment)
-            if record.spec.environment
-            else None
-        )
-        python, env_vars = runner_setup(self.config.data_dir, environment)
         try:
-            secret_env = self.secrets(record.owner) if self.secrets else {}
-        except Exception as exc:
-            log.error(
-                "runner %s of %s: its secrets could not be read: %s", runner.id, record.name, exc
+            launch = build_launch(
+                self.config, record, runner, backend, allocation, self.inventory, self.secrets
             )
-            self._ended(dep, runner, RunnerState.FAILED, f"its secrets could not be read: {exc}")
+        except LaunchError as exc:
+            log.error("runner %s of %s: %s", runner.id, record.name, exc)
+            self.end(dep, runner, RunnerState.FAILED, str(exc))
             return
-        launch = RunnerLaunch(
-            runner_id=runner.id,
-            spec=record.spec.model_copy(update={"options": options}),
-            revision=record.revision,
-            bundle_dir=self.bundle_dir(record.spec.bundle_digest or ""),
-            log_path=runner.log_path,
-            env={
-                **secret_env,  # first: the platform's own variables win
-                **env_vars,
-                "TIDAL_RUNNER_ID": runner.id,
-                "TIDAL_APP": record.name,
-                "TIDAL_REVISION": str(record.revision),
-                "TIDAL_MACHINE_TYPE": allocation.machine_type,
-                # What endpoints print while serving a request, with its id (App runners).
-                "TIDAL_REQUEST_LOG": str(runner.log_path.with_suffix(".requests.jsonl")),
-                # Only the GPUs this runner holds; none at all on a CPU machine type.
-                "CUDA_VISIBLE_DEVICES": ",".join(allocation.gpu_ids),
-            },
-            isolate_network=backend.can_share_port(),
-            data_dir=data_root(self.config.data_dir),
-            python=python,
-            machine_types=tuple(types),
-            machine_type=allocation.machine_type,
-            cpus=allocation.cpus,
-            memory_mb=allocation.memory_mb,
-            gpu_ids=allocation.gpu_ids,
-            num_gpus=(
-                len(allocation.gpu_ids)
-                if not backend.own_placement
-                else self.inventory.gpus_needed(
-                    self.inventory.catalog[allocation.machine_type], options.num_gpus
-                )
-            ),
-        )
-        if options.exposed_port is not None and not launch.isolate_network:
+        if record.options.exposed_port is not None and not launch.isolate_network:
             launch.log_path.parent.mkdir(parents=True, exist_ok=True)
             with launch.log_path.open("a") as log_file:
                 log_file.write(f"tidal: note: {self.port_note(dep)}\n")
@@ -347,101 +289,74 @@ class Controller:
             await backend.start(runner, launch)
         except Exception as exc:
             log.exception("starting a runner for %s failed", record.name)
-            self._ended(dep, runner, RunnerState.FAILED, f"the backend could not start it: {exc}")
+            self.end(dep, runner, RunnerState.FAILED, f"the backend could not start it: {exc}")
             return
         if runner.state is RunnerState.PENDING:  # placed by the backend itself
-            runner.state, runner.reason = RunnerState.STARTING, ""
-            runner.starting_at = time.time()
+            runner.transition(RunnerState.SETUP, "", at=self.clock.time())
         elif not runner.live:  # no longer wanted while the backend placed it
             await backend.stop(runner, self.config.stop_grace_seconds)
             return
-        self._spawn(self._watch_exit(dep, runner))
-        await self._wait_ready(dep, runner)
+        self.spawn(readiness.watch_exit(self, dep, runner))
+        await readiness.wait_ready(self, dep, runner)
 
-    async def _wait_ready(self, dep: Deployment, runner: Runner) -> None:
-        options = dep.record.options
-        timeout = options.startup_timeout or self.config.default_startup_timeout
-        started = time.monotonic()
-        assert runner.address is not None
-        while runner.state is RunnerState.STARTING:
-            if await answers_http(runner.address, timeout=1.0):
-                runner.state = RunnerState.READY
-                runner.ready_at = time.time()
-                runner.idle_since = time.monotonic()
-                dep.failures = 0
-                dep.router.add(runner)
-                dep.wake.set()
-                self._after_ready(dep, runner)
-                return
-            if self.runner_backend(runner).exited(runner) or runner.id in dep.stopping:
-                return  # _watch_exit or _stop records why
-            waited = time.monotonic() - started
-            if waited >= timeout:
-                port = options.exposed_port or runner.address.port
-                reason = f"did not answer HTTP on port {port} within startup_timeout ({timeout}s)"
-                runner.reason = reason  # shown while it drains
-                # Answer the waiting requests now, not after the stop's grace period.
-                self._failed_start(dep, f"runner {runner.id} {reason}", failed=runner)
-                await self._stop(dep, runner, RunnerState.FAILED, reason, count_failure=False)
-                return
-            # Probing a closed port costs little; probe often while a start is young,
-            # since every millisecond here is cold-start latency.
-            await asyncio.sleep(0.005 if waited < 2 else 0.05 if waited < 10 else 0.25)
+    async def _wait_for_capacity(
+        self, dep: Deployment, runner: Runner, types: list[str]
+    ) -> Allocation | None:
+        """Hold room on this host for the runner, waiting (visibly, in its reason) while
+        there is none, and asking idle runners of other apps to yield theirs."""
+        num_gpus = dep.record.options.num_gpus
+        while True:
+            placed = self.inventory.allocate(runner.id, types, num_gpus)
+            if not isinstance(placed, str):
+                return placed
+            runner.reason = placed
+            self._make_room(dep, types, num_gpus)
+            await self.clock.wait(self._capacity_freed, 1.0)
+            if runner.state is not RunnerState.PENDING:
+                return None
 
-    def _after_ready(self, dep: Deployment, runner: Runner) -> None:
-        spec = dep.record.spec
-        if spec.health_check is not None and spec.health_check.call_regularly:
-            self._spawn(self._health_loop(dep, runner))
-        if spec.kind == "function" and spec.openapi is None and dep.openapi_wanted:
-            dep.openapi_wanted = False  # once per revision
-            self._spawn(self._fetch_openapi(dep, runner))
-
-    async def _health_loop(self, dep: Deployment, runner: Runner) -> None:
-        """Call the App's health check; after `failure_threshold` failures in a row
-        (once `start_period_seconds` have passed) the runner is replaced."""
-        check = dep.record.spec.health_check
-        assert check is not None and runner.address is not None
-        await asyncio.sleep(
-            max(0.0, check.start_period_seconds - (time.time() - runner.created_at))
-        )
-        failures = 0
-        while runner.state is RunnerState.READY:
-            try:
-                status, _ = await request_once(
-                    runner.address, check.method, check.path, check.timeout_seconds
+    def _make_room(self, dep: Deployment, types: list[str], num_gpus: int | None) -> None:
+        """Stop idle runners of other apps (above their min_concurrency, idle at least
+        the guaranteed floor, longest idle first) when that makes this one fit."""
+        now = self.clock.monotonic()
+        candidates: list[IdleRunner] = []
+        freeing: list[Allocation] = []
+        by_id: dict[str, tuple[Deployment, Runner]] = {}
+        for other in self.deployments.values():
+            mine = other is dep
+            live = [r for r in other.runners.values() if r.state in WANTED]
+            idle = sorted(
+                (r for r in live if r.state is RunnerState.IDLE and not r.in_flight + r.long_lived),
+                key=lambda r: r.idle_since,
+            )
+            spare = max(0, len(live) - other.record.options.min_concurrency)
+            for r in other.runners.values():
+                held = self.inventory.held.get(r.id)
+                if held is not None and r.state is RunnerState.TERMINATING:
+                    freeing.append(held)
+            for i, r in enumerate(idle):
+                held = self.inventory.held.get(r.id)
+                if mine or held is None or other.router.waits(now):
+                    continue  # an app with waiting requests keeps its runners
+                candidates.append(
+                    IdleRunner(r.id, other.key, held, now - r.idle_since, spare=i < spare)
                 )
-                problem = "" if 200 <= status < 300 else f"HTTP {status}"
-            except (OSError, TimeoutError) as exc:
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            failures = failures + 1 if problem else 0
-            if failures >= check.failure_threshold:
-                await self._stop(dep, runner, RunnerState.FAILED,
-                                 f"health check {check.path} failed {failures} times in a row "
-                                 f"(last: {problem})")  # fmt: skip
-                return
-            await asyncio.sleep(self.config.health_check_interval_seconds)
+                by_id[r.id] = (other, r)
+        chosen = choose_yielders(
+            types,
+            num_gpus,
+            self.inventory,
+            candidates,
+            floor=self.config.yield_idle_floor_seconds,
+            freeing=freeing,
+        )
+        for runner_id in chosen:
+            other, r = by_id[runner_id]
+            reason = f"stopped for app {dep.record.name}'s waiting request"
+            log.info("runner %s of %s yields: %s", r.id, other.record.name, reason)
+            self.spawn(self.retire(other, r, RunnerState.TERMINATED, reason))
 
-    async def _fetch_openapi(self, dep: Deployment, runner: Runner) -> None:
-        """A direct server's own /openapi.json, if it serves one, becomes the app's."""
-        assert runner.address is not None
-        try:
-            status, body = await request_once(runner.address, "GET", "/openapi.json", 5.0)
-            document = json.loads(body) if status == 200 else None
-        except (OSError, TimeoutError, ValueError):
-            return
-        if document is not None and openapi_problem(document) is None:
-            for listener in self.on_openapi_found:
-                listener(dep.record, document)
-
-    async def _watch_exit(self, dep: Deployment, runner: Runner) -> None:
-        code = await self.runner_backend(runner).wait_exit(runner)
-        if runner.id in dep.stopping or not runner.live:
-            return
-        last = [line for line in tail(runner.log_path, 20) if line.strip()]
-        hint = f": {last[-1].strip()}" if last else ""
-        self._ended(dep, runner, RunnerState.FAILED, f"exited with status {code}{hint}")
-
-    async def _stop(
+    async def retire(
         self,
         dep: Deployment,
         runner: Runner,
@@ -449,21 +364,20 @@ class Controller:
         reason: str,
         count_failure: bool = True,
     ) -> None:
-        if runner.id in dep.stopping or not runner.live:
+        """Stop a runner: gracefully through TERMINATING when it was launched."""
+        if runner.state is RunnerState.TERMINATING or not runner.live:
             return
-        if runner.state is RunnerState.PENDING:
-            self._ended(dep, runner, state, reason, count_failure)
+        if runner.state in (RunnerState.FAILURE_DELAY, RunnerState.PENDING):
+            self.end(dep, runner, state, reason, count_failure)
             return
-        dep.stopping.add(runner.id)
-        runner.state = RunnerState.DRAINING
+        runner.transition(RunnerState.TERMINATING, reason, at=self.clock.time())
         dep.router.remove(runner)
         try:
             await self.runner_backend(runner).stop(runner, self.config.stop_grace_seconds)
         finally:
-            dep.stopping.discard(runner.id)
-            self._ended(dep, runner, state, reason, count_failure)
+            self.end(dep, runner, state, reason, count_failure)
 
-    def _ended(
+    def end(
         self,
         dep: Deployment,
         runner: Runner,
@@ -471,8 +385,12 @@ class Controller:
         reason: str,
         count_failure: bool = True,
     ) -> None:
-        was_starting = runner.ready_at is None and runner.state is not RunnerState.PENDING
-        runner.state, runner.reason, runner.ended_at = state, reason, time.time()
+        assert state in ENDED
+        # Launched, never ready: a failed start (the backoff counts those).
+        was_starting = runner.ready_at is None and (
+            runner.state in STARTING or runner.state is RunnerState.TERMINATING
+        )
+        runner.transition(state, reason, at=self.clock.time())
         dep.router.remove(runner)
         dep.runners.pop(runner.id, None)
         dep.ended.append(runner)
@@ -485,16 +403,18 @@ class Controller:
             listener(runner)
         log.info("runner %s of %s %s: %s", runner.id, dep.record.name, state.value, reason)
         if state is RunnerState.FAILED and was_starting and count_failure:
-            self._failed_start(dep, f"runner {runner.id} {reason}")
+            self.failed_start(dep, f"runner {runner.id} {reason}")
         dep.wake.set()
 
-    def _failed_start(self, dep: Deployment, reason: str, failed: Runner | None = None) -> None:
+    def failed_start(self, dep: Deployment, reason: str, failed: Runner | None = None) -> None:
         dep.failures += 1
-        dep.next_start_at = time.monotonic() + min(MAX_BACKOFF_SECONDS, 2.0 ** (dep.failures - 1))
+        dep.next_start_at = self.clock.monotonic() + min(
+            MAX_BACKOFF_SECONDS, 2.0 ** (dep.failures - 1)
+        )
         others = any(
-            r.state in (RunnerState.PENDING, RunnerState.STARTING, RunnerState.READY)
+            r.state in WANTED and r.state is not RunnerState.FAILURE_DELAY
             for r in dep.runners.values()
-            if r is not failed and r.id not in dep.stopping
+            if r is not failed
         )
         if not others:
             # Nobody else will serve the waiting requests soon: answer them now.
@@ -506,11 +426,3 @@ class Controller:
                     f"See `tidal logs {dep.record.name}`.",
                 )
             )
-
-    def _asked_for(self, types: list[str], num_gpus: int | None) -> Allocation:
-        """For a backend that places runners itself: the first type, unplaced."""
-        machine = self.inventory.catalog[types[0]]
-        return Allocation(machine.name, machine.cpus, machine.memory_mb)
-
-    def bundle_dir(self, digest: str) -> Path:
-        return self.config.data_dir / "bundles" / digest

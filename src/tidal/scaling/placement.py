@@ -60,7 +60,31 @@ class Inventory:
         self, runner_id: str, machine_types: list[str], num_gpus: int | None
     ) -> Allocation | str:
         """Hold resources for a runner on the first type that fits, or say why none does."""
+        placed = self._first_fit(machine_types, num_gpus, *self.free())
+        if isinstance(placed, Allocation):
+            self.held[runner_id] = placed
+        return placed
+
+    def fits_after(
+        self, machine_types: list[str], num_gpus: int | None, freed: list[Allocation]
+    ) -> bool:
+        """Whether a runner of these types would fit once `freed` are given back."""
         cpus, memory, free_gpus = self.free()
+        cpus += sum(a.cpus for a in freed)
+        memory += sum(a.memory_mb for a in freed)
+        free_gpus = free_gpus + [g for a in freed for g in a.gpu_ids]
+        return isinstance(
+            self._first_fit(machine_types, num_gpus, cpus, memory, free_gpus), Allocation
+        )
+
+    def _first_fit(
+        self,
+        machine_types: list[str],
+        num_gpus: int | None,
+        cpus: float,
+        memory: int,
+        free_gpus: list[str],
+    ) -> Allocation | str:
         waits = []
         for name in machine_types:
             machine = self.catalog[name]
@@ -77,9 +101,7 @@ class Inventory:
             elif machine.memory_mb > memory:
                 waits.append(f"{name} needs {machine.memory_mb} MB, {memory} MB free")
             else:
-                allocation = Allocation(name, machine.cpus, machine.memory_mb, tuple(usable[:gpus]))
-                self.held[runner_id] = allocation
-                return allocation
+                return Allocation(name, machine.cpus, machine.memory_mb, tuple(usable[:gpus]))
         return "waiting for capacity: " + "; ".join(waits)
 
     def release(self, runner_id: str) -> None:

@@ -18,7 +18,9 @@ from tidal.backends.base import Runner, RunnerState
 from tidal.gateway.router import AppRouter, RouterError
 
 
-def _runner(rid: str, state: RunnerState = RunnerState.READY, in_flight: int = 0) -> Runner:
+def _runner(rid: str, state: RunnerState = RunnerState.IDLE, in_flight: int = 0) -> Runner:
+    if state is RunnerState.IDLE and in_flight:
+        state = RunnerState.RUNNING
     return Runner(
         id=rid,
         app="a",
@@ -95,7 +97,7 @@ def test_load_spreads_across_runners() -> None:
     _run(main())
 
 
-@pytest.mark.parametrize("state", [RunnerState.STARTING, RunnerState.DRAINING])
+@pytest.mark.parametrize("state", [RunnerState.SETUP, RunnerState.DRAINING])
 def test_not_ready_runners_are_never_picked(state: RunnerState) -> None:
     async def main() -> None:
         other = _runner("other", state=state)
@@ -110,7 +112,7 @@ def test_not_ready_runners_are_never_picked(state: RunnerState) -> None:
 
 def test_not_ready_runner_skipped_for_a_busier_ready_one() -> None:
     async def main() -> None:
-        starting = _runner("s", state=RunnerState.STARTING)
+        starting = _runner("s", state=RunnerState.SETUP)
         draining = _runner("d", state=RunnerState.DRAINING)
         ready = _runner("r", in_flight=3)
         router = _router(starting, draining, ready, mm=4)
@@ -197,11 +199,11 @@ def test_adding_a_starting_runner_serves_nobody() -> None:
         router = _router()
         task = asyncio.ensure_future(router.acquire())
         await _settle()
-        s = _runner("s", state=RunnerState.STARTING)
+        s = _runner("s", state=RunnerState.SETUP)
         router.add(s)
         await _settle()
         assert not task.done()
-        s.state = RunnerState.READY
+        s.transition(RunnerState.IDLE)
         router.dispatch()
         assert await task is s
 
@@ -212,11 +214,11 @@ def test_new_request_does_not_jump_the_queue() -> None:
     async def main() -> None:
         # A runner that became ready without a dispatch yet: a newcomer must queue behind
         # the request already waiting, not take the free slot.
-        s = _runner("s", state=RunnerState.STARTING)
+        s = _runner("s", state=RunnerState.SETUP)
         router = _router(s)
         first = asyncio.ensure_future(router.acquire())
         await _settle()
-        s.state = RunnerState.READY
+        s.transition(RunnerState.IDLE)
         second = asyncio.ensure_future(router.acquire())
         await _settle()
         assert not first.done()

@@ -27,11 +27,11 @@ const SCALING = [
 
 function runnerRows(runners) {
   const now = Date.now() / 1000;
-  const live = ["pending", "starting", "ready", "draining"];
+  const live = ["failure_delay", "pending", "docker_pull", "setup", "idle", "running", "draining", "terminating"];
   const sorted = [...runners].sort((a, b) => (live.includes(b.state) - live.includes(a.state)) || b.created_at - a.created_at);
   return sorted.map((r) => [
     h("code", {}, r.id),
-    badge(r.state),
+    badge(r.state.toUpperCase(), r.state),
     `r${r.revision}`,
     r.machine_type || "–",
     r.gpus.length ? r.gpus.join(", ") : "–",

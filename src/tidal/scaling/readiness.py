@@ -1,0 +1,119 @@
+"""Watching a launched runner: until its server answers (SETUP -> IDLE), while it
+serves (health checks, a suspect connection), and when it exits on its own."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from tidal.control.openapi import openapi_problem
+from tidal.domain.runner import SERVING, STARTING, Runner, RunnerState
+from tidal.observe.logs import tail
+
+if TYPE_CHECKING:
+    from tidal.scaling.controller import Controller
+    from tidal.scaling.deployment import Deployment
+
+
+def probe_pause(waited: float) -> float:
+    """Probing a closed port costs little: probe often while a start is young, since
+    every millisecond here is cold-start latency."""
+    return 0.005 if waited < 2 else 0.05 if waited < 10 else 0.25
+
+
+async def wait_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:
+    options = dep.record.options
+    timeout = options.startup_timeout or ctl.config.default_startup_timeout
+    started = ctl.clock.monotonic()
+    assert runner.address is not None
+    while runner.state in STARTING:
+        if await ctl.prober.answers(runner.address, 1.0):
+            if runner.state not in STARTING:
+                return  # stopped or ended while the probe ran
+            runner.transition(RunnerState.IDLE, at=ctl.clock.time())
+            runner.idle_since = ctl.clock.monotonic()
+            dep.failures = 0
+            dep.router.add(runner)
+            dep.wake.set()
+            after_ready(ctl, dep, runner)
+            return
+        if ctl.runner_backend(runner).exited(runner) or runner.state not in STARTING:
+            return  # watch_exit or the stop records why
+        waited = ctl.clock.monotonic() - started
+        if waited >= timeout:
+            port = options.exposed_port or runner.address.port
+            reason = f"did not answer HTTP on port {port} within startup_timeout ({timeout}s)"
+            runner.reason = reason  # shown while it stops
+            # Answer the waiting requests now, not after the stop's grace period.
+            ctl.failed_start(dep, f"runner {runner.id} {reason}", failed=runner)
+            await ctl.retire(dep, runner, RunnerState.FAILED, reason, count_failure=False)
+            return
+        await ctl.clock.sleep(probe_pause(waited))
+
+
+def after_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:
+    spec = dep.record.spec
+    if spec.health_check is not None and spec.health_check.call_regularly:
+        ctl.spawn(health_loop(ctl, dep, runner))
+    if spec.kind == "function" and spec.openapi is None and dep.openapi_wanted:
+        dep.openapi_wanted = False  # once per revision
+        ctl.spawn(fetch_openapi(ctl, dep, runner))
+
+
+async def health_loop(ctl: Controller, dep: Deployment, runner: Runner) -> None:
+    """Call the App's health check; after `failure_threshold` failures in a row
+    (once `start_period_seconds` have passed) the runner is replaced."""
+    check = dep.record.spec.health_check
+    assert check is not None and runner.address is not None
+    await ctl.clock.sleep(
+        max(0.0, check.start_period_seconds - (ctl.clock.time() - runner.created_at))
+    )
+    failures = 0
+    while runner.state in SERVING:
+        try:
+            status, _ = await ctl.prober.request(
+                runner.address, check.method, check.path, check.timeout_seconds
+            )
+            problem = "" if 200 <= status < 300 else f"HTTP {status}"
+        except (OSError, TimeoutError) as exc:
+            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        failures = failures + 1 if problem else 0
+        if failures >= check.failure_threshold:
+            await ctl.retire(dep, runner, RunnerState.FAILED,
+                             f"health check {check.path} failed {failures} times in a row "
+                             f"(last: {problem})")  # fmt: skip
+            return
+        await ctl.clock.sleep(ctl.config.health_check_interval_seconds)
+
+
+async def fetch_openapi(ctl: Controller, dep: Deployment, runner: Runner) -> None:
+    """A direct server's own /openapi.json, if it serves one, becomes the app's."""
+    assert runner.address is not None
+    try:
+        status, body = await ctl.prober.request(runner.address, "GET", "/openapi.json", 5.0)
+        document = json.loads(body) if status == 200 else None
+    except (OSError, TimeoutError, ValueError):
+        return
+    if document is not None and openapi_problem(document) is None:
+        for listener in ctl.on_openapi_found:
+            listener(dep.record, document)
+
+
+async def check_suspect(ctl: Controller, dep: Deployment, runner: Runner) -> None:
+    """A connection to the runner failed: back in rotation if it still answers,
+    else replaced."""
+    if runner.address and await ctl.prober.answers(runner.address, 1.0):
+        runner.suspect = False
+        dep.router.dispatch()
+        return
+    await ctl.retire(dep, runner, RunnerState.FAILED,
+                     "the server stopped answering while serving a request")  # fmt: skip
+
+
+async def watch_exit(ctl: Controller, dep: Deployment, runner: Runner) -> None:
+    code = await ctl.runner_backend(runner).wait_exit(runner)
+    if runner.state is RunnerState.TERMINATING or not runner.live:
+        return
+    last = [line for line in tail(runner.log_path, 20) if line.strip()]
+    hint = f": {last[-1].strip()}" if last else ""
+    ctl.end(dep, runner, RunnerState.FAILED, f"exited with status {code}{hint}")
