@@ -21,6 +21,8 @@ ECHO = Path(__file__).parent / "apps" / "echo"
 # fake GPUs; BIG takes 2 CPUs, so BIG and S cannot both be BIG.
 CONFIG = """
 max_waiting_per_app = 6
+# These tests watch runners wait for capacity; yielding has its own test.
+yield_idle_floor_seconds = 600
 
 [host]
 cpus = 3.5
