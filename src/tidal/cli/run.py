@@ -107,11 +107,11 @@ def wait_live(api: Client, app: str, revision: int, timeout: float = 120) -> flo
     while time.monotonic() - started < timeout:
         runners = api.get(f"/api/v1/apps/{app}/runners")
         mine = [r for r in runners if r["revision"] == revision]
-        if any(r["state"] == "ready" for r in mine):
+        if any(r["state"] in ("idle", "running") for r in mine):
             return time.monotonic() - started
-        if not mine and not any(r["state"] in ("ready", "starting") for r in runners):
+        if not mine and not any(r["state"] in ("idle", "running", "setup") for r in runners):
             return None
-        if mine and all(r["state"] in ("failed", "gone") for r in mine):
+        if mine and all(r["state"] in ("failed", "terminated") for r in mine):
             raise CLIError(f"revision {revision}'s runner failed; see the logs above")
         time.sleep(0.1)
     return None

@@ -80,9 +80,7 @@ class AppRouter:
 
     # -- the request path --------------------------------------------------
     def _can_take(self, r: Runner) -> bool:
-        return (
-            r.state in SERVING and not r.suspect and r.in_flight < self.max_multiplexing
-        )
+        return r.state in SERVING and not r.suspect and r.in_flight < self.max_multiplexing
 
     def _free_runner(self) -> Runner | None:
         best: Runner | None = None

@@ -15,7 +15,7 @@ from tidal.spec import build_options
 
 def _runner(rid: str) -> Runner:
     return Runner(id=rid, app="a", revision=1, backend="local", log_path=Path("x"),
-                  state=RunnerState.READY)  # fmt: skip
+                  state=RunnerState.IDLE)  # fmt: skip
 
 
 def _router(*runners: Runner, **options: object) -> AppRouter:
