@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from tidal.sdk.exceptions import AppException, FieldException
     from tidal.sdk.function import Function, function
     from tidal.sdk.image import ContainerImage
+    from tidal.sdk.realtime import realtime
     from tidal.spec import AppOptions, AppSpec, ImageSpec, InvalidOptionError
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ _WHERE = {
     "endpoint": "tidal.sdk.app",
     "wrap_app": "tidal.sdk.app",
     "cached": "tidal.sdk.cached",
+    "realtime": "tidal.sdk.realtime",
     "AppException": "tidal.sdk.exceptions",
     "FieldException": "tidal.sdk.exceptions",
     "AppOptions": "tidal.spec",
@@ -51,6 +53,7 @@ __all__ = [
     "cached",
     "endpoint",
     "function",
+    "realtime",
     "wrap_app",
 ]
 

@@ -29,6 +29,7 @@ import tidal
 # What tidal's runtime imports inside a runner (App serving, files, specs).
 RUNTIME_REQUIREMENTS = (
     "pydantic>=2.6", "fastapi>=0.110", "uvicorn>=0.29", "httpx>=0.27", "cloudpickle>=3.0",
+    "msgpack>=1.0",
 )  # fmt: skip
 MARKER = "tidal-env.json"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 ECHO = Path(__file__).parent / "apps" / "echo"
 PROXY = Path(__file__).parent / "apps" / "proxy"
+REALTIME = Path(__file__).parent / "apps" / "fal_realtime"
 ROOMY = "[host]\ncpus = 64\nmemory_mb = 131072\n"
 
 
@@ -47,6 +48,7 @@ def tls_platform(
         trust = {"SSL_CERT_FILE": str(bundle)}
         running.cli("deploy", "app.py::Proxy", cwd=PROXY, env=trust)
         running.cli("deploy", "scaling.py::single", cwd=ECHO, env=trust)  # one slot
+        running.cli("deploy", "app.py::Realtime", cwd=REALTIME, env=trust)  # `import fal`
         yield running, bundle
 
 
@@ -195,3 +197,26 @@ def test_async_client(fal: Any) -> None:
             await (await used._client).aclose()
 
     asyncio.run(scenario())
+
+
+def test_realtime_endpoints_through_fals_realtime_client(fal: Any) -> None:
+    """`@fal.realtime` endpoints, spoken to by fal-client's realtime API (msgpack over a
+    websocket). `use_jwt=False`: fal-client asks rest.fal.ai for a JWT otherwise; the
+    API key header goes with the websocket instead."""
+    with fal.realtime("local/realtime", use_jwt=False) as connection:
+        for i in range(3):
+            connection.send({"prompt": f"frame {i}", "seed": i})
+            assert connection.recv() == {"text": f"FRAME {i}", "seed": i}
+        connection.send({"prompt": "fail"})
+        with pytest.raises(fal.client.RealtimeError) as failed:
+            connection.recv()
+        assert failed.value.error == "INTERNAL_ERROR"
+        assert "cannot draw 'fail'" in failed.value.reason
+    # A server-streaming endpoint: one input, a message per item.
+    with fal.realtime("local/realtime", use_jwt=False, path="/stream") as connection:
+        connection.send({"prompt": "a b c"})
+        got = [connection.recv() for _ in range(3)]
+        assert got == [{"text": w, "seed": i} for i, w in enumerate("abc")]
+        assert connection.recv() is None  # the session ends after the stream
+    # The same app's HTTP endpoint, through fal-client's run.
+    assert fal.run("local/realtime", {"prompt": "x", "seed": 3}) == {"text": "x", "seed": 3}

@@ -101,7 +101,7 @@ def test_the_public_surface() -> None:
     assert sorted(tidal.__all__) == sorted([
         "App", "AppException", "AppOptions", "AppSpec", "ContainerImage", "FieldException",
         "Function", "HealthCheck", "ImageSpec", "InvalidOptionError", "__version__", "cached",
-        "endpoint", "function", "wrap_app",
+        "endpoint", "function", "realtime", "wrap_app",
     ])  # fmt: skip
     for name in tidal.__all__:
         assert getattr(tidal, name) is not None

@@ -9,8 +9,8 @@ appended to the end of `sys.path`.
 The names it has, and what each is on tidal, are `tidal.compat.fal_api.SUPPORTED`
 (documented, with their differences, in docs/fal-compat.md). Any other name fails
 saying "fal.X is not supported by tidal's fal compatibility layer; supported in
-fal.Y: ...": `fal.realtime` raises AttributeError (so `hasattr` is False), `from
-fal import realtime` raises `FalCompatError` (an ImportError), and a module the
+fal.Y: ...": `fal.sync_dir` raises AttributeError (so `hasattr` is False), `from
+fal import sync_dir` raises `FalCompatError` (an ImportError), and a module the
 shim lacks (`import fal.toolkit.kv`) raises ModuleNotFoundError.
 
 Only the process that calls `install_fal_shim()` sees the shim: it does not

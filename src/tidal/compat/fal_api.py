@@ -27,6 +27,7 @@ SUPPORTED: dict[str, str] = {
     "fal.ContainerImage": "tidal.sdk.image:ContainerImage",
     "fal.cached": "tidal.sdk.cached:cached",
     "fal.wrap_app": "tidal.sdk.app:wrap_app",
+    "fal.realtime": "tidal.sdk.realtime:realtime",
     "fal.container.ContainerImage": "tidal.sdk.image:ContainerImage",
     **{
         f"fal.exceptions.{name}": f"tidal.sdk.exceptions:{name}"

@@ -80,7 +80,7 @@ def test_supported_names_are_tidals_objects() -> None:
     assert result.pop("fal_file").startswith(str(SHIM_DIR))
     assert result.pop("dir") == [
         "App", "ContainerImage", "HealthCheck", "cached", "container", "endpoint", "exceptions",
-        "function", "toolkit", "wrap_app",
+        "function", "realtime", "toolkit", "wrap_app",
     ]  # fmt: skip
     assert {"File", "Image", "download_file", "clone_repository", "FAL_MODEL_WEIGHTS_DIR",
             "image", "utils"} <= set(result.pop("toolkit_dir"))  # fmt: skip
@@ -144,8 +144,8 @@ def test_unsupported_names_say_what_is_supported() -> None:
 
         seen = {}
         for stmt in [
-            "fal.realtime",
-            "from fal import realtime",
+            "fal.sync_dir",
+            "from fal import sync_dir",
             "import fal.distributed",
             "from fal.toolkit import KVStore",
             "fal.toolkit.KVStore",
@@ -162,11 +162,11 @@ def test_unsupported_names_say_what_is_supported() -> None:
         seen["private"] = hasattr(fal, "__version__")
         print(json.dumps(seen))
     """)
-    assert result.pop("hasattr") is False
+    assert result.pop("hasattr") is True  # fal.realtime is supported
     assert result.pop("private") is False
     expected = {
-        "fal.realtime": ("AttributeError", "fal.realtime"),
-        "from fal import realtime": ("FalCompatError", "fal.realtime"),
+        "fal.sync_dir": ("AttributeError", "fal.sync_dir"),
+        "from fal import sync_dir": ("FalCompatError", "fal.sync_dir"),
         "import fal.distributed": ("ModuleNotFoundError", "fal.distributed"),
         "from fal.toolkit import KVStore": ("FalCompatError", "fal.toolkit.KVStore"),
         "fal.toolkit.KVStore": ("AttributeError", "fal.toolkit.KVStore"),
