@@ -134,6 +134,7 @@ async def measure(url: str, app: str, args: argparse.Namespace) -> Table:
         sync = await sync_run(http, f"/local/{app}/", args.n, args.concurrency)
         queued = await queue_run(http, app, args.n, args.concurrency)
         idle = await idle_polls(http, app, queued["ids"], args.polls, args.concurrency)  # type: ignore[arg-type]
+        alone = await idle_polls(http, app, queued["ids"], args.polls // 4, 1)  # type: ignore[arg-type]
     loaded: list[float] = queued["polls"]  # type: ignore[assignment]
     table = Table(title=f"tidal queue vs sync: {args.n} requests, {args.concurrency} concurrent "
                         "clients, trivial endpoint, one warm runner")  # fmt: skip
@@ -150,8 +151,10 @@ async def measure(url: str, app: str, args: argparse.Namespace) -> Table:
                   f"{queued['submit_p50']:.1f} / {queued['submit_p99']:.1f}", "")  # fmt: skip
     table.add_row("status poll", f"while draining p50 / p99 ms ({len(loaded)} polls)",
                   f"{pct(loaded, 0.5):.1f} / {pct(loaded, 0.99):.1f}", "")  # fmt: skip
-    table.add_row("", f"idle p50 / p99 ms ({len(idle)} polls)",
+    table.add_row("", f"idle, {args.concurrency} clients, p50 / p99 ms ({len(idle)} polls)",
                   f"{pct(idle, 0.5):.1f} / {pct(idle, 0.99):.1f}", "")  # fmt: skip
+    table.add_row("", f"idle, one client, p50 / p99 ms ({len(alone)} polls)",
+                  f"{pct(alone, 0.5):.1f} / {pct(alone, 0.99):.1f}", "")  # fmt: skip
     return table
 
 

@@ -207,7 +207,8 @@ class Platform:
             if scope["path"].startswith("/api/"):
                 await self.api(scope, receive, send)
             elif scope["path"].startswith("/queue/"):
-                await self.queue_api(scope, receive, send)
+                if not await self.queue.answer_status(scope, send):
+                    await self.queue_api(scope, receive, send)
             elif scope["path"].startswith("/files/"):
                 await self.files(scope, receive, send)
             elif scope["path"] == "/dashboard" or scope["path"].startswith("/dashboard/"):

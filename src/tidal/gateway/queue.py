@@ -109,6 +109,61 @@ class QueueService:
             return self.lines.position(request_id)
         return await asyncio.to_thread(self.store.position, request_id)
 
+    async def status_view(self, base_url: str, item: QueuedRequest, logs: bool) -> dict[str, Any]:
+        """fal's status answer for a request."""
+        out: dict[str, Any] = {"status": item.status, "request_id": item.id,
+                               **urls_of(base_url, item.owner, item.app, item.id)}  # fmt: skip
+        if item.status == IN_QUEUE:
+            out["queue_position"] = await self.position(item.id)
+        if item.status != IN_QUEUE:
+            # What an App's endpoint printed while serving it (a direct server's output is
+            # in its runner's log: it cannot be told apart per request). fal's clients
+            # expect the key whenever the request has started.
+            out["logs"] = await self._logs(item) if logs or item.status == COMPLETED else None
+        if item.status == COMPLETED:
+            if item.started_at and item.completed_at:
+                out["metrics"] = {"inference_time": round(item.completed_at - item.started_at, 4)}
+            if item.error:
+                out["error"], out["error_type"] = item.error, item.error_type
+        return out
+
+    async def _logs(self, item: QueuedRequest) -> list[dict[str, Any]]:
+        folder = self.controller.config.data_dir / "logs" / item.owner / item.app
+        if not folder.is_dir():
+            return []  # nothing logged per request (a direct server): no scan at all
+        return await asyncio.to_thread(logs_for, folder, item.id)
+
+    async def answer_status(self, scope: dict[str, Any], send: Any) -> bool:
+        """`GET /queue/{owner}/{app}/requests/{id}/status` for a request this platform
+        holds, answered from memory without the API framework's routing (a status poll
+        is the queue's most frequent call); False (nothing sent) for anything else."""
+        parts = scope["path"].split("/")
+        if (
+            scope["method"] != "GET"
+            or scope.get("query_string")
+            or len(parts) != 7
+            or parts[4] != "requests"
+            or parts[6] != "status"
+        ):
+            return False
+        _, _, owner, app, _, request_id, _ = parts
+        item = self.held.get(request_id)
+        if item is None or (item.owner, item.app) != (owner, app):
+            return False
+        if self.lines is None and item.status == IN_QUEUE:
+            return False  # shared queue: only the database knows where it is
+        host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+        if not host:
+            return False
+        base = f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}/"
+        body = json.dumps(await self.status_view(base, item, False)).encode()
+        await send({"type": "http.response.start",
+                    "status": 200 if item.status == COMPLETED else 202,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", b"%d" % len(body))]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+        return True
+
     async def complete(
         self, request_id: str, status: int | None, headers: list[tuple[str, str]],
         body: bytes | None, error: str | None = None, error_type: str | None = None,
@@ -493,36 +548,21 @@ def runner_hint(headers: list[tuple[str, str]]) -> str | None:
     return None
 
 
+def urls_of(base_url: str, owner: str, app: str, request_id: str) -> dict[str, str]:
+    base = f"{base_url.rstrip('/')}/queue/{owner}/{app}/requests/{request_id}"
+    return {"response_url": base, "status_url": f"{base}/status",
+            "cancel_url": f"{base}/cancel"}  # fmt: skip
+
+
 def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
     """fal's queue REST API. `owner_apps` resolves (owner, app) to a Deployment."""
     router = APIRouter()
-    data_dir = service.controller.config.data_dir
 
     def urls(request: Request, owner: str, app: str, request_id: str) -> dict[str, str]:
-        base = f"{str(request.base_url).rstrip('/')}/queue/{owner}/{app}/requests/{request_id}"
-        return {"response_url": base, "status_url": f"{base}/status",
-                "cancel_url": f"{base}/cancel"}  # fmt: skip
+        return urls_of(str(request.base_url), owner, app, request_id)
 
     async def status_of(request: Request, item: QueuedRequest, logs: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": item.status, "request_id": item.id,
-                               **urls(request, item.owner, item.app, item.id)}  # fmt: skip
-        if item.status == IN_QUEUE:
-            out["queue_position"] = await service.position(item.id)
-        if item.status != IN_QUEUE:
-            # What an App's endpoint printed while serving it (a direct server's output is
-            # in its runner's log: it cannot be told apart per request). fal's clients
-            # expect the key whenever the request has started.
-            out["logs"] = (
-                logs_for(data_dir / "logs" / item.owner / item.app, item.id)
-                if logs or item.status == COMPLETED
-                else None
-            )
-        if item.status == COMPLETED:
-            if item.started_at and item.completed_at:
-                out["metrics"] = {"inference_time": round(item.completed_at - item.started_at, 4)}
-            if item.error:
-                out["error"], out["error_type"] = item.error, item.error_type
-        return out
+        return await service.status_view(str(request.base_url), item, logs)
 
     async def find(owner: str, app: str, request_id: str) -> QueuedRequest | None:
         item = await service.get(request_id)
