@@ -126,6 +126,24 @@ class AppOptions(ScalingOptions):
 OPTION_NAMES = frozenset(AppOptions.model_fields)
 
 
+def connections_note(options: AppOptions) -> str:
+    """How the app's WebSockets and event streams count, for `tidal apps show`."""
+    if options.long_lived == "separate":
+        note = (
+            "WebSockets and event streams do not take request slots (long_lived='separate'): "
+            f"up to {options.max_long_lived} per runner besides its "
+            f"{options.max_multiplexing} request slot(s)"
+        )
+    else:
+        note = (
+            "each open WebSocket or event stream holds one of a runner's "
+            f"{options.max_multiplexing} request slot(s) (long_lived='slot')"
+        )
+    if options.affinity:
+        note += f"; a client's requests stay on one runner (affinity={options.affinity!r})"
+    return note + "; see docs/web-servers.md"
+
+
 class HealthCheckSpec(BaseModel):
     """An App's `@endpoint(path, health_check=HealthCheck(...))`, which the platform calls."""
 

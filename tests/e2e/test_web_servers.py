@@ -76,6 +76,7 @@ def test_comfy_pattern_at_one_runner_with_default_options(
     assert show["options"]["long_lived"] == "separate"
     human = platform.cli("apps", "show", "comfy").stdout
     assert "long_lived" in human and "separate" in human
+    assert any("do not take request slots" in note for note in show["notes"])
     # The client opens its progress channel first, then posts its work: with the
     # WebSocket holding the runner's only request slot, the POST would wait forever.
     with connect(ws_url(platform, f"{comfy}/ws?clientId=me"), open_timeout=60) as ws:

@@ -24,7 +24,7 @@ from tidal.environments import Environment, EnvironmentBuildError
 from tidal.images.builder import BuiltImage, ImageBuildError
 from tidal.images.platform_step import build_image
 from tidal.observe.logs import app_log_files, follow, tail
-from tidal.spec import AppSpec, ImageSpec, InvalidOptionError
+from tidal.spec import AppSpec, ImageSpec, InvalidOptionError, connections_note
 
 if TYPE_CHECKING:
     from tidal.server import Platform
@@ -158,6 +158,8 @@ def build_api(platform: Platform) -> FastAPI:
         notes = []
         if dep and (note := platform.controller.port_note(dep)):
             notes.append(note)
+        if record.options.exposed_port is not None or record.options.affinity:
+            notes.append(connections_note(record.options))
         if record.scaling_overrides:
             changed = ", ".join(f"{k}={v}" for k, v in sorted(record.scaling_overrides.items()))
             notes.append(f"live scaling changes override the code's options: {changed}")
