@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
+from tidal.dashboard.app import assets_missing
 from tidal.testing import PlatformProcess, start_platform
 
 pytestmark = pytest.mark.slow
@@ -117,5 +118,24 @@ def test_gradio_through_its_client_and_a_browser(secured: PlatformProcess) -> No
             cookies = {c["name"]: c for c in page.context.cookies()}
             assert cookies["tidal_app"]["httpOnly"]
             assert admin.split(":")[1] not in json.dumps(list(cookies.values()))
+
+            # A person signed in to the dashboard opens it from the app's page instead.
+            dashboard = browser.new_page()
+            dashboard.set_default_timeout(120_000)
+            dashboard.goto(f"{secured.url}/dashboard/login")
+            dashboard.fill("#key", admin)
+            dashboard.click("button[type=submit]")
+            dashboard.wait_for_url("**/dashboard/")
+            if assets_missing():  # the page's libraries (make assets): the route itself
+                dashboard.goto(f"{secured.url}/dashboard/open/local/gradio-ui")
+                ui = dashboard
+            else:
+                dashboard.goto(f"{secured.url}/dashboard/#/apps/gradio-ui")
+                with dashboard.expect_popup() as opened:
+                    dashboard.click("a.open-ui")
+                ui = opened.value
+            ui.get_by_label("name").fill("dashboard")
+            ui.get_by_role("button", name="Submit").click()
+            expect(ui.get_by_label("greeting")).to_have_value("Hello, dashboard! (3/3)")
         finally:
             browser.close()

@@ -68,6 +68,8 @@ export async function render(view, [name], _query, ctx) {
       stat("Runners", `${app.runners.ready} up`, `${app.runners.starting} starting · ${app.runners.pending} pending · ${app.runners.draining} draining`),
       stat("Waiting", String(app.waiting), "requests at the gateway"),
       stat("Access", app.public ? "public" : "private", app.public ? "no key needed" : "an API key needed"),
+      // A direct server's own web UI, opened with a browser session for this app only.
+      ...(app.options.exposed_port ? [stat("Web UI", h("a", { href: `/dashboard/open/${encodeURIComponent(app.owner)}/${encodeURIComponent(app.name)}`, target: "_blank", rel: "noopener", class: "open-ui" }, "Open"), "in a new tab")] : []),
     );
     clear(notes).append(...app.notes.map((n) => notice(n)));
     clear(runners).append(table(["Runner", "State", "Rev", "Machine", "GPUs", "Age", { label: "In flight", num: true }, { label: "Served", num: true }, "Why"], runnerRows(list), "No runners: the app is scaled to zero."));
