@@ -144,3 +144,21 @@ def load_machines(settings: dict[str, Any]) -> tuple[HostCapacity, dict[str, Mac
         except (TypeError, ValueError) as exc:
             raise MachineConfigError(f"machine type {name!r}: {exc}") from None
     return host, catalog
+
+
+def unknown_type_hint(name: str, host: HostCapacity) -> str:
+    """How to run an app asking for machine type `name`, which this platform lacks, on
+    this host anyway: an explicit mapping in the platform's tidal.toml."""
+    table = f"[machine_types.{name}]"
+    if not name.upper().startswith("GPU"):
+        return f"to add it, give tidal.toml a {table} table with cpus and memory_mb"
+    if not host.gpus:
+        return (
+            f"this host has no GPUs; to run it here on CPU anyway (for development), give "
+            f"tidal.toml a {table} table with cpus and memory_mb and no gpus"
+        )
+    models = sorted({g.model for g in host.gpus})
+    return (
+        f"this host's GPUs are {', '.join(models)}; to run it on them anyway, give tidal.toml "
+        f'a {table} table with gpus = 1 and gpu_model = "{models[0]}" (and cpus, memory_mb)'
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tidal.machines import HostCapacity, MachineType
+from tidal.machines import HostCapacity, MachineType, unknown_type_hint
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Inventory:
         if unknown:
             return (
                 f"unknown machine type {unknown[0]!r}; this platform offers: "
-                f"{', '.join(sorted(self.catalog))}"
+                f"{', '.join(sorted(self.catalog))}; {unknown_type_hint(unknown[0], self.host)}"
             )
         reasons = []
         for name in machine_types:
