@@ -89,6 +89,16 @@ def test_comfy_pattern_at_one_runner_with_default_options(
             assert http.get(f"{comfy}/").status_code == 200  # other calls answer too
 
 
+def test_open_event_stream_does_not_starve_requests(platform: PlatformProcess, comfy: str) -> None:
+    with platform.http(timeout=30) as http, http.stream("GET", f"{comfy}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines) == "data: 0"
+        # The stream is open on the one runner; its request slot went back at its head.
+        assert http.get(f"{comfy}/", headers={"x-fal-request-timeout": "10"}).status_code == 200
+        assert next(line for line in lines if line) == "data: 1"
+
+
 def test_slot_mode_makes_the_websocket_hold_the_only_slot(platform: PlatformProcess) -> None:
     deploy(platform, "comfy_slots")
     app = "/local/comfy-slots"
@@ -100,6 +110,11 @@ def test_slot_mode_makes_the_websocket_hold_the_only_slot(platform: PlatformProc
             resp = http.post(f"{app}/prompt", json={"client_id": "me"},
                              headers={"x-fal-request-timeout": "1"})  # fmt: skip
             assert resp.status_code == 504
+        with http.stream("GET", f"{app}/events") as stream:
+            lines = stream.iter_lines()  # kept: a dropped iterator closes the stream
+            assert next(lines) == "data: 0"
+            held = http.get(f"{app}/", headers={"x-fal-request-timeout": "1"})
+            assert held.status_code == 504  # an event stream holds its slot too
         resp = http.post(f"{app}/prompt", json={"client_id": "me"})
         assert resp.status_code == 200
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -77,6 +77,17 @@ async def get_history(request: Request) -> JSONResponse:
     return JSONResponse({request.path_params["prompt_id"]: entry} if entry else {})
 
 
+async def events(request: Request) -> StreamingResponse:
+    """An event stream that stays open while the client listens (a progress feed)."""
+
+    async def feed():  # type: ignore[no-untyped-def]
+        for i in range(600):
+            yield f"data: {i}\n\n"
+            await asyncio.sleep(0.1)
+
+    return StreamingResponse(feed(), media_type="text/event-stream")
+
+
 async def index(request: Request) -> PlainTextResponse:
     return PlainTextResponse(f"comfy-shaped {RUNNER}")
 
@@ -92,6 +103,7 @@ app = Starlette(
     routes=[
         Route("/", index),
         Route("/prompt", prompt, methods=["POST"]),
+        Route("/events", events),
         Route("/history/{prompt_id}", get_history),
         WebSocketRoute("/ws", ws_endpoint),
         WebSocketRoute("/raw/{rest:path}", raw),
