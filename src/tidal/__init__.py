@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from tidal.sdk.exceptions import AppException, FieldException
     from tidal.sdk.function import Function, function
     from tidal.sdk.image import ContainerImage
+    from tidal.sdk.image_app import ImageApp
     from tidal.sdk.realtime import realtime
     from tidal.spec import AppOptions, AppSpec, ImageSpec, InvalidOptionError
 
@@ -33,6 +34,7 @@ _WHERE = {
     "AppSpec": "tidal.spec",
     "ContainerImage": "tidal.sdk.image",
     "Function": "tidal.sdk.function",
+    "ImageApp": "tidal.sdk.image_app",
     "ImageSpec": "tidal.spec",
     "InvalidOptionError": "tidal.spec",
     "function": "tidal.sdk.function",
@@ -47,6 +49,7 @@ __all__ = [
     "FieldException",
     "Function",
     "HealthCheck",
+    "ImageApp",
     "ImageSpec",
     "InvalidOptionError",
     "__version__",

@@ -144,6 +144,12 @@ def connections_note(options: AppOptions) -> str:
     return note + "; see docs/web-servers.md"
 
 
+# Options that mean a Python entry, so an image-only app cannot take them.
+IMAGE_ONLY_UNUSED = frozenset(
+    {"requirements", "python_version", "setup_function", "local_python_modules", "serve"}
+)
+
+
 class HealthCheckSpec(BaseModel):
     """An App's `@endpoint(path, health_check=HealthCheck(...))`, which the platform calls."""
 
@@ -164,7 +170,8 @@ class AppSpec(BaseModel):
 
     name: str
     entry: str  # "file.py::object_name", relative to the code bundle's root
-    kind: Literal["function", "app"] = "function"
+    # "image": no Python entry; the image's own ENTRYPOINT/CMD serves on exposed_port.
+    kind: Literal["function", "app", "image"] = "function"
     options: AppOptions = Field(default_factory=AppOptions)
     openapi: dict[str, Any] | None = None
     health_check: HealthCheckSpec | None = None
@@ -175,6 +182,21 @@ class AppSpec(BaseModel):
     # (tidal.backends.choice), and the container image built or pulled for it.
     backend: str | None = None
     image_ref: str | None = None
+
+    @model_validator(mode="after")
+    def _image_only_has_what_it_needs(self) -> AppSpec:
+        if self.kind == "image":
+            if self.options.image is None or self.options.exposed_port is None:
+                raise ValueError(
+                    "an image-only app needs image= (a ContainerImage) and exposed_port= "
+                    "(the port its own command serves on)"
+                )
+            if unused := IMAGE_ONLY_UNUSED & self.options.model_fields_set:
+                raise ValueError(
+                    f"{', '.join(sorted(unused))}: an image-only app runs its image as it "
+                    "is, with no Python entry; put what it needs into the image"
+                )
+        return self
 
     @property
     def entry_file(self) -> str:

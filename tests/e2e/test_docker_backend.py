@@ -249,6 +249,47 @@ def test_local_flag_ignores_the_image(dplatform: PlatformProcess) -> None:
         assert http.get("/local/direct-local/").json() == {"hello": "world"}
 
 
+def test_image_only_app_runs_the_images_own_command(
+    dplatform: PlatformProcess, engine_client: docker.DockerClient
+) -> None:
+    """tidal.ImageApp: a Dockerfile whose CMD is a plain HTTP server, no Python entry and
+    no tidal in the image; scaled, logged and described like any direct server."""
+    folder = APPS / "image_only"
+    view = deploy(dplatform, folder, "app.py::web")
+    assert view["name"] == "web"
+    with dplatform.http() as http:
+        page = http.get("/local/web/")
+        assert page.status_code == 200
+        assert "served by the image's own CMD" in page.text
+    (listed,) = containers_of(engine_client, "web")
+    config = engine_client.containers.get(listed.id).attrs["Config"]
+    assert config["Cmd"] == ["python3", "-m", "http.server", "8000"]
+    assert "tidal.runtime" not in json.dumps(config.get("Entrypoint"))
+    # Its output is the runner's log; its /openapi.json is discovered.
+    wait_for(lambda: '"GET / HTTP/1.1" 200' in dplatform.cli("logs", "web").stdout,
+             timeout=30, what="http.server's access log line")  # fmt: skip
+    wait_for(
+        lambda: "GET /index.html"
+        in json.loads(dplatform.cli("apps", "show", "web", "--json").stdout)["endpoints"],
+        timeout=30, what="the image's OpenAPI document",
+    )  # fmt: skip
+    # The same scaling: a floor of two runners, both serving.
+    dplatform.cli("apps", "scale", "web", "--min-concurrency", "2")
+    wait_for(lambda: len(ready(dplatform, "web")) == 2, timeout=120, what="two runners")
+    with dplatform.http() as http:
+        assert all(http.get("/local/web/").status_code == 200 for _ in range(6))
+    # The command-line form, with no file at all: the same image (a cache hit).
+    done = dplatform.cli("deploy", "--dockerfile", "Dockerfile", "--port", "8000",
+                         "--app-name", "web-cli", cwd=folder, timeout=600)  # fmt: skip
+    assert "Deployed local/web-cli" in done.stdout
+    with dplatform.http() as http:
+        assert "served by the image's own CMD" in http.get("/local/web-cli/").text
+    refused = dplatform.cli("deploy", "app.py::web", "--local", cwd=folder, check=False)
+    assert refused.returncode == 1 and "image-only" in refused.stderr
+    for name in ("web", "web-cli"):
+        dplatform.cli("apps", "delete", name)
+
+
 def test_orphans_removed_at_platform_start(
     engine: DockerEngine, engine_client: docker.DockerClient, tmp_path: Path
 ) -> None:

@@ -100,8 +100,8 @@ def test_endpoint_paths_and_methods_are_checked() -> None:
 def test_the_public_surface() -> None:
     assert sorted(tidal.__all__) == sorted([
         "App", "AppException", "AppOptions", "AppSpec", "ContainerImage", "FieldException",
-        "Function", "HealthCheck", "ImageSpec", "InvalidOptionError", "__version__", "cached",
-        "endpoint", "function", "realtime", "wrap_app",
+        "Function", "HealthCheck", "ImageApp", "ImageSpec", "InvalidOptionError", "__version__",
+        "cached", "endpoint", "function", "realtime", "wrap_app",
     ])  # fmt: skip
     for name in tidal.__all__:
         assert getattr(tidal, name) is not None

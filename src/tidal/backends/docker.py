@@ -212,6 +212,7 @@ class DockerBackend:
         if launch.data_dir is not None:
             launch.data_dir.mkdir(parents=True, exist_ok=True)
         gpus = len(launch.gpu_ids) or launch.num_gpus
+        volumes = bind_mounts(launch, env)
         kwargs: dict[str, Any] = dict(
             image=spec.image_ref,
             entrypoint=["python3", "-m", "tidal.runtime"],
@@ -227,7 +228,7 @@ class DockerBackend:
             ],
             working_dir=BUNDLE_MOUNT,
             environment=container_env(env, gpus),
-            volumes=bind_mounts(launch, env),
+            volumes=volumes,
             # The engine picks a free loopback port as it binds it (no race with
             # another process for a port chosen beforehand); read back below.
             ports={f"{port}/tcp": ("127.0.0.1",)},
@@ -236,6 +237,10 @@ class DockerBackend:
             init=True,
             detach=True,
         )
+        if spec.kind == "image":  # the image's own ENTRYPOINT, CMD and WORKDIR; no code
+            for key in ("entrypoint", "command", "working_dir"):
+                del kwargs[key]
+            volumes.pop(str(launch.bundle_dir), None)
         if launch.cpus:
             kwargs["nano_cpus"] = int(launch.cpus * 1e9)
         if launch.memory_mb:

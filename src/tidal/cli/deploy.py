@@ -22,6 +22,7 @@ from tidal.control.bundles import BundleError, make_bundle, python_files
 from tidal.control.openapi import openapi_problem
 from tidal.sdk.app import App, endpoints
 from tidal.sdk.function import Function
+from tidal.sdk.image_app import ImageApp
 from tidal.sdk.loader import load_module
 from tidal.spec import AppSpec, HealthCheckSpec, ImageSpec, InvalidOptionError
 from tidal.toolkit.stores import files_to_ship
@@ -30,7 +31,10 @@ APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 BUNDLE_LIMIT = 50 * 1024 * 1024
 
 
-def load_target(target: str) -> tuple[Path, str, Function[Any, Any] | type[App]]:
+Target = Function[Any, Any] | type[App] | ImageApp
+
+
+def load_target(target: str) -> tuple[Path, str, Target]:
     """Import the user's file here, as fal does, so option errors show before anything uploads."""
     file_part, _, name = target.partition("::")
     path = Path(file_part).resolve()
@@ -43,10 +47,10 @@ def load_target(target: str) -> tuple[Path, str, Function[Any, Any] | type[App]]
         raise CLIError(f"{path.name}: {exc}") from None
     except Exception as exc:
         raise CLIError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
-    found: dict[str, Function[Any, Any] | type[App]] = {
+    found: dict[str, Target] = {
         k: v
         for k, v in vars(module).items()
-        if isinstance(v, Function)
+        if isinstance(v, Function | ImageApp)
         or (
             isinstance(v, type)
             and issubclass(v, App)
@@ -63,12 +67,12 @@ def load_target(target: str) -> tuple[Path, str, Function[Any, Any] | type[App]]
         name = next(iter(found))
     if name not in found:
         raise CLIError(
-            f"{path.name} has no @tidal.function or tidal.App named {name!r} (found: {', '.join(sorted(found)) or 'none'})"
+            f"{path.name} has no @tidal.function, tidal.App or tidal.ImageApp named {name!r} (found: {', '.join(sorted(found)) or 'none'})"
         )
     return path, name, found[name]
 
 
-def default_app_name(name: str, target: Function[Any, Any] | type[App]) -> str:
+def default_app_name(name: str, target: Target) -> str:
     """An App's `name=` (else its class name in kebab case), a function's name with dashes."""
     if isinstance(target, type):
         if target.app_name:
@@ -77,10 +81,14 @@ def default_app_name(name: str, target: Function[Any, Any] | type[App]) -> str:
     return name.replace("_", "-")
 
 
-def build_spec(
-    path: Path, name: str, target: Function[Any, Any] | type[App], app: str, digest: str
-) -> AppSpec:
+def build_spec(path: Path, name: str, target: Target, app: str, digest: str) -> AppSpec:
     entry = f"{path.name}::{name}"
+    if isinstance(target, ImageApp):  # the image's own command serves; nothing to import
+        try:
+            return AppSpec(name=app, entry=entry, kind="image", options=target.options,
+                           bundle_digest=digest)  # fmt: skip
+        except ValueError as exc:
+            raise CLIError(f"{name}: {exc}") from None
     if isinstance(target, Function):
         # A server's own API: described in metadata, else fetched from its /openapi.json
         # by the platform once a runner is up.
@@ -202,7 +210,11 @@ def build_image(client: Client, spec: AppSpec, console: Console, status: Status)
     for line in client.stream_lines(
         "/api/v1/images",
         method="POST",
-        json={"image": image.model_dump(mode="json"), "requirements": spec.options.requirements},
+        json={
+            "image": image.model_dump(mode="json"),
+            "requirements": spec.options.requirements,
+            "runtime_layer": spec.kind != "image",
+        },
     ):
         event = json.loads(line)
         if "error" in event:
@@ -217,6 +229,34 @@ def build_image(client: Client, spec: AppSpec, console: Console, status: Status)
             console.print(f"[green]✓[/] Image {event['ready']} ({how})")
 
 
+def empty_bundle() -> tuple[bytes, str]:
+    """The code bundle of an app with no code (every revision needs one)."""
+    buf = io.BytesIO()
+    zipfile.ZipFile(buf, "w").close()
+    data = buf.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def image_only(
+    image: str | None, dockerfile: str | None, port: int | None, app_name: str | None
+) -> tuple[Path, str, ImageApp]:
+    """`tidal deploy --image REF | --dockerfile PATH --port N`: an image-only app."""
+    from tidal.sdk.image import ContainerImage
+
+    if (image is None) == (dockerfile is None):
+        raise CLIError("give the image as --image REF or --dockerfile PATH, not both")
+    if port is None:
+        raise CLIError("an image-only app needs --port: the port its own command serves on")
+    spec = (ContainerImage.from_registry(image) if image
+            else ContainerImage.from_dockerfile(dockerfile or ""))  # fmt: skip
+    if app_name is None:
+        raise CLIError("an image-only app from the command line needs --app-name NAME")
+    try:
+        return Path.cwd() / "Dockerfile", app_name, ImageApp(spec, exposed_port=port)
+    except (InvalidOptionError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+
+
 def deploy(
     client: Client,
     target: str,
@@ -225,20 +265,23 @@ def deploy(
     public: bool = False,
     local: bool = False,
     reset_scale: bool = False,
+    loaded: tuple[Path, str, Target] | None = None,
 ) -> dict[str, Any]:
     """`local`: run on the local backend, ignoring the app's container image.
-    `reset_scale`: drop the app's live scaling changes; the code's options apply."""
+    `reset_scale`: drop the app's live scaling changes; the code's options apply.
+    `loaded`: an app made on the command line (`--image`/`--dockerfile`), no file."""
     with console.status("Loading the app…") as status:
-        path, name, found = load_target(target)
+        path, name, found = loaded or load_target(target)
         return deploy_found(
-            client, path, name, found, app_name, status, console, public, local, reset_scale
-        )
+            client, path, name, found, app_name, status, console, public, local, reset_scale,
+            code=loaded is None,
+        )  # fmt: skip
 
 
-def code_bundle(path: Path, found: Function[Any, Any] | type[App]) -> tuple[bytes, str]:
+def code_bundle(path: Path, found: Target) -> tuple[bytes, str]:
     """The app's code bundle (its folder's .py files, local modules, files saved at
     import) and its digest."""
-    options = found.options if isinstance(found, Function) else found.options()
+    options = found.options if isinstance(found, Function | ImageApp) else found.options()
     # Files the app saved at import (File.from_path) are imported again in runners.
     extra = {**files_to_ship(path.parent), **local_modules(options.local_python_modules)}
     try:
@@ -251,22 +294,29 @@ def deploy_found(
     client: Client,
     path: Path,
     name: str,
-    found: Function[Any, Any] | type[App],
+    found: Target,
     app_name: str | None,
     status: Status,
     console: Console,
     public: bool = False,
     local: bool = False,
     reset_scale: bool = False,
+    code: bool = True,
 ) -> dict[str, Any]:
-    """Deploy `found`, already imported from `path` where it is named `name`."""
+    """Deploy `found`, already imported from `path` where it is named `name`.
+    `code=False`: an app made on the command line (`--image`), with an empty bundle."""
+    if isinstance(found, ImageApp) and local:
+        raise CLIError(
+            f"{name} is an image-only app: its image is what runs, on the docker "
+            "backend; --local cannot run it"
+        )
     app = app_name or default_app_name(name, found)
     if not APP_NAME.match(app):
         raise CLIError(
             f"{app!r} is not a valid app name: use letters, digits, '-' and '_' (up to 63)"
         )
     status.update("Bundling the code…")
-    data, digest = code_bundle(path, found)
+    data, digest = code_bundle(path, found) if code else empty_bundle()
     if not client.has_bundle(digest):
         status.update(f"Uploading the code bundle ({len(data) / 1024:.0f} KiB)…")
         client.put_bundle(digest, data)

@@ -213,7 +213,10 @@ def server(
 
 @app.command()
 def deploy(
-    target: Annotated[str, typer.Argument(help="FILE.py::NAME of a @tidal.function or tidal.App.")],
+    target: Annotated[
+        str | None,
+        typer.Argument(help="FILE.py::NAME of a @tidal.function, tidal.App or tidal.ImageApp."),
+    ] = None,
     app_name: Annotated[
         str | None, typer.Option("--app-name", help="Name of the app (default: the function's).")
     ] = None,
@@ -235,13 +238,49 @@ def deploy(
             "again. Without it they carry over to the new revision.",
         ),
     ] = False,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="An image-only app from this registry image (no FILE::NAME): its "
+            "own ENTRYPOINT/CMD serves on --port.",
+            show_default=False,
+        ),
+    ] = None,
+    dockerfile: Annotated[
+        str | None,
+        typer.Option(
+            help="An image-only app built from this Dockerfile (its folder is the "
+            "build context): its own ENTRYPOINT/CMD serves on --port.",
+            show_default=False,
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="The port an image-only app serves on.", show_default=False),
+    ] = None,
 ) -> None:
-    """Deploy an app (a new revision if it exists) and print its URL."""
-    from tidal.cli.deploy import deploy as deploy_app
+    """Deploy an app (a new revision if it exists) and print its URL.
 
+    `tidal deploy FILE.py::NAME`, or an image-only app with no Python:
+    `tidal deploy --dockerfile Dockerfile --port 8000 --app-name web`.
+    """
+    from tidal.cli.deploy import deploy as deploy_app
+    from tidal.cli.deploy import image_only
+
+    loaded = None
+    if image is not None or dockerfile is not None:
+        if target is not None:
+            raise CLIError("give FILE.py::NAME or --image/--dockerfile, not both")
+        loaded = image_only(image, dockerfile, port, app_name)
+    elif target is None:
+        raise CLIError("give the app to deploy: FILE.py::NAME (or --image/--dockerfile REF "
+                       "--port N --app-name NAME for an image-only app)")  # fmt: skip
+    elif port is not None:
+        raise CLIError("--port is for an image-only app (--image/--dockerfile); a file's "
+                       "app sets exposed_port in its code")  # fmt: skip
     view = deploy_app(
-        client(), target, app_name, err() if as_json else out(), public=public,
-        local=local, reset_scale=reset_scale,
+        client(), target or "", app_name, err() if as_json else out(), public=public,
+        local=local, reset_scale=reset_scale, loaded=loaded,
     )  # fmt: skip
     if as_json:
         print_json(view)

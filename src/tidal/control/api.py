@@ -44,6 +44,8 @@ class ImageRequest(BaseModel):
     image: ImageSpec
     # The app's `requirements`: installed into the image, on top of what it has.
     requirements: list[str] = []
+    # False for an image-only app: its image as it is, without tidal's runtime.
+    runtime_layer: bool = True
 
 
 class RollbackRequest(BaseModel):
@@ -299,6 +301,10 @@ def build_api(platform: Platform) -> FastAPI:
                 f"regions {options.regions!r}: this platform's runners are in region "
                 f"{region!r}; include it, or leave regions unset"
             )
+        if spec.kind == "image" and choice.backend != DOCKER:
+            raise InvalidOptionError(
+                f"an image-only app runs its image on the docker backend, not {choice.backend!r}"
+            )
         in_image = choice.backend == DOCKER and spec.options.image is not None
         if not in_image:
             # Built now, not at the first request (usually already built by the CLI's
@@ -311,7 +317,11 @@ def build_api(platform: Platform) -> FastAPI:
             # the requirements go into the image.
             try:
                 async for built in build_image(
-                    platform, owner, spec.options.image, spec.options.requirements
+                    platform,
+                    owner,
+                    spec.options.image,
+                    spec.options.requirements,
+                    runtime_layer=spec.kind != "image",
                 ):
                     if isinstance(built, BuiltImage):
                         spec = spec.model_copy(update={"image_ref": built.ref})
@@ -357,7 +367,9 @@ def build_api(platform: Platform) -> FastAPI:
 
         async def progress() -> AsyncIterator[str]:
             try:
-                async for item in build_image(platform, owner, body.image, body.requirements):
+                async for item in build_image(
+                    platform, owner, body.image, body.requirements, body.runtime_layer
+                ):
                     if isinstance(item, BuiltImage):
                         done = {"ready": item.ref, "cached": item.cached,
                                 "seconds": round(item.seconds, 2)}  # fmt: skip

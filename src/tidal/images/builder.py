@@ -167,12 +167,15 @@ class ImageBuilder:
         context: Path | None,
         secrets: Mapping[str, str],
         requirements: Sequence[str] = (),
+        runtime_layer: bool = True,
     ) -> AsyncIterator[str | BuiltImage]:
         """Yield log lines, then the BuiltImage. `context`: the uploaded build context
         (from_dockerfile); `secrets`: the owner's, for registry credentials;
-        `requirements`: the app's, installed into the image on top of its own packages."""
+        `requirements`: the app's, installed into the image on top of its own packages.
+        `runtime_layer=False` (an image-only app): the user's image as it is, which
+        needs no Python."""
         started = time.monotonic()
-        runtime = await asyncio.to_thread(runtime_digest)
+        runtime = await asyncio.to_thread(runtime_digest) if runtime_layer else "none"
         pulled: str | None = None
         if image.kind == "registry":
             assert image.ref is not None
@@ -184,6 +187,8 @@ class ImageBuilder:
             image, runtime, context=context_id, pulled_id=pulled, requirements=requirements
         )
         final = f"{FINAL_REPO}:{key}"
+        if not runtime_layer:
+            final = str(image.ref) if image.kind == "registry" else f"{USER_REPO}:{key}"
         async with self._locks.setdefault(key, asyncio.Lock()):
             if await asyncio.to_thread(self._exists, final):
                 yield BuiltImage(final, key, True, time.monotonic() - started)
@@ -194,6 +199,9 @@ class ImageBuilder:
                 base = f"{USER_REPO}:{key}"
                 async for line in self._build_user(image, context, base):
                     yield line
+            if not runtime_layer:
+                yield BuiltImage(base, key, False, time.monotonic() - started)
+                return
             yield "checking the image's Python"
             probe, user = await asyncio.to_thread(self._probe, base)
             problem = python_problem(probe)

@@ -15,9 +15,14 @@ if TYPE_CHECKING:
 
 
 async def build_image(
-    platform: Platform, owner: str, image: ImageSpec, requirements: Sequence[str] = ()
+    platform: Platform,
+    owner: str,
+    image: ImageSpec,
+    requirements: Sequence[str] = (),
+    runtime_layer: bool = True,
 ) -> AsyncIterator[str | BuiltImage]:
-    """Yield build log lines, then the BuiltImage; ImageBuildError says what failed."""
+    """Yield build log lines, then the BuiltImage; ImageBuildError says what failed.
+    `runtime_layer=False`: an image-only app's image, as it is (no tidal runtime)."""
     from tidal.backends.docker import DockerBackend
 
     backend = platform.backends.usable.get(DOCKER)
@@ -38,5 +43,5 @@ async def build_image(
         if not context.is_dir():
             raise ImageBuildError("from_dockerfile: upload the build context first")
     secrets = await asyncio.to_thread(platform.secrets.env_for, owner) if image.auth_secret else {}
-    async for item in backend.images.ensure(image, context, secrets, requirements):
+    async for item in backend.images.ensure(image, context, secrets, requirements, runtime_layer):
         yield item

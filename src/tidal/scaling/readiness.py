@@ -55,7 +55,7 @@ def after_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:
     spec = dep.record.spec
     if spec.health_check is not None and spec.health_check.call_regularly:
         ctl.spawn(health_loop(ctl, dep, runner))
-    if spec.kind == "function" and spec.openapi is None and dep.openapi_wanted:
+    if spec.kind in ("function", "image") and spec.openapi is None and dep.openapi_wanted:
         dep.openapi_wanted = False  # once per revision
         ctl.spawn(fetch_openapi(ctl, dep, runner))
 
