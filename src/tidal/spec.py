@@ -191,7 +191,10 @@ class AppSpec(BaseModel):
                     "an image-only app needs image= (a ContainerImage) and exposed_port= "
                     "(the port its own command serves on)"
                 )
-            if unused := IMAGE_ONLY_UNUSED & self.options.model_fields_set:
+            given = {
+                n for n in IMAGE_ONLY_UNUSED if getattr(self.options, n) not in (None, [], False)
+            }
+            if unused := given:
                 raise ValueError(
                     f"{', '.join(sorted(unused))}: an image-only app runs its image as it "
                     "is, with no Python entry; put what it needs into the image"

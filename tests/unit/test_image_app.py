@@ -33,3 +33,15 @@ def test_bad_input_is_named() -> None:
         tidal.ImageApp(ContainerImage.from_registry("nginx"), exposed_port=0)
     with pytest.raises(ValueError, match=r"needs image= .* and exposed_port="):
         AppSpec(name="web", entry="app.py::web", kind="image", options=AppOptions())
+
+
+def test_the_spec_survives_its_json_round_trip() -> None:
+    """What the CLI sends (every field written out) is what the platform accepts."""
+    web = tidal.ImageApp(ContainerImage.from_registry("nginx:1.27"), exposed_port=80)
+    spec = AppSpec(name="web", entry="app.py::web", kind="image", options=web.options)
+    assert AppSpec.model_validate(spec.model_dump(mode="json")) == spec
+    with pytest.raises(ValueError, match="requirements: an image-only app runs its image"):
+        AppSpec.model_validate(
+            {**spec.model_dump(mode="json"),
+             "options": {**web.options.model_dump(mode="json"), "requirements": ["x"]}}
+        )  # fmt: skip
