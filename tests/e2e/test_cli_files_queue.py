@@ -133,8 +133,12 @@ def test_queue_listed_and_flushed(platform: PlatformProcess) -> None:
             what="the first request to run",
         )
         waiting = [submit(http, "work", {"n": i}) for i in range(1, 6)]
-        view = json.loads(platform.cli("queue", "single", "--json", "--first", "3").stdout)
-        assert (view["queued"], view["running"]) == (5, 1)
+        view = wait_for(
+            lambda: (v := json.loads(platform.cli("queue", "single", "--json", "--first", "3")
+                                     .stdout))["queued"] == 5 and v,
+            timeout=30, what="five queued requests",
+        )  # fmt: skip
+        assert view["running"] == 1
         assert view["oldest_wait_seconds"] > 0 and view["longest_running_seconds"] > 0
         assert [w["request_id"] for w in view["waiting"]] == waiting[:3]
         human = platform.cli("queue", "single").stdout
