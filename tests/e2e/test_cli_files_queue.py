@@ -130,13 +130,14 @@ def test_queue_listed_and_flushed(platform: PlatformProcess) -> None:
                 http.get(f"/queue/local/single/requests/{running}/status").json()["status"]
                 == "IN_PROGRESS"
             ),
+            timeout=90,
             what="the first request to run",
         )
         waiting = [submit(http, "work", {"n": i}) for i in range(1, 6)]
         view = wait_for(
             lambda: (v := json.loads(platform.cli("queue", "single", "--json", "--first", "3")
                                      .stdout))["queued"] == 5 and v,
-            timeout=30, what="five queued requests",
+            timeout=60, what="five queued requests",
         )  # fmt: skip
         assert view["running"] == 1
         assert view["oldest_wait_seconds"] > 0 and view["longest_running_seconds"] > 0
@@ -158,6 +159,7 @@ def test_queue_listed_and_flushed(platform: PlatformProcess) -> None:
                 == "COMPLETED"
                 and s
             ),
+            timeout=90,
             what="the running request to finish",
         )
         assert done.get("error") is None
