@@ -126,15 +126,7 @@ class Gateway:
                 attempts = 2 if upstream.replayable else 1
                 start_limit = upstream.start_timeout
                 for attempt in range(attempts):
-                    if start_limit is None:
-                        runner = await dep.router.acquire(upstream.affinity)
-                    else:
-                        try:
-                            runner = await asyncio.wait_for(
-                                dep.router.acquire(upstream.affinity), start_limit
-                            )
-                        except TimeoutError:
-                            raise _StartTimeout(start_limit) from None
+                    runner = await _slot(dep, upstream, receive, progress, start_limit)
                     runner = dep.router.prefer(runner, upstream.runner_hint)
                     progress.runner_id = runner.id
                     progress.runner, progress.acquired = runner, time.time()
@@ -167,11 +159,20 @@ class Gateway:
             extra = [(b"retry-after", b"%d" % exc.retry_after)] if exc.retry_after else []
             await send_error(send, exc.status, exc.error_type, exc.detail, [*ids, *extra])
         except TimeoutError:
-            progress.failed(504, "request_timeout", f"not finished within {timeout}s")
+            # Which, as fal's X-Fal-Request-Timeout-Type says who set a timeout: a request
+            # that never got a runner did not run at all, and is safe to send again.
+            waited = not progress.acquired
+            detail = (
+                f"the request waited request_timeout ({timeout}s) for a free runner and never "
+                "started; retry later, or raise max_concurrency"
+                if waited
+                else f"the request did not finish within request_timeout ({timeout}s)"
+            )
+            progress.failed(504, "request_timeout", detail)
             if not progress.started:
-                await send_error(send, 504, "request_timeout",
-                                 f"the request did not finish within request_timeout ({timeout}s)",
-                                 ids)  # fmt: skip
+                kind = b"waiting" if waited else b"running"
+                await send_error(send, 504, "request_timeout", detail,
+                                 [*ids, (b"x-fal-request-timeout-type", kind)])  # fmt: skip
         except ClientGone:
             progress.failed(499, "client_closed_request", "the caller went away")
         except OSError as exc:
@@ -201,9 +202,15 @@ class Gateway:
             nonlocal watcher
             watcher = asyncio.ensure_future(_close_when_caller_leaves(receive, conn, progress))
 
-        timer = asyncio.get_running_loop().call_later(1.0, watch) if receive else None
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        timer: asyncio.TimerHandle | None = None
         try:
             await upstream.write(conn, pool.host_header)
+            if receive is not None:
+                # Not before the body is all sent: until then its messages are the
+                # upload's, and a hang-up shows as ClientGone while reading them.
+                timer = loop.call_later(max(0.0, 1.0 - (loop.time() - began)), watch)
             await conn.read_head(head_only=upstream.method == b"HEAD")
             progress.status = conn.status
             keep = conn.status >= 400  # the error's type and message go in its record
@@ -236,15 +243,56 @@ class Gateway:
             pool.release(conn)
 
 
+async def _slot(
+    dep: Deployment, upstream: _Upstream, receive: Any, progress: _Progress,
+    start_limit: float | None,
+) -> Runner:  # fmt: skip
+    """A runner slot for the request. While it waits for one, the caller's connection
+    is watched (once its body is read, which a streamed body is not yet): a caller who
+    hangs up meanwhile is never forwarded later (ClientGone)."""
+    key = upstream.affinity
+    if receive is None or not upstream.replayable or dep.router.has_free_slot(key):
+        if start_limit is None:
+            return await dep.router.acquire(key)
+        try:
+            return await asyncio.wait_for(dep.router.acquire(key), start_limit)
+        except TimeoutError:
+            raise _StartTimeout(start_limit) from None
+    waiting = asyncio.ensure_future(dep.router.acquire(key))
+    left = asyncio.ensure_future(_caller_left(receive))
+    taken = False
+    try:
+        await asyncio.wait((waiting, left), timeout=start_limit,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if left.done():
+            progress.caller_left = True
+            raise ClientGone
+        if not waiting.done():
+            assert start_limit is not None
+            raise _StartTimeout(start_limit)
+        runner = waiting.result()
+        taken = True
+        return runner
+    finally:
+        left.cancel()
+        if not waiting.done():
+            waiting.cancel()  # the router gives back a slot handed to it meanwhile
+        elif not taken and not waiting.cancelled() and waiting.exception() is None:
+            dep.router.release(waiting.result())
+
+
+async def _caller_left(receive: Any) -> None:
+    """Returns when the caller hangs up (its body was read before)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _close_when_caller_leaves(
     receive: Any, conn: UpstreamConnection, progress: _Progress
 ) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            progress.caller_left = True
-            conn.close()
-            return
+    await _caller_left(receive)
+    progress.caller_left = True
+    conn.close()
 
 
 class _Upstream:

@@ -77,6 +77,8 @@ class QueueService:
         self._running_app: dict[str, tuple[str, str]] = {}  # request id -> its app
         self._ending: dict[str, tuple[str, str]] = {}  # request id -> why it was stopped
         self._workers: set[asyncio.Task[None]] = set()
+        self._cancelled: set[str] = set()  # ids a caller cancelled while they ran
+        self._closing = False
         self._purger: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
         self.webhooks = WebhookSender(store, controller.config.data_dir)
@@ -299,17 +301,29 @@ class QueueService:
                     self.kick(key)
 
     async def close(self) -> None:
-        for task in (self._purger, self._leases):
+        """A graceful stop: nothing new is claimed, requests running finish within
+        `stop_grace_seconds`, and the ones that don't go back in the queue (at their
+        place, not counted as an attempt) for the next start. Only a caller's cancel
+        completes a request as cancelled."""
+        self._closing = True
+        running = set(self._running.values())
+        for task in (self._purger, self._leases, *self._dispatchers.values()):
             if task is not None:
                 task.cancel()
+        for task in self._workers - running:
+            task.cancel()  # waiting for a slot: holds no request
+        if running:
+            _, late = await asyncio.wait(running, timeout=self.controller.config.stop_grace_seconds)
+            for task in late:
+                task.cancel()
         tasks = [*self._dispatchers.values(), *self._workers]
-        for task in tasks:
-            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(self.writes.close)  # what is queued is written
         await self.webhooks.close()  # undelivered ones go out on the next start
 
     def kick(self, key: tuple[str, str]) -> None:
+        if self._closing:
+            return
         if key not in self._dispatchers:
             self._wake[key] = asyncio.Event()
             self._dispatchers[key] = asyncio.create_task(self._dispatch(key))
@@ -383,6 +397,8 @@ class QueueService:
             return
         try:
             self._unclaimed[key] -= 1
+            if self._closing:
+                return
             claimed = await self._claim(key)
             if claimed is not None:
                 self.held.hold(claimed)
@@ -401,6 +417,7 @@ class QueueService:
                 self._running.pop(claimed.id, None)
                 self._running_app.pop(claimed.id, None)
                 self._ending.pop(claimed.id, None)
+                self._cancelled.discard(claimed.id)
             if key in self._dispatchers:
                 self.kick(key)
 
@@ -427,6 +444,9 @@ class QueueService:
             async with asyncio.timeout(timeout):
                 await self.gateway._forward(capture, runner, upstream, _Progress())
         except asyncio.CancelledError:
+            if self._closing and item.id not in self._cancelled and item.id not in self._ending:
+                await self._requeue(item, ran=False)  # the platform is stopping: next start
+                raise
             why, kind = self._ending.get(
                 item.id, ("the request was cancelled", "request_cancelled")
             )
@@ -473,6 +493,7 @@ class QueueService:
             return 400, "ALREADY_COMPLETED"
         task = self._running.get(request_id)
         if task is not None:
+            self._cancelled.add(request_id)
             task.cancel()  # the runner sees its connection close
         else:
             if self.lines is not None:

@@ -121,6 +121,10 @@ class AppRouter:
         runner = self.runners.get(pin)
         return runner if runner is not None and self._can_take(runner) else None
 
+    def has_free_slot(self, key: str | None = None) -> bool:
+        """Whether acquire(key) would return at once (no one waits, a runner can take it)."""
+        return not self._waiters and self._pick(self._pinned(key)) is not None
+
     async def acquire(self, key: str | None = None) -> Runner:
         """A slot on a runner: the one `key` (an affinity key) is pinned to, waiting for
         it if busy; else the least loaded. The runner chosen becomes the key's."""
