@@ -20,7 +20,11 @@ APPS = Path(__file__).parent / "e2e" / "apps"
 
 # Test apps' runners are tiny; account them against a roomy host so that a module's
 # many apps never wait for CPUs on a 2-core CI machine (placement has its own tests).
-ROOMY = "health_check_interval_seconds = 0.5\n[host]\ncpus = 64\nmemory_mb = 131072\n"
+# Webhook receivers in tests listen on 127.0.0.1, which the platform refuses unless allowed.
+ROOMY = (
+    'health_check_interval_seconds = 0.5\nwebhook_allowed_hosts = ["127.0.0.1"]\n'
+    "[host]\ncpus = 64\nmemory_mb = 131072\n"
+)
 
 
 @pytest.fixture(scope="module")

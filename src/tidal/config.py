@@ -33,6 +33,19 @@ class PlatformConfig:
     bundle_limit_bytes: int = 50 * 1024 * 1024
     # The largest file `tidal files upload` may write into /data.
     data_upload_limit_bytes: int = 10 * 1024**3
+    # A bundle that would unpack to more than this is refused before anything is extracted.
+    bundle_unpacked_limit_bytes: int = 500 * 1024 * 1024
+    # What a caller may send (tidal.gateway.intake): the request head's size (431 above
+    # it) and time to arrive (408), and how long a body may stop arriving before the
+    # connection is closed (the request then counts as abandoned, 499).
+    header_limit_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 10.0
+    body_idle_timeout_seconds: float = 30.0
+    # A queued request's body above this is refused (413) instead of stored.
+    queue_body_limit_bytes: int = 32 * 1024 * 1024
+    # Webhooks go to public addresses only; these hosts (names, addresses or CIDR
+    # networks, e.g. "127.0.0.1" or "10.0.0.0/8") may be loopback or private too.
+    webhook_allowed_hosts: list[str] = field(default_factory=list)
     tick_seconds: float = 0.5
     # How often an App's health check endpoint is called (fal: about every 15 s).
     health_check_interval_seconds: float = 15.0

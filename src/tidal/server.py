@@ -30,6 +30,7 @@ from tidal.dashboard import Dashboard
 from tidal.environments import Environments
 from tidal.gateway.auth import Authenticator
 from tidal.gateway.browser import BrowserSessions
+from tidal.gateway.intake import BoundedHttpProtocol
 from tidal.gateway.proxy import Gateway
 from tidal.gateway.queue import QueueService, queue_router
 from tidal.gateway.upstream import HttpProber
@@ -251,7 +252,11 @@ def uvicorn_config(platform: Platform) -> uvicorn.Config:
         host=platform.config.host,
         port=platform.config.port,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHttpProtocol.with_limits(
+            platform.config.header_limit_bytes,
+            platform.config.header_timeout_seconds,
+            platform.config.body_idle_timeout_seconds,
+        ),
         lifespan="on",
         # The gateway returns the runner's own Server and Date headers, not ours.
         server_header=False,

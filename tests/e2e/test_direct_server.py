@@ -152,15 +152,24 @@ def test_50_mb_upload_and_download_are_byte_identical(
 def test_two_runners_of_one_exposed_port_serve_at_once(
     platform: PlatformProcess, echo_app: str
 ) -> None:
+    gate = platform.data_dir / "data" / "two-runners-gate"
+
     def call() -> dict[str, Any]:
         with platform.http() as http:
-            resp = http.get(f"{echo_app}/whoami", params={"sleep": 1.5})
+            resp = http.get(f"{echo_app}/whoami", params={"gate": gate.name})
             assert resp.status_code == 200
             out: dict[str, Any] = resp.json()
             return out
 
+    def busy() -> int:
+        return sum(r["in_flight"] for r in runners(platform, "echo") if r["state"] == "ready")
+
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: call(), range(2)))
+        calls = [pool.submit(call) for _ in range(2)]
+        # Both held at once (one request per runner), however slowly the second starts.
+        wait_for(lambda: busy() == 2, timeout=120, what="both requests to be running")
+        gate.touch()
+        results = [c.result(60) for c in calls]
     assert results[0]["runner"] != results[1]["runner"]
     ready = [r for r in runners(platform, "echo") if r["state"] in ("idle", "running")]
     assert len(ready) == 2
@@ -214,10 +223,13 @@ def test_server_crash_mid_request_gives_502_then_new_runner(
 def test_request_timeout_gives_504(platform: PlatformProcess, apps_dir: Path) -> None:
     deploy(platform, apps_dir / "echo", "app.py::impatient")
     with platform.http() as http:
-        assert http.get("/local/impatient/whoami").status_code == 200
+        # A cold start may take longer than request_timeout (1 s): first, a ready runner.
+        wait_for(lambda: http.get("/local/impatient/whoami").status_code == 200, timeout=120,
+                 what="a runner to be ready")  # fmt: skip
         resp = http.get("/local/impatient/whoami", params={"sleep": 3})
     assert resp.status_code == 504
     assert resp.json()["error_type"] == "request_timeout"
+    assert resp.headers["x-fal-request-timeout-type"] == "running"
     assert "request_timeout (1s)" in resp.json()["detail"]
 
 

@@ -19,6 +19,7 @@ from rich.status import Status
 from tidal.cli.client import Client, CLIError
 from tidal.compat import install_fal_shim
 from tidal.control.bundles import BundleError, make_bundle, python_files
+from tidal.control.names import app_name_problem
 from tidal.control.openapi import openapi_problem
 from tidal.sdk.app import App, endpoints
 from tidal.sdk.function import Function
@@ -27,7 +28,6 @@ from tidal.sdk.loader import load_module
 from tidal.spec import AppSpec, HealthCheckSpec, ImageSpec, InvalidOptionError
 from tidal.toolkit.stores import files_to_ship
 
-APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 BUNDLE_LIMIT = 50 * 1024 * 1024
 
 
@@ -311,10 +311,8 @@ def deploy_found(
             "backend; --local cannot run it"
         )
     app = app_name or default_app_name(name, found)
-    if not APP_NAME.match(app):
-        raise CLIError(
-            f"{app!r} is not a valid app name: use letters, digits, '-' and '_' (up to 63)"
-        )
+    if problem := app_name_problem(app):
+        raise CLIError(problem)
     status.update("Bundling the code…")
     data, digest = code_bundle(path, found) if code else empty_bundle()
     if not client.has_bundle(digest):

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from tidal import __version__
 from tidal.backends.choice import DOCKER, choose_backend
 from tidal.control.bundles import BundleError, store_bundle
+from tidal.control.names import app_name_problem
 from tidal.control.openapi import openapi_problem
 from tidal.control.registry import LIST_PAGE_MAX, AppRecord, NotFound
 from tidal.domain.runner import RUNNER_PHASE_NAMES, RUNNER_PHASES, Runner
@@ -188,12 +189,16 @@ def build_api(platform: Platform) -> FastAPI:
         }
 
     @api.get("/api/v1/health")
-    async def health() -> dict[str, Any]:
-        free: int | None = None
-        total: int | None = None
-        with contextlib.suppress(OSError):
-            disk = shutil.disk_usage(data_dir)
-            free, total = disk.free, disk.total
+    async def health(request: Request) -> dict[str, Any]:
+        """Open to anyone (load balancers); the data directory and its disk only for
+        an admin key (or with auth off)."""
+        private: dict[str, Any] = {}
+        if platform.auth.is_admin(dict(request.scope)):
+            private = {"data_dir": str(data_dir), "disk_free_bytes": None,
+                       "disk_total_bytes": None}  # fmt: skip
+            with contextlib.suppress(OSError):
+                disk = shutil.disk_usage(data_dir)
+                private["disk_free_bytes"], private["disk_total_bytes"] = disk.free, disk.total
         return {
             "status": "ok",
             "version": __version__,
@@ -214,9 +219,7 @@ def build_api(platform: Platform) -> FastAPI:
                 for name, backend in platform.backends.usable.items()
                 if hasattr(backend, "describe")
             },
-            "data_dir": str(data_dir),
-            "disk_free_bytes": free,
-            "disk_total_bytes": total,
+            **private,
         }
 
     @api.get("/api/v1/machines")
@@ -249,7 +252,9 @@ def build_api(platform: Platform) -> FastAPI:
                 f"the code bundle is {declared // 2**20} MB, above the {limit // 2**20} MB limit"
             )
         data = await request.body()
-        store_bundle(data_dir / "bundles", digest, data, limit)
+        store_bundle(
+            data_dir / "bundles", digest, data, limit, platform.config.bundle_unpacked_limit_bytes
+        )
         return {"digest": digest}
 
     async def with_environment(spec: AppSpec) -> AppSpec:
@@ -270,6 +275,8 @@ def build_api(platform: Platform) -> FastAPI:
     @api.post("/api/v1/apps", status_code=201)
     async def deploy(body: DeployRequest, request: Request) -> dict[str, Any]:
         spec = body.spec
+        if problem := app_name_problem(spec.name):
+            raise InvalidOptionError(problem)
         if not spec.bundle_digest or not (data_dir / "bundles" / spec.bundle_digest).is_dir():
             raise HTTPException(400, "upload the code bundle (PUT /api/v1/bundles/{digest}) first")
         if spec.openapi is not None and (problem := openapi_problem(spec.openapi)):

@@ -56,8 +56,17 @@ def _too_big(folder: Path, size: int, limit: int) -> str:
     )
 
 
-def store_bundle(root: Path, digest: str, data: bytes, limit: int) -> Path:
-    """Check and unpack an uploaded bundle into `root/<digest>/`; idempotent."""
+# Files a bundle may hold: each is an inode on the platform's disk.
+MAX_MEMBERS = 20_000
+
+
+def store_bundle(
+    root: Path, digest: str, data: bytes, limit: int, unpacked_limit: int | None = None
+) -> Path:
+    """Check and unpack an uploaded bundle into `root/<digest>/`; idempotent.
+    `unpacked_limit`: the most bytes its files may hold once extracted, checked from
+    the zip's directory before anything is written (zipfile never extracts a member past
+    the size the directory gives it)."""
     if len(data) > limit:
         raise BundleError(_too_big(Path("the upload"), len(data), limit))
     if hashlib.sha256(data).hexdigest() != digest:
@@ -69,9 +78,22 @@ def store_bundle(root: Path, digest: str, data: bytes, limit: int) -> Path:
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            for member in zf.namelist():
-                if member.startswith("/") or ".." in Path(member).parts:
-                    raise BundleError(f"the bundle holds an unsafe path: {member!r}")
+            members = zf.infolist()
+            for info in members:
+                if info.filename.startswith("/") or ".." in Path(info.filename).parts:
+                    raise BundleError(f"the bundle holds an unsafe path: {info.filename!r}")
+            unpacked = sum(info.file_size for info in members)
+            if unpacked_limit is not None and unpacked > unpacked_limit:
+                raise BundleError(
+                    f"the code bundle would unpack to {unpacked // 2**20} MB, above the "
+                    f"{unpacked_limit // 2**20} MB limit (bundle_unpacked_limit_bytes); "
+                    "ship only the app's code, and load data at runtime"
+                )
+            if len(members) > MAX_MEMBERS:
+                raise BundleError(
+                    f"the code bundle holds {len(members)} files, above the limit of "
+                    f"{MAX_MEMBERS}; ship only the app's code"
+                )
             zf.extractall(staging)
         try:
             staging.rename(target)

@@ -81,6 +81,13 @@ class Authenticator:
         await send_error(send, status, error_type, detail, extra)
         return False
 
+    def is_admin(self, scope: Scope) -> bool:
+        """Whether the request carries a valid admin key (every request does, auth off)."""
+        if not self.enabled:
+            return True
+        key, refusal = self._key(scope, strip=False)
+        return refusal is None and key is not None and key.scope == ADMIN
+
     def check(self, scope: Scope) -> tuple[int, str, str] | None:
         """None when allowed, else (status, error_type, detail). On the data path, our
         Authorization header is dropped from `scope` once read."""

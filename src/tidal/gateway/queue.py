@@ -41,7 +41,7 @@ from tidal.gateway.http1 import UpstreamConnectError
 from tidal.gateway.proxy import Gateway, _Progress, _Upstream
 from tidal.gateway.queue_memory import Held, Lines
 from tidal.gateway.router import RouterError
-from tidal.gateway.webhooks import WebhookSender, valid_url
+from tidal.gateway.webhooks import WebhookSender, check_destination, valid_url
 from tidal.observe.records import QUEUE, RequestRecord, cold_start_of
 from tidal.observe.request_logs import logs_for
 from tidal.scaling.controller import Controller, Deployment
@@ -81,7 +81,9 @@ class QueueService:
         self._closing = False
         self._purger: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
-        self.webhooks = WebhookSender(store, controller.config.data_dir)
+        self.webhooks = WebhookSender(
+            store, controller.config.data_dir, controller.config.webhook_allowed_hosts
+        )
         # Each finished request is handed to it (tidal.observe.records), if set.
         self.recorder: Recorder | None = None
 
@@ -560,6 +562,20 @@ def _error_of(headers: list[tuple[str, str]], body: bytes, status: int) -> tuple
     ) or f"HTTP {status}", error_type
 
 
+async def read_capped(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None when it is over `limit` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def runner_hint(headers: list[tuple[str, str]]) -> str | None:
     """A stored request's X-Fal-Runner-Hint: it waited for any slot in order, and then
     moves to the hint's runner if that one has a slot free."""
@@ -657,7 +673,15 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
                 },
                 status_code=404,
             )
-        body = await request.body()
+        body = await read_capped(request, service.controller.config.queue_body_limit_bytes)
+        if body is None:
+            limit = service.controller.config.queue_body_limit_bytes
+            return JSONResponse(
+                {"detail": f"the request body is over the queue's limit of {limit} bytes "
+                 "(queue_body_limit_bytes in the platform's tidal.toml); send large inputs "
+                 "as files (a URL the app downloads) instead", "error_type": "payload_too_large"},
+                status_code=413,
+            )  # fmt: skip
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP]
         if "host" in request.headers and "x-forwarded-host" not in request.headers:
             # The runner builds URLs (tidal.toolkit.File) from the host the caller used,
@@ -672,6 +696,11 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
                  "error_type": "invalid_webhook_url"},
                 status_code=422,
             )  # fmt: skip
+        if webhook is not None and (
+            problem := await check_destination(webhook, service.webhooks.allowed_hosts)
+        ):
+            return JSONResponse({"detail": problem, "error_type": "invalid_webhook_url"},
+                                status_code=422)  # fmt: skip
         query = request.url.query
         if webhook is not None:  # the webhook parameters are the queue's, not the endpoint's
             query = urlencode([(k, v) for k, v in request.query_params.multi_items()

@@ -27,11 +27,13 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +107,12 @@ def payload_of(item: QueuedRequest) -> dict[str, Any]:
 class WebhookSender:
     """Delivers webhooks in tasks of their own: the queue's workers never wait on them."""
 
-    def __init__(self, store: QueueStore, data_dir: Path) -> None:
+    def __init__(
+        self, store: QueueStore, data_dir: Path, allowed_hosts: Sequence[str] = ()
+    ) -> None:
         self.store = store
         self.data_dir = data_dir
+        self.allowed_hosts = list(allowed_hosts)
         self._secret: str | None = None
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -143,6 +148,11 @@ class WebhookSender:
     async def _deliver(self, item: QueuedRequest) -> None:
         assert item.webhook_url
         body = json.dumps(payload_of(item), separators=(",", ":")).encode()
+        # Checked again here: a name may resolve elsewhere now than at submission.
+        if problem := await check_destination(item.webhook_url, self.allowed_hosts):
+            self.store.webhook_finished(item.id, "failed")
+            log.error("webhook for %s not sent: %s", item.id, problem)
+            return
         attempt = item.webhook_attempts
         while attempt < MAX_ATTEMPTS:
             if attempt:
@@ -173,6 +183,45 @@ class WebhookSender:
         with contextlib.suppress(httpx.HTTPError):
             await resp.aclose()
         return None if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
+
+
+def destination_problem(host: str, addresses: Sequence[str], allowed: Sequence[str]) -> str | None:
+    """Why the platform will not POST a webhook to `host` (which resolved to `addresses`),
+    or None. Loopback, link-local, private and other non-public addresses would let any
+    caller aim the platform at itself or its network (a metadata service, a database),
+    so they need the host, or a network holding each address, in `allowed`."""
+    if host.lower().rstrip(".") in {a.lower() for a in allowed}:
+        return None
+    networks = []
+    for entry in allowed:
+        with contextlib.suppress(ValueError):
+            networks.append(ipaddress.ip_network(entry, strict=False))
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        if address.is_global or any(address in net for net in networks):
+            continue
+        return (
+            f"the webhook's host {host!r} is at {address}, a loopback, link-local or private "
+            "address, where the platform does not send webhooks; allow it with "
+            f'webhook_allowed_hosts = ["{host}"] (or a network, e.g. "{address}/32") '
+            "in the platform's tidal.toml"
+        )
+    return None
+
+
+async def check_destination(url: str, allowed: Sequence[str]) -> str | None:
+    """destination_problem() for a webhook URL, its host resolved here (None: fine)."""
+    host = httpx.URL(url).host
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        addresses = [host]
+    except ValueError:
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(host, None)
+        except OSError as exc:
+            return f"the webhook's host {host!r} cannot be resolved ({exc})"
+        addresses = sorted({str(info[4][0]) for info in found})
+    return destination_problem(host, addresses, allowed)
 
 
 def valid_url(url: str) -> bool:

@@ -176,9 +176,11 @@ class Recorder:
         self.flush_seconds = flush_seconds
         self._pending: list[RequestRecord] = []
         self._task: asyncio.Task[None] | None = None
-        self._templates: dict[tuple[str, str], tuple[int, list[tuple[re.Pattern[str], str]]]] = {}
-        # (owner, app, path) -> (the document's id, its template): most traffic repeats paths.
-        self._matched: dict[tuple[str, str, str], tuple[int, str]] = {}
+        # Keyed by the document object itself, compared with `is`, not by id(): an id is
+        # reused once its object is freed, and a new document could then hit stale entries.
+        self._templates: dict[tuple[str, str], tuple[dict[str, Any], _Templates]] = {}
+        # (owner, app, path) -> (the document, its template): most traffic repeats paths.
+        self._matched: dict[tuple[str, str, str], tuple[dict[str, Any], str]] = {}
         self._last_sample: dict[tuple[str, str], tuple[float, tuple[int, ...]]] = {}
         self._last_prune = 0.0
 
@@ -288,16 +290,16 @@ class Recorder:
         if not document:
             return path[:256]
         known = self._matched.get((owner, app, path))
-        if known is not None and known[0] == id(document):
+        if known is not None and known[0] is document:
             return known[1]
         cached = self._templates.get((owner, app))
-        if cached is None or cached[0] != id(document):
-            cached = (id(document), compile_templates(document))
+        if cached is None or cached[0] is not document:
+            cached = (document, compile_templates(document))
             self._templates[(owner, app)] = cached
         endpoint = match_template(cached[1], path)[:256]
         if len(self._matched) >= MATCHED_KEPT:  # paths with ids in them: don't grow forever
             self._matched.clear()
-        self._matched[(owner, app, path)] = (id(document), endpoint)
+        self._matched[(owner, app, path)] = (document, endpoint)
         return endpoint
 
 
@@ -317,7 +319,10 @@ def live_counts(controller: Controller) -> dict[tuple[str, str], dict[str, int]]
     return out
 
 
-def compile_templates(document: dict[str, Any]) -> list[tuple[re.Pattern[str], str]]:
+_Templates = list[tuple[re.Pattern[str], str]]
+
+
+def compile_templates(document: dict[str, Any]) -> _Templates:
     out = []
     for template in document.get("paths", {}):
         if not isinstance(template, str):

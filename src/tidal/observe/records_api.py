@@ -45,7 +45,7 @@ def records_router(store: RecordStore, owner: str, data_dir: Path) -> APIRouter:
         name: str,
         window: float = 3600,
         endpoint: str | None = None,
-        bucket: int | None = Query(None, ge=1),
+        bucket: int | None = Query(None, ge=1, le=int(MAX_WINDOW)),
     ) -> dict[str, Any]:
         """Requests over time, latency and queue-wait p50/p95/p99, error rate, cold starts
         (with their breakdown), per endpoint and in total, and runner counts over time."""

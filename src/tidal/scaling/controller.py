@@ -128,6 +128,19 @@ class Controller:
         name = record.spec.backend or LOCAL
         return self.backends.get(name) or next(iter(self.backends.values()))
 
+    def missing_backend(self, record: AppRecord) -> str | None:
+        """Why the revision's runners cannot start here now: the backend chosen for it at
+        deploy is not open (e.g. Docker down at a restart). Never another in its place: an
+        image= app would run on the host without its image, a cluster one on one machine."""
+        name = record.spec.backend or LOCAL
+        if name in self.backends:
+            return None
+        return (
+            f"revision {record.revision} of {record.name!r} runs on the {name} backend, which "
+            "is not available on this platform now (see `tidal doctor`); start it and the "
+            "runners start, or deploy again to choose another backend"
+        )
+
     def runner_backend(self, runner: Runner) -> Backend:
         return self.backends[runner.backend]
 
@@ -198,6 +211,9 @@ class Controller:
         # While an older revision still serves, bring up as many new runners as it has.
         old_live = sum(r.state in WANTED or r.state is RunnerState.DRAINING for r in old)
         start = max(decision.start, min(old_live, self.ceiling(dep)) - len(views))
+        if start > 0 and (missing := self.missing_backend(dep.record)):
+            dep.router.fail_waiters(RouterError(503, "backend_unavailable", missing))
+            start = 0
         backing_off = now < dep.next_start_at
         for r in fresh:
             if r.state is RunnerState.FAILURE_DELAY and not backing_off:

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
+import tidal.observe.records as records_module
 from tidal.backends.base import Runner
 from tidal.control.db import open_database
 from tidal.observe.metrics import Metrics
@@ -253,4 +254,20 @@ def test_the_recorder_batches_off_the_request_path(tmp_path: Path) -> None:
         'tidal_request_errors_total{owner="local",app="app",endpoint="/run",error_type="startup_failed"} 1'
         in text
     )
+    engine.dispose()
+
+
+def test_endpoint_templates_follow_a_new_document_even_at_a_reused_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CPython reuses a freed object's address (its id()) for a new one: here every object
+    # has one id, as a redeploy's document made where the old one lived would.
+    monkeypatch.setattr(records_module, "id", lambda obj: 1, raising=False)
+    engine = open_database(tmp_path / "tidal.db")
+    current: dict[str, object] = {"paths": {"/items/{id}": {}}}
+    recorder = Recorder(engine, Metrics(), openapi_of=lambda o, a: current)
+    assert recorder._endpoint("local", "app", "/items/7") == "/items/{id}"
+    current = {"paths": {"/users/{name}": {}}}
+    assert recorder._endpoint("local", "app", "/users/ann") == "/users/{name}"
+    assert recorder._endpoint("local", "app", "/items/7") == "/items/7"
     engine.dispose()

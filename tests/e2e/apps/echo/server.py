@@ -32,7 +32,10 @@ async def echo(rest: str, request: Request) -> dict[str, object]:
 
 
 @app.api_route("/whoami", methods=["GET", "POST"])
-async def whoami(sleep: float = 0.0) -> dict[str, object]:
+async def whoami(sleep: float = 0.0, gate: str = "") -> dict[str, object]:
+    """Answers after `sleep`, or once the file `gate` exists in /data."""
+    while gate and not os.path.exists(os.path.join(os.environ["TIDAL_DATA_DIR"], gate)):
+        await asyncio.sleep(0.05)
     await asyncio.sleep(sleep)
     return {"runner": os.environ.get("TIDAL_RUNNER_ID"), "pid": os.getpid()}
 
