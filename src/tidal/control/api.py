@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from tidal import __version__
 from tidal.backends.choice import DOCKER, choose_backend
+from tidal.control.api_errors import document_errors
 from tidal.control.bundles import BundleError, store_bundle
 from tidal.control.names import app_name_problem
 from tidal.control.openapi import openapi_problem
@@ -136,6 +137,7 @@ def build_api(platform: Platform) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         redoc_url=None,
     )
+    document_errors(api)
     owner = platform.owner
     data_dir = platform.config.data_dir
 

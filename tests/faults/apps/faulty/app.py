@@ -25,3 +25,9 @@ def hurried() -> None:
 @tidal.function(exposed_port=8000, request_timeout=2, startup_timeout=300)
 def never_ready() -> None:
     time.sleep(600)  # starting up, never listening: requests wait for it
+
+
+@tidal.function(exposed_port=8000, keep_alive=300, min_concurrency=3, max_concurrency=3,
+                request_timeout=20)  # fmt: skip
+def killable() -> None:
+    subprocess.run(SERVER, check=True)
