@@ -8,6 +8,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tidal.testing import PlatformProcess
 
 APPS = Path(__file__).parent / "apps"
@@ -45,3 +47,8 @@ def request_head(method: str, path: str, headers: dict[str, Any]) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "host: 127.0.0.1"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def post(platform: PlatformProcess, path: str, mark: str, **params: Any) -> httpx.Response:
+    with platform.http() as http:
+        return http.post(path, params=params, headers={"x-test-mark": mark})

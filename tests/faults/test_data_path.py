@@ -6,11 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import httpx
 import pytest
-from faults_support import deploy, gauge, raw_socket, request_head, runs, shared
+from faults_support import deploy, gauge, post, raw_socket, request_head, runs, shared
 
 from tidal.testing import PlatformProcess, wait_for
 
@@ -26,11 +24,6 @@ def test_an_upload_to_a_slow_reader_arrives_whole(platform: PlatformProcess) -> 
         resp = http.post("/local/faulty/slow-upload", params={"mib_per_s": 8}, content=payload)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
-
-
-def post(platform: PlatformProcess, path: str, mark: str, **params: Any) -> httpx.Response:
-    with platform.http() as http:
-        return http.post(path, params=params, headers={"x-test-mark": mark})
 
 
 def test_a_caller_who_leaves_while_waiting_is_never_run(platform: PlatformProcess) -> None:

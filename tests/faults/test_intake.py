@@ -4,16 +4,19 @@ stays quick for everyone else meanwhile."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from faults_support import deploy, raw_socket, request_head
+from faults_support import deploy, gauge, post, raw_socket, request_head, runs, shared
 
-from tidal.testing import PlatformProcess, start_platform
+from tidal.testing import PlatformProcess, start_platform, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +40,21 @@ def answer(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def answer_of_one(sock: socket.socket) -> bytes:
+    """One response with a Content-Length (the connection stays open after it)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the platform closed the connection after {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))  # fmt: skip
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head + b"\r\n\r\n" + rest
 
 
 def health_latencies(platform: PlatformProcess, stop: threading.Event) -> list[float]:
@@ -111,3 +129,29 @@ def test_a_body_that_stops_arriving_frees_the_runner(bounded: PlatformProcess) -
         assert answer(sock) == b""  # dropped after body_idle_timeout_seconds, not held
     with bounded.http() as http:  # and its slot is free again
         assert http.post("/local/single/run", headers={"x-test-mark": "next"}).status_code == 200
+
+
+def test_a_body_held_back_for_100_continue_may_wait_for_a_slot(bounded: PlatformProcess) -> None:
+    deploy(bounded, "single")  # one slot
+    gate = shared(bounded) / "continue-gate"
+    with ThreadPoolExecutor(1) as pool:
+        holder = pool.submit(post, bounded, "/local/single/run", "holder", gate=gate.name)
+        wait_for(lambda: "holder" in runs(bounded), what="the slot to be taken")
+        body = os.urandom(100_000)
+        with raw_socket(bounded) as sock:
+            sock.sendall(
+                request_head("POST", "/local/single/slow-upload",
+                             {"content-length": len(body), "expect": "100-continue"})
+            )  # fmt: skip
+            wait_for(lambda: gauge(bounded, "tidal_requests_waiting", "single") == 1,
+                     what="the upload to wait for the slot")  # fmt: skip
+            # Longer than body_idle_timeout_seconds: the caller may not send before
+            # it hears "100 Continue", so this silence is not an idle body.
+            time.sleep(3)
+            gate.touch()
+            assert holder.result(60).status_code == 200
+            assert sock.recv(4096).startswith(b"HTTP/1.1 100 ")
+            sock.sendall(body)
+            reply = answer_of_one(sock)
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+    assert hashlib.sha256(body).hexdigest().encode() in reply

@@ -4,7 +4,7 @@ size and the time to send it, and the pause allowed while a body is being sent.
 uvicorn's httptools protocol has none of these (a 64 MiB header, or a head sent a
 byte a minute, is read to the end), so a subclass adds them per connection: a head
 over `head_limit` bytes gets 431, a head not complete within `head_timeout` seconds
-gets 408, and a body that stops arriving for `body_idle_timeout` seconds (while the
+gets 408, and a body that stops arriving for `body_idle_timeout` seconds (counted while the
 platform is ready to read it) closes the connection, which the gateway sees as the
 caller leaving (499), freeing the runner's slot.
 """
@@ -29,6 +29,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._last_data = 0.0
+        self._reading_since: float | None = None  # seen reading the body since
 
     @classmethod
     def with_limits(
@@ -91,6 +92,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if not self.parser.should_upgrade() and any(
             name in (b"content-length", b"transfer-encoding") for name, _ in self.headers
         ):
+            self._reading_since = None
             self._watch_body(self.body_idle_timeout)
 
     def on_message_begin(self) -> None:
@@ -107,9 +109,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or not cycle.more_body or self.transport.is_closing():
             return  # the body is all here (or there was none)
-        if self.flow.read_paused:  # we are not reading: the caller cannot send
-            self._last_data = self.loop.time()
-        idle = self.loop.time() - self._last_data
+        now = self.loop.time()
+        if self.flow.read_paused or cycle.waiting_for_100_continue:
+            # We are not reading (or have not said "100 Continue"): the caller cannot
+            # send, so its silence counts only from when we are seen reading again.
+            self._reading_since = None
+            self._watch_body(self.body_idle_timeout)
+            return
+        if self._reading_since is None:
+            self._reading_since = now
+        idle = now - max(self._last_data, self._reading_since)
         if idle >= self.body_idle_timeout:
             self.transport.close()  # seen by the app as the caller leaving
         else:
