@@ -67,6 +67,18 @@ class PlatformConfig:
     environment_ttl_seconds: float = 7 * 24 * 3600
     # Give each exposed_port runner a private network namespace where the host allows.
     isolate_network: bool = True
+    # Run every local runner in its app's sandbox (tidal.sandbox); False is `--sandbox off`:
+    # runners then run unconfined, with the platform's rights (trusted code only).
+    sandbox: bool = True
+    # The uids (and gids) given to apps' sandboxes, first and last; each app gets its own.
+    sandbox_uid_range: list[int] = field(default_factory=lambda: [700_000, 765_535])
+    # Processes and threads one runner may have at once (against fork bombs).
+    sandbox_pids_max: int = 1024
+    # A starting runner's CPU quota until it first answers (imports are most of a cold
+    # start); then its machine type's share. 0: the machine type's share from the start.
+    sandbox_startup_cpus: float = 2.0
+    # Addresses of the veth pairs of runners with egress="internet" (a /30 each).
+    sandbox_egress_subnet: str = "100.72.0.0/16"
     # The region label of this host's runners (apps' `regions` must include it).
     region: str = "local"
     # The control plane's database: None is SQLite at DATA_DIR/tidal.db; a

@@ -11,7 +11,15 @@ import difflib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 AFFINITY = re.compile(r"cookie|(header|query):[A-Za-z0-9_-]{1,64}")
 
@@ -114,6 +122,20 @@ class AppOptions(ScalingOptions):
                 f"{self.affinity!r}"
             )
         return self
+
+    # tidal's own: where a runner's network reaches. "none": nowhere (loopback only);
+    # "internet": outside through NAT, never the host's own addresses or other runners.
+    egress: str = "none"
+
+    @field_validator("egress")
+    @classmethod
+    def _egress_known(cls, value: str) -> str:
+        if value not in ("none", "internet"):
+            raise ValueError(
+                "choose 'none' (the runner reaches no network) or 'internet' (it reaches "
+                "outside through NAT, never the platform's host or other runners)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _machine_type_named(self) -> AppOptions:

@@ -74,6 +74,33 @@ class PlatformProcess:
     def runner_pids(self) -> list[int]:
         return [int(p.read_text()) for p in (self.data_dir / "runners").glob("*.pid")]
 
+    def host_pid(self, runner_id: str, pid: int) -> int:
+        """The host's pid of a process that runner `runner_id` sees as `pid` (a sandboxed
+        runner has its own PID namespace): for tests that signal or watch it."""
+        top = int((self.data_dir / "runners" / f"{runner_id}.pid").read_text())
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in lines if ":" in line)
+            nspids = [int(p) for p in fields.get("NSpid", "").split()]
+            if nspids and nspids[-1] == pid and _descends(nspids[0], top):
+                return nspids[0]
+        raise LookupError(f"runner {runner_id} has no process {pid}")
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent, after the name
+    return False
+
 
 def wait_for(
     check: Callable[[], T], timeout: float = 30, interval: float = 0.1, what: str = ""

@@ -278,7 +278,8 @@ def test_delete_stops_runners_and_unroutes(platform: PlatformProcess, apps_dir: 
     deploy(platform, apps_dir / "echo", "app.py::echo", "--app-name", "doomed")
     with platform.http() as http:
         assert http.get("/local/doomed/whoami").status_code == 200
-        pid = http.get("/local/doomed/whoami").json()["pid"]
+        who = http.get("/local/doomed/whoami").json()
+        pid = platform.host_pid(who["runner"], who["pid"])
         platform.cli("apps", "delete", "doomed")
         resp = http.get("/local/doomed/whoami")
     assert resp.status_code == 404
@@ -311,8 +312,9 @@ def test_runner_killed_while_idle_is_replaced_without_an_error(
     deploy(platform, apps_dir / "echo", "app.py::echo", "--app-name", "fragile")
     with platform.http() as http:
         first = http.get("/local/fragile/whoami").json()
-        os.kill(first["pid"], signal.SIGKILL)  # the user's server, not the runtime
-        wait_for(lambda: not _alive(first["pid"]), timeout=10, what="the server to die")
+        pid = platform.host_pid(first["runner"], first["pid"])
+        os.kill(pid, signal.SIGKILL)  # the user's server, not the runtime
+        wait_for(lambda: not _alive(pid), timeout=10, what="the server to die")
         # Nothing was sent to the dead server: the gateway routes around it.
         after = http.get("/local/fragile/whoami")
     assert after.status_code == 200
@@ -360,7 +362,8 @@ def test_runners_stop_when_the_platform_is_killed(
     with start_platform(tmp_path_factory.mktemp("doomed-platform")) as doomed:
         deploy(doomed, apps_dir / "echo", "app.py::echo")
         with doomed.http() as http:
-            server_pid = http.get("/local/echo/whoami").json()["pid"]
+            who = http.get("/local/echo/whoami").json()
+            server_pid = doomed.host_pid(who["runner"], who["pid"])
         runtime_pids = doomed.runner_pids()
         assert runtime_pids
         doomed.process.kill()  # no graceful shutdown: the runners notice on their own

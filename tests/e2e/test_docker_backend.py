@@ -147,6 +147,17 @@ def test_app_secrets_data_and_teardown(
         labels = container.attrs["Labels"]
         assert SECRET not in json.dumps(labels)
         assert labels["tidal.app"] == "stateful" and labels[RUNNER_LABEL] == info["runner"]
+        # Unprivileged, the machine type's limits, nothing of DATA_DIR but its own parts.
+        host = engine_client.containers.get(container.id).attrs["HostConfig"]
+        assert host["Privileged"] is False and not host.get("CapAdd")
+        assert "no-new-privileges" in (host.get("SecurityOpt") or [])
+        assert host["PidsLimit"] > 0 and host["Memory"] > 0 and host["NanoCpus"] > 0
+        data_dir = str(dplatform.data_dir)
+        sources = [b.split(":")[0] for b in host.get("Binds") or []]
+        inside = sorted(os.path.relpath(b, data_dir).split(os.sep)[0] for b in sources
+                        if b.startswith(data_dir + os.sep))  # fmt: skip
+        assert set(inside) <= {"bundles", "data", "files", "logs"}, sources
+        assert not any(b == data_dir for b in sources)
         # /data is shared: a second container (a new runner) reads what the first wrote.
         http.post("/local/stateful/write", json={"name": "shared.txt", "text": "from one"})
         dplatform.cli("apps", "scale", "stateful", "--min-concurrency", "2")

@@ -45,6 +45,7 @@ class RunnerLaunch:
     memory_mb: int = 0
     gpu_ids: tuple[str, ...] = ()
     num_gpus: int = 0
+    owner: str = ""  # with the app's name: whose sandbox uid the runner gets
 
 
 class Backend(Protocol):

@@ -96,6 +96,26 @@ def bind_mounts(launch: RunnerLaunch, env: Mapping[str, str]) -> dict[str, dict[
     return mounts
 
 
+# Processes and threads of one container (a fork bomb stays inside), as for local runners.
+PIDS_LIMIT = 1024
+
+
+def container_limits(launch: RunnerLaunch) -> dict[str, Any]:
+    """The machine type's limits and no privilege beyond Docker's default set: no
+    `privileged`, no added capabilities or devices (GPUs aside), no setuid gains."""
+    limits: dict[str, Any] = {
+        "privileged": False,
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": PIDS_LIMIT,
+    }
+    if launch.cpus:
+        limits["nano_cpus"] = int(launch.cpus * 1e9)
+    if launch.memory_mb:
+        limits["mem_limit"] = f"{launch.memory_mb}m"
+        limits["memswap_limit"] = f"{launch.memory_mb}m"  # no swapping past it
+    return limits
+
+
 def _ping(host: str, timeout: float) -> str | None:
     """None if an engine answers at `host` within `timeout`, else why not."""
     url = urlparse(host)
@@ -241,10 +261,7 @@ class DockerBackend:
             for key in ("entrypoint", "command", "working_dir"):
                 del kwargs[key]
             volumes.pop(str(launch.bundle_dir), None)
-        if launch.cpus:
-            kwargs["nano_cpus"] = int(launch.cpus * 1e9)
-        if launch.memory_mb:
-            kwargs["mem_limit"] = f"{launch.memory_mb}m"
+        kwargs.update(container_limits(launch))
         if gpus:
             from docker.types import DeviceRequest
 

@@ -10,6 +10,8 @@ from tidal.backends.base import Backend, BackendUnavailable
 from tidal.backends.choice import DOCKER, LOCAL, RAY
 from tidal.backends.local import LocalBackend
 from tidal.config import PlatformConfig
+from tidal.sandbox import Sandbox, SandboxUnavailable
+from tidal.sandbox.launch import SandboxSettings
 
 log = logging.getLogger("tidal")
 
@@ -30,7 +32,26 @@ Factory = Callable[[PlatformConfig, Mapping[str, str]], Backend]
 
 
 def _local(config: PlatformConfig, env: Mapping[str, str]) -> Backend:
-    return LocalBackend(config.data_dir / "runners", isolate=config.isolate_network, env=env)
+    sandbox = None
+    if config.sandbox:
+        first, last = config.sandbox_uid_range
+        sandbox = Sandbox(
+            config.data_dir,
+            SandboxSettings(
+                uid_first=first,
+                uid_count=last - first + 1,
+                pids_max=config.sandbox_pids_max,
+                startup_cpus=config.sandbox_startup_cpus,
+                egress_subnet=config.sandbox_egress_subnet,
+            ),
+        )
+        try:
+            sandbox.check()
+        except SandboxUnavailable as exc:
+            raise BackendUnavailable(str(exc)) from None
+    return LocalBackend(
+        config.data_dir / "runners", isolate=config.isolate_network, env=env, sandbox=sandbox
+    )
 
 
 def _docker(config: PlatformConfig, env: Mapping[str, str]) -> Backend:

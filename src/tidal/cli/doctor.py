@@ -140,6 +140,18 @@ def check_docker(health: dict[str, Any] | None) -> Check:
     return Check("docker", WARN, f"apps with an image cannot deploy: {why}", {"why": why})
 
 
+def check_sandbox(health: dict[str, Any] | None) -> Check:
+    """Whether local runners run in the sandbox (docs/security.md)."""
+    if health is None:
+        return Check("sandbox", WARN, "not checked: no platform")
+    sandbox = health.get("sandbox")
+    if not isinstance(sandbox, dict):
+        return Check("sandbox", WARN, "this platform does not report its runner sandbox")
+    state, detail = sandbox.get("state"), str(sandbox.get("detail", ""))
+    level = {"on": OK, "unused": OK, "off": WARN}.get(str(state), FAIL)
+    return Check("sandbox", level, f"{state}: {detail}", dict(sandbox))
+
+
 def check_clusters(health: dict[str, Any] | None) -> list[Check]:
     """One check per cluster backend (ray): its nodes and their resources."""
     checks = []
@@ -303,6 +315,7 @@ def run_checks(target: Target) -> list[Check]:
         check_key(target, client, reachable),
         check_backends(health),
         check_docker(health),
+        check_sandbox(health),
         *check_clusters(health),
         check_machines(client, reachable),
         check_disk(target, health),

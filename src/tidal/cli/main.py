@@ -111,6 +111,15 @@ def server(
             "network, so an exposed_port app runs one runner at most)."
         ),
     ] = "auto",
+    sandbox: Annotated[
+        str,
+        typer.Option(
+            help="The local runners' sandbox: 'on' (each app's code in its own uid, mounts, "
+            "PIDs, network and cgroup limits; the platform refuses local runners where it "
+            "cannot be built) or 'off' (runners run unconfined with the platform's rights: "
+            "only for code you trust).",
+        ),
+    ] = "on",
     config_file: Annotated[
         Path | None,
         typer.Option(
@@ -174,6 +183,10 @@ def server(
     settings: dict[str, Any] = {"data_dir": data, "host": host, "port": port}
     if isolation == "off":
         settings["isolate_network"] = False
+    if sandbox not in ("on", "off"):
+        raise CLIError(f"--sandbox must be 'on' or 'off', not {sandbox!r}")
+    if sandbox == "off":
+        settings["sandbox"] = False
     if tls_cert is not None:
         settings["tls_certfile"] = tls_cert.resolve()
     if tls_key is not None:
@@ -202,6 +215,11 @@ def server(
         f"[bold green]tidal platform[/] on [bold]{config.url}[/]  (data: {config.data_dir})"
     )
     out().print(f"Point the CLI at it with: export TIDAL_URL={config.url}")
+    if not config.sandbox:
+        out().print(
+            "[bold yellow]sandbox off[/]: local runners run unconfined, with this platform's "
+            "rights (its keys, database and other apps are within their reach)"
+        )
     from tidal.control.db import DatabaseError
     from tidal.control.secrets import SecretsKeyError
 
@@ -385,6 +403,8 @@ def apps_show(name: str, as_json: JsonFlag = False) -> None:
                     f"{limits['queue_results_per_app']} per app")  # fmt: skip
     if v["endpoints"]:
         out().print("endpoints: " + ", ".join(v["endpoints"]))
+    if v.get("sandbox"):
+        out().print(f"sandbox: {v['sandbox']}")
     for note in v["notes"]:
         out().print(f"[yellow]note:[/] {note}")
 

@@ -26,6 +26,7 @@ from tidal.environments import Environment, EnvironmentBuildError
 from tidal.images.builder import BuiltImage, ImageBuildError
 from tidal.images.platform_step import build_image
 from tidal.observe.logs import app_log_files, follow, tail
+from tidal.sandbox.status import app_sandbox, platform_sandbox
 from tidal.spec import AppSpec, ImageSpec, InvalidOptionError, connections_note
 
 if TYPE_CHECKING:
@@ -177,6 +178,11 @@ def build_api(platform: Platform) -> FastAPI:
             "waiting": len(dep.router.waits(time.monotonic())) if dep else 0,
             "limits": limits_of(record),
             "notes": notes,
+            "sandbox": app_sandbox(
+                platform_sandbox(platform.backends.usable, platform.backends.unusable),
+                record.spec.backend,
+                record.options.egress,
+            ),
         }
 
     def limits_of(record: AppRecord) -> dict[str, Any]:
@@ -197,7 +203,9 @@ def build_api(platform: Platform) -> FastAPI:
         private: dict[str, Any] = {}
         if platform.auth.is_admin(dict(request.scope)):
             private = {"data_dir": str(data_dir), "disk_free_bytes": None,
-                       "disk_total_bytes": None}  # fmt: skip
+                       "disk_total_bytes": None,
+                       "sandbox": platform_sandbox(platform.backends.usable,
+                                                   platform.backends.unusable)}  # fmt: skip
             with contextlib.suppress(OSError):
                 disk = shutil.disk_usage(data_dir)
                 private["disk_free_bytes"], private["disk_total_bytes"] = disk.free, disk.total

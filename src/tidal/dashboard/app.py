@@ -33,6 +33,7 @@ from tidal import __version__
 from tidal.asgi import send_error
 from tidal.control.keys import ADMIN
 from tidal.dashboard.sessions import SessionStore, clear_cookie, cookie_of, set_cookie
+from tidal.sandbox.status import platform_sandbox
 from tidal.storage.files import file_path, file_url, files_dir, public_url, valid_file_name
 
 if TYPE_CHECKING:
@@ -88,6 +89,14 @@ class Dashboard:
     def auth_on(self) -> bool:
         return self.platform.auth.enabled
 
+    def _sandbox_banner(self) -> str:
+        """Said on every page when local runners are not sandboxed; empty when they are."""
+        backends = self.platform.backends
+        status = platform_sandbox(backends.usable, backends.unusable)
+        if status["state"] in ("on", "unused"):
+            return ""
+        return f"Runner sandbox {status['detail']}"
+
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await receive()
@@ -115,7 +124,8 @@ class Dashboard:
                 await _page(send, 200, render("index.html", version=__version__,
                                               auth="on" if self.auth_on else "off",
                                               owner=self.platform.owner,
-                                              base=str(self._base_url(scope))))  # fmt: skip
+                                              base=str(self._base_url(scope)),
+                                              sandbox=self._sandbox_banner()))  # fmt: skip
         elif path.startswith("/open/") and method == "GET":
             await self._open_app(scope, send, path[len("/open/") :])
         elif path.startswith(("/api/", "/queue/")) or path in ("/upload", "/logout", "/whoami"):

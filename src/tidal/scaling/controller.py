@@ -388,9 +388,12 @@ class Controller:
             return
         runner.transition(RunnerState.TERMINATING, reason, at=self.clock.time())
         dep.router.remove(runner)
+        backend = self.runner_backend(runner)
         try:
-            await self.runner_backend(runner).stop(runner, self.config.stop_grace_seconds)
+            await backend.stop(runner, self.config.stop_grace_seconds)
         finally:
+            if state is RunnerState.FAILED:  # e.g. it stopped answering: out of memory?
+                reason = getattr(backend, "exit_reason", lambda r: None)(runner) or reason
             self.end(dep, runner, state, reason, count_failure)
 
     def end(

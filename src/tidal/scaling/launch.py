@@ -73,6 +73,7 @@ def build_launch(
             "CUDA_VISIBLE_DEVICES": ",".join(allocation.gpu_ids),
         },
         isolate_network=backend.can_share_port(),
+        owner=record.owner,
         data_dir=data_root(config.data_dir),
         python=python,
         machine_types=tuple(machine_types(record)),

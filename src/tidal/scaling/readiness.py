@@ -52,6 +52,9 @@ async def wait_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:
 
 
 def after_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:
+    # The local sandbox lets a starting runner use more CPU than its machine type
+    # (imports are most of a cold start); from now on it gets its type's share.
+    getattr(ctl.runner_backend(runner), "runner_ready", lambda r: None)(runner)
     spec = dep.record.spec
     if spec.health_check is not None and spec.health_check.call_regularly:
         ctl.spawn(health_loop(ctl, dep, runner))
@@ -111,9 +114,12 @@ async def check_suspect(ctl: Controller, dep: Deployment, runner: Runner) -> Non
 
 
 async def watch_exit(ctl: Controller, dep: Deployment, runner: Runner) -> None:
-    code = await ctl.runner_backend(runner).wait_exit(runner)
+    backend = ctl.runner_backend(runner)
+    code = await backend.wait_exit(runner)
     if runner.state is RunnerState.TERMINATING or not runner.live:
         return
+    # The backend may know better than the log why it ended (its memory limit).
+    known = getattr(backend, "exit_reason", lambda r: None)(runner)
     last = [line for line in tail(runner.log_path, 20) if line.strip()]
     hint = f": {last[-1].strip()}" if last else ""
-    ctl.end(dep, runner, RunnerState.FAILED, f"exited with status {code}{hint}")
+    ctl.end(dep, runner, RunnerState.FAILED, known or f"exited with status {code}{hint}")

@@ -90,3 +90,17 @@ def test_engine_errors_name_the_fix() -> None:
     nvidia = '500 Server Error ("could not select device driver "" with capabilities: [[gpu]]")'
     assert "NVIDIA Container Toolkit" in engine_error(nvidia)
     assert engine_error("no space left on device") == "no space left on device"
+
+
+def test_containers_get_the_machine_types_limits_and_no_privilege(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tidal.backends.docker import container_limits
+
+    limits = container_limits(replace(_launch(tmp_path, {}), cpus=0.5, memory_mb=512))
+    assert limits["nano_cpus"] == 500_000_000
+    assert limits["mem_limit"] == limits["memswap_limit"] == "512m"
+    assert limits["privileged"] is False
+    assert limits["security_opt"] == ["no-new-privileges"]
+    assert 0 < limits["pids_limit"] <= 4096
+    assert "cap_add" not in limits and "devices" not in limits

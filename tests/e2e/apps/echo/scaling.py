@@ -1,5 +1,6 @@
 """Apps for the scaling and placement tests; all serve server.py."""
 
+import os
 import subprocess
 import sys
 import time
@@ -46,9 +47,9 @@ def fallback() -> None:
 
 @tidal.function(exposed_port=8000, startup_timeout=2, keep_alive=30)
 def flaky_start() -> None:
-    # The first runner never listens; the ones after it do (the unpacked bundle's
-    # folder is shared by all runners of this code on the platform).
-    marker = Path(__file__).with_name(".flaky-started")
+    # The first runner never listens; the ones after it do (/data is shared by all
+    # runners on the platform; their code folder is read-only).
+    marker = Path(os.environ["TIDAL_DATA_DIR"], ".flaky-started")
     if not marker.exists():
         marker.touch()
         time.sleep(3600)

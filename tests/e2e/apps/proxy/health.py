@@ -1,8 +1,10 @@
-from pathlib import Path
+import threading
 
 import tidal
 
-SICK = Path(__file__).with_name(".sick")
+# In the runner's memory: its code folder is read-only in the sandbox, and a
+# replacement runner starts well.
+SICK = threading.Event()
 
 
 class Checked(tidal.App, keep_alive=30):
@@ -16,16 +18,16 @@ class Checked(tidal.App, keep_alive=30):
         ),
     )
     def health(self) -> dict[str, str]:
-        if SICK.exists():
+        if SICK.is_set():
             raise RuntimeError("the model fell over")
         return {"status": "fine"}
 
     @tidal.endpoint("/make-sick")
     def make_sick(self) -> dict[str, bool]:
-        SICK.touch()
+        SICK.set()
         return {"sick": True}
 
     @tidal.endpoint("/make-well")
     def make_well(self) -> dict[str, bool]:
-        SICK.unlink(missing_ok=True)
+        SICK.clear()
         return {"sick": False}
