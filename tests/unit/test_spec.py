@@ -56,10 +56,19 @@ FAL_FUNCTION_TABLE: dict[str, Any] = {
 FAL_APP_ATTRIBUTES = {"app_auth", "secrets"}
 # tidal's own options for web servers behind the gateway (docs/web-servers.md).
 WEB_SERVER_OPTIONS = {"long_lived", "max_long_lived", "affinity"}
+SANDBOX_OPTIONS = {"egress"}  # tidal's own (docs/security.md)
 
 
 def test_fal_table_is_exactly_the_option_set() -> None:
-    assert set(FAL_FUNCTION_TABLE) | FAL_APP_ATTRIBUTES | WEB_SERVER_OPTIONS == OPTION_NAMES
+    tidal_own = WEB_SERVER_OPTIONS | SANDBOX_OPTIONS
+    assert set(FAL_FUNCTION_TABLE) | FAL_APP_ATTRIBUTES | tidal_own == OPTION_NAMES
+
+
+def test_egress_is_none_or_internet() -> None:
+    assert build_options({}).egress == "none"
+    assert build_options({"egress": "internet"}).egress == "internet"
+    with pytest.raises(InvalidOptionError, match=r"egress='everywhere'.*'none'.*'internet'"):
+        build_options({"egress": "everywhere"})
 
 
 def test_long_lived_connections_default_by_kind_of_app() -> None:

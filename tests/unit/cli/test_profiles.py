@@ -243,6 +243,7 @@ def test_doctor_without_a_platform_fails(capsys: pytest.CaptureFixture[str]) -> 
         "key",
         "backends",
         "docker",
+        "sandbox",
         "machines",
         "disk",
         "python",
