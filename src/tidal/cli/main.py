@@ -561,13 +561,18 @@ def main() -> None:
     except CLIError as exc:
         if _state["debug"]:
             raise
-        err().print(f"[bold red]Error:[/] {exc}", highlight=False)
+        from rich.markup import escape
+
+        err().print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)  # [tables] stay
         sys.exit(1)
     except Exception as exc:
         if _state["debug"] or os.environ.get("TIDAL_DEBUG"):
             raise
+        from rich.markup import escape
+
         err().print(
-            f"[bold red]Error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            f"[bold red]Error:[/] {type(exc).__name__}: {escape(str(exc))} "
+            "(run with --debug for the traceback)",
             highlight=False,
         )
         sys.exit(1)

@@ -29,6 +29,8 @@ SUPPORTED: dict[str, str] = {
     "fal.wrap_app": "tidal.sdk.app:wrap_app",
     "fal.realtime": "tidal.sdk.realtime:realtime",
     "fal.container.ContainerImage": "tidal.sdk.image:ContainerImage",
+    "fal.distributed.DistributedRunner": "tidal.distributed.runner:DistributedRunner",
+    "fal.distributed.DistributedWorker": "tidal.distributed.worker:DistributedWorker",
     **{
         f"fal.exceptions.{name}": f"tidal.sdk.exceptions:{name}"
         for name in (

@@ -79,8 +79,8 @@ def test_supported_names_are_tidals_objects() -> None:
     assert result.pop("installed") and result.pop("again")
     assert result.pop("fal_file").startswith(str(SHIM_DIR))
     assert result.pop("dir") == [
-        "App", "ContainerImage", "HealthCheck", "cached", "container", "endpoint", "exceptions",
-        "function", "realtime", "toolkit", "wrap_app",
+        "App", "ContainerImage", "HealthCheck", "cached", "container", "distributed", "endpoint",
+        "exceptions", "function", "realtime", "toolkit", "wrap_app",
     ]  # fmt: skip
     assert {"File", "Image", "download_file", "clone_repository", "FAL_MODEL_WEIGHTS_DIR",
             "image", "utils"} <= set(result.pop("toolkit_dir"))  # fmt: skip
@@ -146,7 +146,7 @@ def test_unsupported_names_say_what_is_supported() -> None:
         for stmt in [
             "fal.sync_dir",
             "from fal import sync_dir",
-            "import fal.distributed",
+            "import fal.toolkit.compilation",
             "from fal.toolkit import KVStore",
             "fal.toolkit.KVStore",
             "import fal.toolkit.kv",
@@ -167,7 +167,7 @@ def test_unsupported_names_say_what_is_supported() -> None:
     expected = {
         "fal.sync_dir": ("AttributeError", "fal.sync_dir"),
         "from fal import sync_dir": ("FalCompatError", "fal.sync_dir"),
-        "import fal.distributed": ("ModuleNotFoundError", "fal.distributed"),
+        "import fal.toolkit.compilation": ("ModuleNotFoundError", "fal.toolkit.compilation"),
         "from fal.toolkit import KVStore": ("FalCompatError", "fal.toolkit.KVStore"),
         "fal.toolkit.KVStore": ("AttributeError", "fal.toolkit.KVStore"),
         "import fal.toolkit.kv": ("ModuleNotFoundError", "fal.toolkit.kv"),

@@ -7,5 +7,7 @@ from tidal.compat.fal_api import module_all, module_dir, module_getattr
 
 __tidal_shim__ = True
 __all__ = module_all(__name__)
-__getattr__ = module_getattr(__name__, submodules=("container", "exceptions", "toolkit"))
-__dir__ = module_dir(__name__, submodules=("container", "exceptions", "toolkit"))
+__getattr__ = module_getattr(
+    __name__, submodules=("container", "distributed", "exceptions", "toolkit")
+)
+__dir__ = module_dir(__name__, submodules=("container", "distributed", "exceptions", "toolkit"))
