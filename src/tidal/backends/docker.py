@@ -144,7 +144,9 @@ def _ping(host: str, timeout: float) -> str | None:
 def open_docker_backend(config: PlatformConfig, env: Mapping[str, str]) -> DockerBackend:
     host = engine_host(os.environ)
     try:
-        problem = _ping(host, timeout=1.0)  # no socket: fails before importing the SDK
+        # No socket: fails at once, before importing the SDK. An engine that is there may
+        # be slow to answer its first call (Podman's API service on a busy host: > 1 s).
+        problem = _ping(host, timeout=5.0)
     except ImportError:
         problem = "the docker SDK is not installed (`pip install docker`)"
     if problem:
