@@ -32,13 +32,13 @@ from tidal.gateway.auth import Authenticator
 from tidal.gateway.browser import BrowserSessions
 from tidal.gateway.intake import BoundedHttpProtocol
 from tidal.gateway.proxy import Gateway
-from tidal.gateway.queue import QueueService, queue_router
+from tidal.gateway.queue import QueueService, queue_fast_path, queue_router
 from tidal.gateway.upstream import HttpProber
 from tidal.machines import load_machines
 from tidal.observe.metrics import CONTENT_TYPE as METRICS_TYPE
 from tidal.observe.records import Recorder
 from tidal.observe.records_api import records_router
-from tidal.scaling.controller import Controller
+from tidal.scaling.controller import Controller, Deployment
 from tidal.scaling.placement import Inventory
 from tidal.storage.data import data_root
 from tidal.storage.files import FileServer, files_dir, runner_env
@@ -92,9 +92,8 @@ class Platform:
         )
         self.api.include_router(queue_admin_router(engine, self.queue, self.owner, check_app))
         self.queue_api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-        self.queue_api.include_router(
-            queue_router(self.queue, lambda o, a: self.controller.deployments.get((o, a)))
-        )
+        self.queue_api.include_router(queue_router(self.queue, self._deployment))
+        self.queue_fast = queue_fast_path(self.queue, self._deployment)
         # Every request's record (analytics, errors, /metrics) and the web dashboard.
         self.recorder = Recorder.for_platform(self)
         self.api.include_router(records_router(self.recorder.store, self.owner, config.data_dir))
@@ -106,6 +105,9 @@ class Platform:
         self.api.include_router(
             open_router(self.registry, self.auth.browser, self.owner, self.auth.enabled)
         )
+
+    def _deployment(self, owner: str, app: str) -> Deployment | None:
+        return self.controller.deployments.get((owner, app))
 
     def _is_public(self, owner: str, app: str) -> bool:
         dep = self.controller.deployments.get((owner, app))
@@ -208,7 +210,7 @@ class Platform:
             if scope["path"].startswith("/api/"):
                 await self.api(scope, receive, send)
             elif scope["path"].startswith("/queue/"):
-                if not await self.queue.answer_status(scope, send):
+                if not await self.queue_fast(scope, receive, send):
                     await self.queue_api(scope, receive, send)
             elif scope["path"].startswith("/files/"):
                 await self.files(scope, receive, send)

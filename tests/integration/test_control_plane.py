@@ -148,6 +148,15 @@ def test_no_control_plane_statement_runs_on_the_event_loop(
     # The dashboard's API is the control API, in-process.
     ui = {"x-tidal-dashboard": "1"}
     assert api.get("/dashboard/api/v1/apps", headers=ui).status_code == 200
+    # The queue's hot path: submit, status (both ways), cancel, result. (Its runner
+    # may come up meanwhile: each request may be at any stage.)
+    queued = [api.post("/queue/local/second/", json={}).json() for _ in range(3)]
+    base = "/queue/local/second/requests"
+    for q in queued:
+        assert api.get(f"{base}/{q['request_id']}/status").status_code in (200, 202)
+        assert api.get(f"{base}/{q['request_id']}/status?logs=1").status_code in (200, 202)
+    assert api.put(f"{base}/{queued[0]['request_id']}/cancel").status_code in (202, 400)
+    assert api.get(f"{base}/{queued[0]['request_id']}").status_code in (200, 400, 500, 501)
     api.delete("/api/v1/apps/second").raise_for_status()
     on_loop.watching = False
     assert not on_loop.found, "\n\n".join(on_loop.found)

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -591,12 +591,86 @@ def urls_of(base_url: str, owner: str, app: str, request_id: str) -> dict[str, s
             "cancel_url": f"{base}/cancel"}  # fmt: skip
 
 
+async def submit_from(
+    service: QueueService, owner_apps: Any, owner: str, app: str, path: str, request: Request
+) -> Response:
+    """`POST /queue/{owner}/{app}/{path}`: store the request, answer its id and URLs."""
+    if owner_apps(owner, app) is None:
+        return JSONResponse(
+            {"detail": f"no app {app!r} deployed for owner {owner!r}",
+             "error_type": "app_not_found"},
+            status_code=404,
+        )  # fmt: skip
+    body = await read_capped(request, service.controller.config.queue_body_limit_bytes)
+    if body is None:
+        limit = service.controller.config.queue_body_limit_bytes
+        return JSONResponse(
+            {"detail": f"the request body is over the queue's limit of {limit} bytes "
+             "(queue_body_limit_bytes in the platform's tidal.toml); send large inputs "
+             "as files (a URL the app downloads) instead", "error_type": "payload_too_large"},
+            status_code=413,
+        )  # fmt: skip
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP]
+    if "host" in request.headers and "x-forwarded-host" not in request.headers:
+        # The runner builds URLs (tidal.toolkit.File) from the host the caller used,
+        # not from its own address, which is all a stored request would show it.
+        headers.append(("x-forwarded-host", request.headers["host"]))
+    priority = 1 if request.headers.get("x-fal-queue-priority", "normal") == "low" else 0
+    no_retry = request.headers.get("x-fal-no-retry", "") not in ("", "0", "false")
+    webhook = request.query_params.get("fal_webhook") or request.query_params.get("webhook")
+    if webhook is not None and not valid_url(webhook):
+        return JSONResponse(
+            {"detail": f"the webhook URL {webhook!r} is not an http(s) URL",
+             "error_type": "invalid_webhook_url"},
+            status_code=422,
+        )  # fmt: skip
+    if webhook is not None and (
+        problem := await check_destination(webhook, service.webhooks.allowed_hosts)
+    ):
+        return JSONResponse({"detail": problem, "error_type": "invalid_webhook_url"},
+                            status_code=422)  # fmt: skip
+    query = request.url.query
+    if webhook is not None:  # the webhook parameters are the queue's, not the endpoint's
+        query = urlencode([(k, v) for k, v in request.query_params.multi_items()
+                           if k not in ("fal_webhook", "webhook")])  # fmt: skip
+    item = new_request(owner, app, "POST", "/" + path if path else "/", query, headers,
+                       body, priority, no_retry, webhook)  # fmt: skip
+    position = await service.submit(item)
+    return JSONResponse(
+        {"status": IN_QUEUE, "request_id": item.id,
+         **urls_of(str(request.base_url), owner, app, item.id), "queue_position": position},
+        headers={"x-fal-request-id": item.id},
+    )  # fmt: skip
+
+
+def queue_fast_path(
+    service: QueueService, owner_apps: Any
+) -> Callable[[dict[str, Any], Any, Any], Awaitable[bool]]:
+    """The queue's two most frequent calls, status polls of held requests and submits,
+    answered without the API framework's routing and dependency solving (which cost
+    more than the rest of either); False (nothing sent) for what the router answers."""
+
+    async def answer(scope: dict[str, Any], receive: Any, send: Any) -> bool:
+        if await service.answer_status(scope, send):
+            return True
+        if scope["method"] != "POST":
+            return False
+        parts = scope["path"].split("/", 4)  # "", "queue", owner, app, the endpoint's path
+        if len(parts) < 4 or not parts[2] or not parts[3]:
+            return False
+        path = parts[4] if len(parts) == 5 else ""
+        response = await submit_from(
+            service, owner_apps, parts[2], parts[3], path, Request(scope, receive)
+        )
+        await response(scope, receive, send)
+        return True
+
+    return answer
+
+
 def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
     """fal's queue REST API. `owner_apps` resolves (owner, app) to a Deployment."""
     router = APIRouter()
-
-    def urls(request: Request, owner: str, app: str, request_id: str) -> dict[str, str]:
-        return urls_of(str(request.base_url), owner, app, request_id)
 
     async def status_of(request: Request, item: QueuedRequest, logs: bool) -> dict[str, Any]:
         return await service.status_view(str(request.base_url), item, logs)
@@ -665,53 +739,6 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
     @router.post("/queue/{owner}/{app}/{path:path}")
     @router.post("/queue/{owner}/{app}")  # an app's root endpoint, as fal-client submits it
     async def submit(owner: str, app: str, request: Request, path: str = "") -> Response:
-        if owner_apps(owner, app) is None:
-            return JSONResponse(
-                {
-                    "detail": f"no app {app!r} deployed for owner {owner!r}",
-                    "error_type": "app_not_found",
-                },
-                status_code=404,
-            )
-        body = await read_capped(request, service.controller.config.queue_body_limit_bytes)
-        if body is None:
-            limit = service.controller.config.queue_body_limit_bytes
-            return JSONResponse(
-                {"detail": f"the request body is over the queue's limit of {limit} bytes "
-                 "(queue_body_limit_bytes in the platform's tidal.toml); send large inputs "
-                 "as files (a URL the app downloads) instead", "error_type": "payload_too_large"},
-                status_code=413,
-            )  # fmt: skip
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP]
-        if "host" in request.headers and "x-forwarded-host" not in request.headers:
-            # The runner builds URLs (tidal.toolkit.File) from the host the caller used,
-            # not from its own address, which is all a stored request would show it.
-            headers.append(("x-forwarded-host", request.headers["host"]))
-        priority = 1 if request.headers.get("x-fal-queue-priority", "normal") == "low" else 0
-        no_retry = request.headers.get("x-fal-no-retry", "") not in ("", "0", "false")
-        webhook = request.query_params.get("fal_webhook") or request.query_params.get("webhook")
-        if webhook is not None and not valid_url(webhook):
-            return JSONResponse(
-                {"detail": f"the webhook URL {webhook!r} is not an http(s) URL",
-                 "error_type": "invalid_webhook_url"},
-                status_code=422,
-            )  # fmt: skip
-        if webhook is not None and (
-            problem := await check_destination(webhook, service.webhooks.allowed_hosts)
-        ):
-            return JSONResponse({"detail": problem, "error_type": "invalid_webhook_url"},
-                                status_code=422)  # fmt: skip
-        query = request.url.query
-        if webhook is not None:  # the webhook parameters are the queue's, not the endpoint's
-            query = urlencode([(k, v) for k, v in request.query_params.multi_items()
-                               if k not in ("fal_webhook", "webhook")])  # fmt: skip
-        item = new_request(owner, app, "POST", "/" + path if path else "/", query, headers,
-                           body, priority, no_retry, webhook)  # fmt: skip
-        position = await service.submit(item)
-        return JSONResponse(
-            {"status": IN_QUEUE, "request_id": item.id, **urls(request, owner, app, item.id),
-             "queue_position": position},
-            headers={"x-fal-request-id": item.id},
-        )  # fmt: skip
+        return await submit_from(service, owner_apps, owner, app, path, request)
 
     return router

@@ -96,6 +96,23 @@ class Controller:
         dep.wake.set()
         return dep
 
+    async def _secrets_of(self, owner: str) -> Callable[[str], dict[str, str]] | None:
+        """The owner's secrets, read in a thread (a database read must not hold up the
+        event loop), as what build_launch asks them of; a failure is raised there."""
+        read = self.secrets
+        if read is None:
+            return None
+        try:
+            found = await asyncio.to_thread(read, owner)
+        except Exception as exc:
+            failure = exc
+
+            def failed(_owner: str) -> dict[str, str]:
+                raise failure
+
+            return failed
+        return lambda _owner: found
+
     def max_waiting(self, record: AppRecord) -> int:
         """Sync callers the app lets wait for a slot: its own option, or the platform's."""
         return record.max_waiting or self.config.max_waiting_per_app
@@ -290,8 +307,9 @@ class Controller:
         runner.machine_type, runner.gpu_ids = allocation.machine_type, allocation.gpu_ids
         try:
             launch = build_launch(
-                self.config, record, runner, backend, allocation, self.inventory, self.secrets
-            )
+                self.config, record, runner, backend, allocation, self.inventory,
+                await self._secrets_of(record.owner),
+            )  # fmt: skip
         except LaunchError as exc:
             log.error("runner %s of %s: %s", runner.id, record.name, exc)
             self.end(dep, runner, RunnerState.FAILED, str(exc))
