@@ -198,12 +198,12 @@ class Controller:
     # -- the loop ------------------------------------------------------------
     async def _loop(self, dep: Deployment) -> None:
         while True:
-            if dep.runners or dep.router.waits(self.clock.monotonic()):
+            if dep.runners or dep.failures or dep.router.waits(self.clock.monotonic()):
                 await self.clock.wait(dep.wake, self.config.tick_seconds)
             else:
-                # At rest (no runner, nobody waiting), a tick could change nothing: it
-                # sleeps until a request, a deploy or a scale change wakes it, so a
-                # thousand idle apps cost the event loop nothing.
+                # At rest (no runner, no failed start, nobody waiting), a tick could
+                # change nothing: it sleeps until a request, a deploy or a scale change
+                # wakes it, so a thousand idle apps cost the event loop nothing.
                 await dep.wake.wait()
             dep.wake.clear()
             try:
