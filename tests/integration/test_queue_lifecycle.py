@@ -40,6 +40,7 @@ def config(tmp_path: Path, database_url: str) -> PlatformConfig:
         machines={"host": {"cpus": 64, "memory_mb": 65536}},
         # Pruning passes every 2 s (a tenth of the TTL); at most 3 results per app.
         queue_result_ttl_seconds=20, queue_results_per_app=3,
+        webhook_allowed_hosts=["127.0.0.1"],  # the test's own receiver
     )  # fmt: skip
 
 
