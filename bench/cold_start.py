@@ -118,7 +118,11 @@ class Row:
 
 def live_runners(platform: PlatformProcess, app: str) -> list[dict[str, object]]:
     runners = httpx.get(f"{platform.url}/api/v1/apps/{app}/runners", timeout=10).json()
-    return [r for r in runners if r["state"] in ("starting", "ready", "draining")]
+    return [
+        r
+        for r in runners
+        if r["state"] in ("pending", "setup", "idle", "running", "draining", "terminating")
+    ]
 
 
 def stop_all(platform: PlatformProcess, app: str) -> None:
