@@ -23,10 +23,11 @@ from tidal.control.keys_api import keys_router
 from tidal.control.open_api import open_router
 from tidal.control.queue_admin import queue_admin_router
 from tidal.control.queue_store import QueueStore
-from tidal.control.registry import AppRecord, NotFound, Registry
+from tidal.control.registry import NotFound, Registry
 from tidal.control.secrets import SecretStore
 from tidal.control.secrets_api import secrets_router
 from tidal.dashboard import Dashboard
+from tidal.domain.app import AppRecord
 from tidal.environments import Environments
 from tidal.gateway.auth import Authenticator
 from tidal.gateway.browser import BrowserSessions

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tidal.control.bundles import store_bundle
 from tidal.environments import Environment, Environments, runner_setup
+from tidal.storage.bundles import store_bundle
 
 LOG_CHUNK = 1 << 20  # the most log bytes one read_log call returns
 

@@ -18,7 +18,6 @@ from rich.status import Status
 
 from tidal.cli.client import Client, CLIError
 from tidal.compat import install_fal_shim
-from tidal.control.bundles import BundleError, make_bundle, python_files
 from tidal.control.names import app_name_problem
 from tidal.control.openapi import openapi_problem
 from tidal.sdk.app import App, endpoints
@@ -26,6 +25,7 @@ from tidal.sdk.function import Function
 from tidal.sdk.image_app import ImageApp
 from tidal.sdk.loader import load_module
 from tidal.spec import AppSpec, HealthCheckSpec, ImageSpec, InvalidOptionError
+from tidal.storage.bundles import BundleError, make_bundle, python_files
 from tidal.toolkit.stores import files_to_ship
 
 BUNDLE_LIMIT = 50 * 1024 * 1024

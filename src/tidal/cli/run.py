@@ -69,7 +69,7 @@ def _stop(platform: subprocess.Popen[bytes], data_dir: str) -> None:
 def watched_files(target: str) -> list[Path]:
     """What a reload watches: the Python files the code bundle is made of (the entry's
     folder, as `tidal deploy` bundles it)."""
-    from tidal.control.bundles import python_files
+    from tidal.storage.bundles import python_files
 
     return python_files(Path(target.partition("::")[0]).resolve().parent)
 

@@ -17,17 +17,18 @@ from pydantic import BaseModel
 from tidal import __version__
 from tidal.backends.choice import DOCKER, choose_backend
 from tidal.control.api_errors import document_errors
-from tidal.control.bundles import BundleError, store_bundle
+from tidal.control.image_step import build_image
 from tidal.control.names import app_name_problem
 from tidal.control.openapi import openapi_problem
-from tidal.control.registry import LIST_PAGE_MAX, AppRecord, NotFound
+from tidal.control.registry import LIST_PAGE_MAX, NotFound
+from tidal.domain.app import AppRecord
 from tidal.domain.runner import RUNNER_PHASE_NAMES, RUNNER_PHASES, Runner
 from tidal.environments import Environment, EnvironmentBuildError
 from tidal.images.builder import BuiltImage, ImageBuildError
-from tidal.images.platform_step import build_image
 from tidal.observe.logs import app_log_files, follow, tail
 from tidal.sandbox.status import app_sandbox, platform_sandbox
 from tidal.spec import AppSpec, ImageSpec, InvalidOptionError, connections_note
+from tidal.storage.bundles import BundleError, store_bundle
 
 if TYPE_CHECKING:
     from tidal.server import Platform

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,45 +13,14 @@ from sqlalchemy.orm import Session
 
 from tidal.control.changes import announce
 from tidal.control.db import AppRow, RevisionRow
+from tidal.domain.app import LIMIT_FIELDS, AppRecord
 from tidal.spec import (
     SCALING_FIELDS,
-    AppOptions,
     AppSpec,
     InvalidOptionError,
     ScalingOptions,
     describe_validation_error,
 )
-
-
-@dataclass
-class AppRecord:
-    owner: str
-    name: str
-    revision: int
-    spec: AppSpec
-    created_at: float
-    updated_at: float
-    scaling_overrides: dict[str, Any] = field(default_factory=dict)
-    # Callable without an API key (each deploy says; private unless `--public`).
-    public: bool = False
-
-    @property
-    def options(self) -> AppOptions:
-        """The revision's options with live changes from `tidal apps scale` applied."""
-        changes = {k: v for k, v in self.scaling_overrides.items() if k not in LIMIT_FIELDS}
-        return self.spec.options.model_copy(update=changes)
-
-    @property
-    def max_waiting(self) -> int | None:
-        """Sync callers the app lets wait for a slot (None: the platform's
-        `max_waiting_per_app`); a platform setting, not one of fal's options."""
-        value = self.scaling_overrides.get("max_waiting")
-        return value if isinstance(value, int) else None
-
-
-# Live settings of the platform's own (not in fal's option table), set like scaling
-# options (`tidal apps scale NAME --max-waiting N`), with their bounds.
-LIMIT_FIELDS = {"max_waiting": (1, 100_000)}
 
 # The most apps one page of the listing holds (`GET /api/v1/apps?limit=`).
 LIST_PAGE_MAX = 1000

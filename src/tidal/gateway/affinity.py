@@ -3,7 +3,7 @@
 The app's `affinity` option names where the key is read: "cookie" (a random id the
 gateway hands out in a cookie scoped to the app's path), "header:<name>" or
 "query:<name>" (a value the client sends itself, such as ComfyUI's `clientId`). The
-router pins each key to a runner (tidal.gateway.router).
+router pins each key to a runner (tidal.domain.router).
 """
 
 from __future__ import annotations

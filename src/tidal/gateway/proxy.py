@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from tidal.asgi import send_error
 from tidal.backends.base import Runner
+from tidal.domain.router import AppRouter, RouterError
 from tidal.gateway.affinity import affinity_key
 from tidal.gateway.http1 import UpstreamConnectError, UpstreamConnection, UpstreamPool
 from tidal.gateway.paths import redirect_to_slash, wants_slash
-from tidal.gateway.router import AppRouter, RouterError
 from tidal.gateway.websocket import proxy_websocket
 from tidal.observe.records import SYNC, RequestRecord, cold_start_of, error_message
 from tidal.scaling.controller import Controller, Deployment

@@ -37,10 +37,10 @@ from tidal.control.queue_store import (
     QueueStore,
     new_request,
 )
+from tidal.domain.router import RouterError
 from tidal.gateway.http1 import UpstreamConnectError
 from tidal.gateway.proxy import Gateway, _Progress, _Upstream
 from tidal.gateway.queue_memory import Held, Lines
-from tidal.gateway.router import RouterError
 from tidal.gateway.webhooks import WebhookSender, check_destination, valid_url
 from tidal.observe.records import QUEUE, RequestRecord, cold_start_of
 from tidal.observe.request_logs import logs_for

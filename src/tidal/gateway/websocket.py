@@ -2,7 +2,7 @@
 once the runner's is open, then messages are relayed both ways until either
 side closes. While open, a WebSocket holds one of the runner's request slots or,
 with the app's long_lived="separate", one of its long-lived places
-(tidal.gateway.router). The path goes to the runner as the caller sent it (raw,
+(tidal.domain.router). The path goes to the runner as the caller sent it (raw,
 still percent-encoded), as for HTTP."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from tidal.domain.router import RouterError
 from tidal.gateway.affinity import affinity_key
-from tidal.gateway.router import RouterError
 from tidal.gateway.upstream import open_socket
 from tidal.scaling.controller import Controller, Deployment
 

@@ -20,14 +20,14 @@ from typing import Any
 from tidal.backends.base import Backend
 from tidal.backends.choice import LOCAL
 from tidal.config import PlatformConfig
-from tidal.control.registry import AppRecord
+from tidal.domain.app import AppRecord
+from tidal.domain.deployment import Deployment
+from tidal.domain.router import AppRouter, RouterError
 from tidal.domain.runner import ENDED, SERVING, STARTING, WANTED, Runner, RunnerState
-from tidal.gateway.router import AppRouter, RouterError
 from tidal.observe.logs import runner_log_path
 from tidal.scaling import readiness
 from tidal.scaling.capacity import IdleRunner, choose_yielders
 from tidal.scaling.clock import Clock, SystemClock
-from tidal.scaling.deployment import Deployment
 from tidal.scaling.launch import LaunchError, asked_for, build_launch, machine_types
 from tidal.scaling.placement import Allocation, Inventory
 from tidal.scaling.policy import Load, RunnerView, decide

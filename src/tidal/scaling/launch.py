@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tidal.backends.base import Backend, RunnerLaunch
 from tidal.config import PlatformConfig
-from tidal.control.registry import AppRecord
+from tidal.domain.app import AppRecord
 from tidal.domain.runner import Runner
 from tidal.environments import Environments, runner_setup
 from tidal.scaling.placement import Allocation, Inventory

@@ -11,8 +11,8 @@ from tidal.domain.runner import SERVING, STARTING, Runner, RunnerState
 from tidal.observe.logs import tail
 
 if TYPE_CHECKING:
+    from tidal.domain.deployment import Deployment
     from tidal.scaling.controller import Controller
-    from tidal.scaling.deployment import Deployment
 
 
 def probe_pause(waited: float) -> float:

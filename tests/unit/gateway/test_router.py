@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tidal.backends.base import Runner, RunnerState
-from tidal.gateway.router import AppRouter, RouterError
+from tidal.domain.router import AppRouter, RouterError
 
 
 def _runner(rid: str, state: RunnerState = RunnerState.IDLE, in_flight: int = 0) -> Runner:

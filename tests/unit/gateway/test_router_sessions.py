@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 
 from tidal.backends.base import Runner, RunnerState
-from tidal.gateway.router import AppRouter
+from tidal.domain.router import AppRouter
 from tidal.spec import build_options
 
 

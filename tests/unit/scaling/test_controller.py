@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from tidal.config import PlatformConfig
-from tidal.control.registry import AppRecord
+from tidal.domain.app import AppRecord
+from tidal.domain.router import RouterError
 from tidal.domain.runner import Runner, RunnerState
-from tidal.gateway.router import RouterError
 from tidal.machines import HostCapacity, MachineType
 from tidal.scaling.clock import ManualClock, settle
 from tidal.scaling.controller import Controller, Deployment

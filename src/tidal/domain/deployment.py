@@ -6,9 +6,9 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-from tidal.control.registry import AppRecord
+from tidal.domain.app import AppRecord
+from tidal.domain.router import AppRouter
 from tidal.domain.runner import Runner
-from tidal.gateway.router import AppRouter
 
 
 @dataclass
