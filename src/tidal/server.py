@@ -15,17 +15,23 @@ from fastapi import FastAPI
 from tidal.backends.registry import open_backends
 from tidal.config import LOCAL_OWNER, PlatformConfig, platform_id
 from tidal.control.api import build_api
+from tidal.control.apps_api import apps_router
 from tidal.control.changes import ChangeListener
 from tidal.control.data_api import data_router
 from tidal.control.db import open_database
+from tidal.control.deploy_api import deploy_router
+from tidal.control.image_step import ImageStep
 from tidal.control.keys import KeyStore
 from tidal.control.keys_api import keys_router
 from tidal.control.open_api import open_router
 from tidal.control.queue_admin import queue_admin_router
 from tidal.control.queue_store import QueueStore
 from tidal.control.registry import NotFound, Registry
+from tidal.control.runners_api import runners_router
 from tidal.control.secrets import SecretStore
 from tidal.control.secrets_api import secrets_router
+from tidal.control.system_api import system_router
+from tidal.control.views import AppViews
 from tidal.dashboard import Dashboard
 from tidal.domain.app import AppRecord
 from tidal.environments import Environments
@@ -81,12 +87,45 @@ class Platform:
         self.gateway = Gateway(self.controller)
         self.controller.on_runner_ended.append(self.gateway.forget)
         self.controller.on_openapi_found.append(self._keep_openapi)
-        self.api = build_api(self)
-        self.api.include_router(secrets_router(self.secrets, self.owner))
-        self.api.include_router(keys_router(self.keys))
         self.queue = QueueService(
             QueueStore(engine, holder=platform_id(config.data_dir)), self.controller, self.gateway
         )
+        self.images = ImageStep(self.backends, config.data_dir / "bundles", self.secrets.env_for)
+        # Each router of the control API is handed the services it uses.
+        views = AppViews(self.controller, config, self.backends)
+        self.api = build_api()
+        self.api.include_router(
+            system_router(config, self.backends, self.inventory, self.auth.is_admin)
+        )
+        self.api.include_router(
+            deploy_router(
+                self.owner,
+                config,
+                self.registry,
+                self.controller,
+                self.backends,
+                self.inventory,
+                self.environments,
+                self.images,
+                views,
+            )
+        )
+        self.api.include_router(
+            apps_router(
+                self.owner,
+                config.data_dir / "bundles",
+                self.registry,
+                self.controller,
+                self.queue,
+                self.environments,
+                views,
+            )
+        )
+        self.api.include_router(
+            runners_router(self.owner, config.data_dir, self.registry, self.controller)
+        )
+        self.api.include_router(secrets_router(self.secrets, self.owner))
+        self.api.include_router(keys_router(self.keys))
         check_app = partial(self.registry.get, self.owner)
         self.api.include_router(
             data_router(data_root(config.data_dir), config.data_upload_limit_bytes, check_app)
