@@ -78,7 +78,8 @@ def test_the_wheel_serves_the_dashboard_without_npm(tmp_path: Path) -> None:
     with (tmp_path / "platform.log").open("wb") as log:
         server = subprocess.Popen(
             [str(fresh / "bin" / "tidal"), "server", "--port", str(port), "--data-dir",
-             str(data_dir), "--no-auth", "--backend", "local"],
+             str(data_dir), "--no-auth", "--backend", "local",
+             "--sandbox", "off"],  # no runner starts here: the dashboard is what is tested
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
