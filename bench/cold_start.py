@@ -37,6 +37,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,11 +157,9 @@ def trial(platform: PlatformProcess, app: str, url: str, marks: Path) -> dict[st
     stop_all(platform, app)
     marks.unlink(missing_ok=True)
     t0, t1 = cold_request(url)
-    pid_files = list((platform.data_dir / "runners").glob("*.pid"))
-    if len(pid_files) != 1:
-        raise AssertionError(f"expected one runner pid file, found {pid_files}")
+    (runner,) = live_runners(platform, app)
     # Written right after fork+exec returned; mtime has the kernel's coarse clock (a tick).
-    spawned = pid_files[0].stat().st_mtime
+    spawned = (platform.data_dir / "runners" / f"{runner['id']}.pid").stat().st_mtime
     m = {k: float(v) for k, v in (line.split() for line in marks.read_text().splitlines())}
     user_import = m["decorate"] - m["sdk"]  # the app's own imports and definitions
     server_start = m["listen"] - m["entry"]
@@ -203,6 +202,8 @@ def deployed(root: Path, isolation: str) -> Iterator[tuple[PlatformProcess, str,
     with contextlib.ExitStack() as stack:
         # If start_platform's SIGINT did not stop the runners (a second Ctrl-C), kill them.
         stack.callback(reap_runners, data_dir)
+        # This table splits a fresh process's start; templates have their own rows below.
+        (data_dir / "tidal.toml").write_text("runner_templates = false\n")
         platform = stack.enter_context(start_platform(data_dir, MODES[isolation]))
         view = json.loads(
             platform.cli("deploy", f"app.py::{FUNCTION_NAME}", "--json", cwd=app_dir).stdout
@@ -398,6 +399,186 @@ def render_docker(row: Row, args: argparse.Namespace) -> None:
                   f"{p50:.1f} ms {ok}")  # fmt: skip
 
 
+# -- first response against a bare process start, in one run --------------------------
+# Each scenario: an app at zero runners on its own platform, one cold request per trial
+# (total ms). The baseline is `python -m uvicorn` serving a trivial ASGI app, spawn to its
+# first 200. Add a row by adding a Scenario (the platform's TOML settings say what differs).
+
+BARE_ASGI = """\
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+TRIVIAL_APP = """\
+import tidal
+
+class Hello(tidal.App, keep_alive=300):
+    @tidal.endpoint("/", method="GET")
+    def hello(self) -> dict:
+        return {"ok": True}
+"""
+HEAVY_SERVER = """\
+import numpy, pandas
+import http.server, signal, threading
+import tidal
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = str(pandas.Series(numpy.arange(3)).sum()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+@tidal.function(exposed_port={port}, keep_alive=300, max_concurrency=1)
+def heavy():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", {port}), Handler)
+    previous = signal.getsignal(signal.SIGTERM)
+    def on_term(signum, frame):
+        previous(signum, frame)
+        threading.Thread(target=server.shutdown).start()
+    signal.signal(signal.SIGTERM, on_term)
+    server.serve_forever()
+"""
+TEMPLATES_OFF = "runner_templates = false\n"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    label: str
+    source: str  # app.py; "{port}" becomes a free port
+    entry: str
+    toml: str = ""  # the platform's DATA_DIR/tidal.toml
+    # Templates run unsandboxed only, for now: these rows compare like with like.
+    flags: tuple[str, ...] = ("--sandbox", "off", "--isolation", "off")
+
+
+SCENARIOS = (
+    Scenario(
+        "tidal.App, fresh process, in the sandbox",
+        TRIVIAL_APP,
+        "app.py::Hello",
+        flags=("--sandbox", "on"),
+    ),
+    Scenario("tidal.App, fresh process", TRIVIAL_APP, "app.py::Hello", TEMPLATES_OFF),
+    Scenario("tidal.App, from a template", TRIVIAL_APP, "app.py::Hello"),
+    Scenario("numpy+pandas server, fresh process", HEAVY_SERVER, "app.py::heavy", TEMPLATES_OFF),
+    Scenario("numpy+pandas server, from a template", HEAVY_SERVER, "app.py::heavy"),
+)
+
+
+def first_200(cmd: list[str], port: int, cwd: Path) -> float:
+    """Spawn `cmd`, then GET / on 127.0.0.1:port every ms until a 200: ms since spawn."""
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            with contextlib.suppress(OSError):
+                status, _ = raw_get(port)
+                if status == 200:
+                    return (time.time() - t0) * 1000
+            if proc.poll() is not None or time.time() - t0 > WAIT_TIMEOUT_S:
+                raise AssertionError(f"{cmd} never answered 200")
+            time.sleep(0.001)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def raw_get(port: int) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def import_ms(root: Path, modules: str, trials: int) -> float:
+    """p50 of the time `import MODULES` takes in a fresh interpreter (the import alone)."""
+    code = f"import time; t = time.perf_counter(); import {modules}; print(time.perf_counter() - t)"
+
+    def run() -> float:
+        done = subprocess.run([sys.executable, "-c", code], check=True, cwd=root,
+                              capture_output=True, text=True)  # fmt: skip
+        return float(done.stdout) * 1000
+
+    return statistics.median(run() for _ in range(trials))
+
+
+def template_ready(platform: PlatformProcess) -> bool:
+    return any((platform.data_dir / "runners" / "templates").glob("*.json"))
+
+
+def measure_scenario(root: Path, scenario: Scenario, args: argparse.Namespace) -> list[float]:
+    folder = root / f"scenario-{SCENARIOS.index(scenario)}"
+    app_dir, data_dir = folder / "app", folder / "data"
+    app_dir.mkdir(parents=True)
+    data_dir.mkdir()
+    (app_dir / "app.py").write_text(scenario.source.replace("{port}", str(free_port())))
+    (data_dir / "tidal.toml").write_text(scenario.toml)
+    console.print(f"{scenario.label}: {args.warmup} warm-up + {args.trials} cold starts")
+    totals = []
+    with contextlib.ExitStack() as stack:
+        stack.callback(reap_runners, data_dir)
+        platform = stack.enter_context(start_platform(data_dir, list(scenario.flags)))
+        view = json.loads(platform.cli("deploy", scenario.entry, "--json", cwd=app_dir).stdout)
+        app, url = view["name"], view["url"].rstrip("/") + "/"
+        for n in range(args.warmup + args.trials):
+            stop_all(platform, app)
+            if "templates = false" not in scenario.toml and n >= args.warmup:
+                # Cold starts spaced out as in life: the template started after the last
+                # one has finished importing.
+                wait_for(lambda: template_ready(platform), WAIT_TIMEOUT_S, 0.02, "a template")
+            t0, t1 = cold_request(url)
+            if n >= args.warmup:
+                totals.append((t1 - t0) * 1000)
+        froms = {r["started_from"] for r in httpx.get(
+            f"{platform.url}/api/v1/apps/{app}/runners", timeout=10).json()[-args.trials:]}  # fmt: skip
+        stop_all(platform, app)
+    console.print(f"  runners started from: {', '.join(sorted(froms))}")
+    return totals
+
+
+def measure_ratios(root: Path, args: argparse.Namespace) -> None:
+    bare_dir = root / "bare"
+    bare_dir.mkdir()
+    (bare_dir / "asgi_app.py").write_text(BARE_ASGI)
+    console.print(f"bare uvicorn: {args.trials} spawns")
+    bare = [
+        first_200(
+            [sys.executable, "-m", "uvicorn", "asgi_app:app", "--port", str(port)], port, bare_dir
+        )
+        for port in [free_port() for _ in range(args.trials)]
+    ]
+    rows = {s.label: measure_scenario(root, s, args) for s in SCENARIOS}
+    imports = import_ms(root, "numpy, pandas", args.trials)
+    base = statistics.median(bare)
+    table = Table(title=f"first response at zero runners: ms, {args.trials} trials, one run")
+    for column in ("row", "p50", "min", "max", "x bare uvicorn"):
+        table.add_column(column, justify="left" if column == "row" else "right")
+    for label, values in [("bare `python -m uvicorn`, spawn -> first 200", bare), *rows.items()]:
+        p50 = statistics.median(values)
+        table.add_row(label, f"{p50:.0f}", f"{min(values):.0f}", f"{max(values):.0f}",
+                      f"{p50 / base:.2f}x")  # fmt: skip
+    table.add_row("`import numpy, pandas` alone, in a fresh python", f"{imports:.0f}", "", "", "")
+    console.print(table)
+    app = statistics.median(rows["tidal.App, from a template"]) / base
+    ok = "[green]PASS[/]" if app <= 1.0 else "[red]MISS[/]"
+    console.print(f"target: trivial App <= 1.0x bare uvicorn (aim 0.5x): {app:.2f}x {ok}")
+    cut = statistics.median(rows["numpy+pandas server, fresh process"]) - statistics.median(
+        rows["numpy+pandas server, from a template"]
+    )
+    ok = "[green]PASS[/]" if cut >= 0.8 * imports else "[red]MISS[/]"
+    console.print(f"target: numpy+pandas cold start cut >= 80% of its import time: "
+                  f"{cut:.0f} ms of {imports:.0f} ms = {cut / imports:.0%} {ok}")  # fmt: skip
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Cold start time of the local backend.")
     parser.add_argument("--trials", type=int, default=10, help="cold starts per row")
@@ -405,6 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-isolated", action="store_true", help="only the --isolation off row")
     parser.add_argument("--docker", action="store_true", help="also measure the docker backend")
     parser.add_argument("--docker-only", action="store_true", help="only the docker backend")
+    parser.add_argument("--ratios-only", action="store_true",
+                        help="only the first-response table against bare uvicorn")  # fmt: skip
     args = parser.parse_args(argv)
     if args.trials < 1 or args.warmup < 0:
         parser.error("--trials must be >= 1 and --warmup >= 0")
@@ -414,7 +597,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     modes = ["off"] if args.skip_isolated else ["sandbox", "auto", "off"]
-    if args.docker_only:
+    if args.docker_only or args.ratios_only:
         modes = []
     if "auto" in modes and os.geteuid() != 0:
         console.print("[yellow]not root: with --isolation auto, runners share the host network")
@@ -422,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tidal-bench-", ignore_cleanup_errors=True) as tmp:
         try:
             rows = [measure(Path(tmp), mode, args) for mode in modes]
+            if not args.docker_only:
+                measure_ratios(Path(tmp), args)
             docker_row = (
                 measure_docker(Path(tmp), args) if args.docker or args.docker_only else None
             )

@@ -79,6 +79,9 @@ class PlatformConfig:
     sandbox_startup_cpus: float = 2.0
     # Addresses of the veth pairs of runners with egress="internet" (a /30 each).
     sandbox_egress_subnet: str = "100.72.0.0/16"
+    # Start runners from runner templates (tidal.templates) where the backend can; an
+    # app turns them off for itself with `runner_templates=False`.
+    runner_templates: bool = True
     # The region label of this host's runners (apps' `regions` must include it).
     region: str = "local"
     # The control plane's database: None is SQLite at DATA_DIR/tidal.db; a

@@ -103,6 +103,9 @@ class AppOptions(ScalingOptions):
     # Session affinity: "cookie", "header:<name>" or "query:<name>"; a client's requests
     # and WebSockets with the same value go to the same runner while it lives.
     affinity: str | None = None
+    # tidal's own: False starts every runner as a fresh process, never from a runner
+    # template (a module that must run per process at import, for instance).
+    runner_templates: bool = True
 
     @model_validator(mode="after")
     def _long_lived_resolved(self) -> AppOptions:

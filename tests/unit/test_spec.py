@@ -57,10 +57,12 @@ FAL_APP_ATTRIBUTES = {"app_auth", "secrets"}
 # tidal's own options for web servers behind the gateway (docs/web-servers.md).
 WEB_SERVER_OPTIONS = {"long_lived", "max_long_lived", "affinity"}
 SANDBOX_OPTIONS = {"egress"}  # tidal's own (docs/security.md)
+# tidal's own options for cold starts (docs/architecture.md, runner templates).
+COLD_START_OPTIONS = {"runner_templates"}
 
 
 def test_fal_table_is_exactly_the_option_set() -> None:
-    tidal_own = WEB_SERVER_OPTIONS | SANDBOX_OPTIONS
+    tidal_own = WEB_SERVER_OPTIONS | SANDBOX_OPTIONS | COLD_START_OPTIONS
     assert set(FAL_FUNCTION_TABLE) | FAL_APP_ATTRIBUTES | tidal_own == OPTION_NAMES
 
 

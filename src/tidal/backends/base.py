@@ -46,6 +46,8 @@ class RunnerLaunch:
     gpu_ids: tuple[str, ...] = ()
     num_gpus: int = 0
     owner: str = ""  # with the app's name: whose sandbox uid the runner gets
+    # Whether a runner template may start it (tidal.templates), where the backend has them.
+    templates: bool = True
 
 
 class Backend(Protocol):

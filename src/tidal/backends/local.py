@@ -9,14 +9,23 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from tidal import netns
 from tidal.backends.base import Address, Runner, RunnerLaunch
+from tidal.backends.runner_line import RunnerLine
+from tidal.domain.runner import STARTING, RunnerState
+from tidal.runtime import channel
 from tidal.sandbox import Limits, Sandbox, SandboxedProcess, out_of_memory_reason
 from tidal.sandbox.environment import runner_environment
 from tidal.storage.files import FILES_DIR_ENV
+from tidal.templates import TemplatePool, template_env, template_key
+
+# The next template waits this long at most for the runner before it to answer.
+STARTUP_HEAD_START_S = 30.0
+WAITING_TO_ANSWER = STARTING | {RunnerState.PENDING}
 
 
 def free_port() -> int:
@@ -35,6 +44,7 @@ class LocalBackend:
         isolate: bool = True,
         env: Mapping[str, str] | None = None,
         sandbox: Sandbox | None = None,
+        templates: bool = True,
     ) -> None:
         self._isolate = isolate
         self._env = dict(env or {})  # for every runner: the file store and the platform's URL
@@ -46,11 +56,15 @@ class LocalBackend:
         self._sandboxed: dict[str, SandboxedProcess] = {}
         self._limits: dict[str, tuple[str, Limits]] = {}
         self._oom: dict[str, str] = {}
+        self._lines: dict[str, RunnerLine] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
+        # Runner templates (tidal.templates): unsandboxed runners only, for now.
+        self.templates = TemplatePool(self._spawn, runners_dir, enabled=templates)
 
     def reap_orphans(self) -> int:
         """Kill runner process groups recorded by an earlier platform process."""
         reaped = 0
-        for pid_file in self._runners_dir.glob("*.pid"):
+        for pid_file in [*self._runners_dir.glob("*.pid"), *self._runners_dir.glob("*/*.pid")]:
             with contextlib.suppress(ValueError, OSError):
                 pgid = int(pid_file.read_text())
                 try:
@@ -70,7 +84,8 @@ class LocalBackend:
             return True  # every sandboxed runner has its own network namespace
         return self._isolate and netns.can_isolate()
 
-    def _command(self, launch: RunnerLaunch, port: int, sandboxed: bool) -> list[str]:
+    def _command(self, launch: RunnerLaunch, port: int | None, sandboxed: bool) -> list[str]:
+        """The runtime's command; without --port for a template (its claim gives one)."""
         cmd = [
             str(launch.python or sys.executable),
             "-m",
@@ -79,8 +94,7 @@ class LocalBackend:
             str(launch.bundle_dir),
             "--entry",
             launch.spec.entry,
-            "--port",
-            str(port),
+            *(["--port", str(port)] if port is not None else []),
         ]
         if sandboxed:
             return cmd  # the sandbox gives it its network and /data
@@ -98,25 +112,101 @@ class LocalBackend:
         runner_vars = {**self._env, **launch.env}
         if self.sandbox is not None:
             await self._start_sandboxed(runner, launch, port, runner_vars)
+            # Not yet: a template would have to be started inside this runner's sandbox.
+            runner.started_from = "fresh process: runner templates do not run in the sandbox yet"
             return
         isolate = launch.isolate_network and options.exposed_port is not None
-        env = runner_environment(
+        cmd, env = self._command(launch, None, sandboxed=False), self._environment(runner_vars)
+        key = template_key(cmd, str(launch.bundle_dir), env)
+        template = await self.templates.claim(key) if launch.templates else None
+        if template is not None:
+            proc, line = template.process, template.line
+            self.templates.hand_over(template, launch.log_path, self._pid_file(launch.runner_id))
+            with launch.log_path.open("ab") as log:
+                line.send(
+                    {"claim": {"env": env, "port": port, "host": "127.0.0.1"}}, [log.fileno()]
+                )
+            runner.started_from = "template"
+        else:
+            platform_end, runner_end = channel.pair()
+            try:
+                proc = await self._spawn(
+                    [*cmd, "--port", str(port), "--control-fd", str(runner_end.fileno())],
+                    env, launch.bundle_dir, launch.log_path, runner_end.fileno(),
+                )  # fmt: skip
+            except BaseException:
+                platform_end.close()
+                raise
+            finally:
+                runner_end.close()
+            line = RunnerLine(platform_end)
+            self._pid_file(launch.runner_id).write_text(str(proc.pid))
+            runner.started_from = self._fresh_because(launch, key)
+        self._procs[launch.runner_id] = proc
+        self._lines[launch.runner_id] = line
+        runner.pid = proc.pid
+        runner.address = Address("127.0.0.1", port, proc.pid if isolate else None)
+        if launch.templates:  # the next cold start of this revision finds one waiting
+
+            def next_template() -> Awaitable[None]:
+                return self.templates.ensure(
+                    key, launch.spec.name, launch.revision, cmd, template_env(env),
+                    launch.bundle_dir,
+                )  # fmt: skip
+
+            task = asyncio.ensure_future(_once_started(runner, next_template))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _environment(self, runner_vars: dict[str, str]) -> dict[str, str]:
+        return runner_environment(
             os.environ,
             {**runner_vars, "TIDAL_PLATFORM_PID": str(os.getpid())},
             home=os.environ.get("HOME", "/tmp"),
         )
-        with launch.log_path.open("ab") as log:
-            proc = await asyncio.create_subprocess_exec(
-                *self._command(launch, port, sandboxed=False),
+
+    async def prestart(self, launch: RunnerLaunch) -> None:
+        """Start a runner template for runners like `launch` (at deploy), unless one waits."""
+        if launch.templates and self.sandbox is None:
+            cmd = self._command(launch, None, sandboxed=False)
+            env = self._environment({**self._env, **launch.env})
+            key = template_key(cmd, str(launch.bundle_dir), env)
+            await self.templates.ensure(
+                key, launch.spec.name, launch.revision, cmd, template_env(env), launch.bundle_dir
+            )
+
+    def _fresh_because(self, launch: RunnerLaunch, key: str) -> str:
+        if not self.templates.enabled:
+            return "fresh process: runner templates are off on this platform"
+        if not launch.templates:
+            return "fresh process: runner templates are off for this app"
+        if unsafe := self.templates.unsafe(key):
+            return f"fresh process: its template was unsafe to use: {unsafe}"
+        return "fresh process: no template was waiting"
+
+    async def _spawn(
+        self, cmd: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path, fd: int
+    ) -> asyncio.subprocess.Process:
+        with log_path.open("ab") as log:
+            return await asyncio.create_subprocess_exec(
+                *cmd,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
-                cwd=launch.bundle_dir,
+                cwd=cwd,
                 env=env,
+                pass_fds=(fd,),  # its control line (tidal.runtime.channel)
                 start_new_session=True,  # its own process group: stop() reaches the user's server too
             )
-        self._track(runner, launch, proc)
-        runner.address = Address("127.0.0.1", port, proc.pid if isolate else None)
+
+    def _pid_file(self, runner_id: str) -> Path:
+        self._runners_dir.mkdir(parents=True, exist_ok=True)
+        return self._runners_dir / f"{runner_id}.pid"
+
+    def listening(self, runner: Runner) -> asyncio.Event | None:
+        """Set once the runner says its server listens (None: it has no control line)."""
+        line = self._lines.get(runner.id)
+        return line.listening if line is not None else None
 
     async def _start_sandboxed(
         self, runner: Runner, launch: RunnerLaunch, port: int, runner_vars: dict[str, str]
@@ -166,6 +256,9 @@ class LocalBackend:
     async def wait_exit(self, runner: Runner) -> int:
         proc = self._procs[runner.id]
         code = await proc.wait()
+        line = self._lines.pop(runner.id, None)
+        if line is not None:
+            line.close()
         # The user's server may outlive the runtime: nothing of the group survives it.
         _killpg(proc.pid, signal.SIGKILL)
         sandboxed = self._sandboxed.pop(runner.id, None)
@@ -222,11 +315,23 @@ class LocalBackend:
             _killpg(proc.pid, signal.SIGKILL)
 
     def kill_all(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self.templates.kill_all()
         for runner_id, proc in list(self._procs.items()):
             _killpg(proc.pid, signal.SIGKILL)
             (self._runners_dir / f"{runner_id}.pid").unlink(missing_ok=True)
         if self.sandbox is not None:
             self.sandbox.close(list(self._sandboxed.values()))
+
+
+async def _once_started(runner: Runner, then: Callable[[], Awaitable[None]]) -> None:
+    """Run `then` once the runner answers (or gave up starting): a template importing
+    meanwhile would take the CPUs this runner's own start needs."""
+    deadline = time.monotonic() + STARTUP_HEAD_START_S
+    while runner.state in WAITING_TO_ANSWER and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await then()
 
 
 def _killpg(pgid: int, sig: int) -> None:

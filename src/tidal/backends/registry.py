@@ -50,7 +50,11 @@ def _local(config: PlatformConfig, env: Mapping[str, str]) -> Backend:
         except SandboxUnavailable as exc:
             raise BackendUnavailable(str(exc)) from None
     return LocalBackend(
-        config.data_dir / "runners", isolate=config.isolate_network, env=env, sandbox=sandbox
+        config.data_dir / "runners",
+        isolate=config.isolate_network,
+        env=env,
+        sandbox=sandbox,
+        templates=config.runner_templates,
     )
 
 

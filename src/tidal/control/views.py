@@ -21,6 +21,7 @@ def runner_view(r: Runner) -> dict[str, Any]:
         "revision": r.revision,
         "state": r.state.value,
         "reason": r.reason,
+        "started_from": r.started_from,
         "backend": r.backend,
         "pid": r.pid,
         "machine_type": r.machine_type,

@@ -108,6 +108,8 @@ class Runner:
     # A connection to it failed; takes no requests until a probe says it still answers.
     suspect: bool = False
     served: int = 0
+    # How its process began: from a runner template, or fresh (and why).
+    started_from: str = ""
     # Monotonic time of the last request's end (or of ready): what keep_alive counts from.
     idle_since: float = field(default_factory=time.monotonic)
 

@@ -10,11 +10,14 @@ import asyncio
 import inspect
 import logging
 import os
+import socket
+import sys
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
@@ -33,12 +36,33 @@ async def call_maybe_async(fn: Any) -> Any:
     return result
 
 
+def _skip_pydantic_v1_probe() -> None:
+    """FastAPI imports pydantic.v1 (100+ ms) only to ask whether a class or value is one
+    of its models, and nothing can be unless something imported pydantic.v1 already:
+    ask that first. Only where FastAPI has these probes (else nothing changes)."""
+    shared = sys.modules.get("fastapi._compat.shared")
+    encoders = sys.modules.get("fastapi.encoders")
+    for module, name in ((shared, "is_pydantic_v1_model_class"),
+                         (shared, "is_pydantic_v1_model_instance"),
+                         (encoders, "is_pydantic_v1_model_instance")):  # fmt: skip
+        probe = getattr(module, name, None)
+        if probe is None or getattr(probe, "_tidal_guarded", False):
+            continue
+
+        def guarded(obj: Any, _probe: Callable[[Any], bool] = probe) -> bool:
+            return "pydantic.v1" in sys.modules and _probe(obj)
+
+        guarded._tidal_guarded = True  # type: ignore[attr-defined]
+        setattr(module, name, guarded)
+
+
 def build_asgi(app_cls: type[App]) -> FastAPI:
     """A FastAPI app routing each `@endpoint` to a method of one instance.
 
     `setup()` runs in the lifespan's startup, before uvicorn binds the port, so
     the runner answers (and the platform calls it ready) only once it is done.
     """
+    _skip_pydantic_v1_probe()
     obj = app_cls()
 
     @asynccontextmanager
@@ -86,16 +110,43 @@ def build_asgi(app_cls: type[App]) -> FastAPI:
     return api
 
 
-def serve_app(app_cls: type[App], port: int, host: str = "127.0.0.1") -> None:
-    """Set up, then serve on host:port until SIGTERM (then `teardown()`)."""
-    import uvicorn
-
-    request_logs.install()
-    api = build_asgi(app_cls)
-    uvicorn.run(
-        api, host=host, port=port, log_level="info", access_log=False,
+def prepare_app(app_cls: type[App], host: str = "127.0.0.1") -> uvicorn.Config:
+    """Everything serving needs short of `setup()` and the port: the ASGI app built and
+    uvicorn's protocol, loop and lifespan classes loaded (a template does this ahead)."""
+    config = uvicorn.Config(
+        build_asgi(app_cls), host=host, port=0, log_level="info", access_log=False,
         timeout_graceful_shutdown=30,
     )  # fmt: skip
+    config.load()
+    return config
+
+
+def serve_app(
+    app_cls: type[App],
+    port: int,
+    host: str = "127.0.0.1",
+    prepared: uvicorn.Config | None = None,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Set up, then serve on host:port until SIGTERM (then `teardown()`).
+    `on_listening` is called once the port takes connections."""
+    request_logs.install()
+    config = prepared or prepare_app(app_cls, host)
+    if prepared is not None:
+        config.configure_logging()  # onto this runner's (request-logged) stderr
+    config.host, config.port = host, port
+    _Server(config, on_listening).run()
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_listening is not None:
+            self._on_listening()
 
 
 def openapi_of(app_cls: type[App]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """`python -m tidal.runtime`: what a backend runs for each runner.
 
-It prints nothing the platform parses; the platform learns readiness by
-probing the server over HTTP. SIGTERM reaches the whole process group, so the
+It prints nothing the platform parses. With `--control-fd` an App's runner tells the
+platform the moment uvicorn listens (tidal.runtime.channel); the platform confirms
+with an HTTP probe, and probes on a timer for the user's own servers. With `--template`
+it imports everything, then waits to be claimed by a runner (tidal.runtime.template). SIGTERM reaches the whole process group, so the
 user's server shuts down on its own; this process then exits.
 """
 
@@ -18,6 +20,8 @@ from pathlib import Path
 from types import FrameType
 
 from tidal.compat import install_fal_shim
+from tidal.runtime.channel import Channel
+from tidal.runtime.template import Claim
 from tidal.sdk.loader import load_entry
 
 
@@ -45,12 +49,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tidal.runtime")
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--entry", required=True)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, help="required unless --template")
     # An App's server listens here: loopback, unless the gateway is on another machine (ray).
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--isolate-network", action="store_true")
     parser.add_argument("--data-dir", type=Path, help="the platform's persistent /data")
+    parser.add_argument(
+        "--control-fd", type=int, help="the platform's socket (tidal.runtime.channel)"
+    )
+    parser.add_argument("--template", action="store_true", help="wait for a runner to claim it")
     args = parser.parse_args(argv)
+    if args.port is None and not args.template:
+        parser.error("--port is required (unless --template)")
+    if args.template and args.control_fd is None:
+        parser.error("--template needs --control-fd")
+    channel = Channel(args.control_fd) if args.control_fd is not None else None
 
     stopping = threading.Event()
 
@@ -81,13 +94,28 @@ def main(argv: list[str] | None = None) -> None:
         app_module = sys.modules.get("tidal.sdk.app")
         from tidal.sdk.function import Function
 
-        if app_module and isinstance(target, type) and issubclass(target, app_module.App):
-            from tidal.runtime.app_server import serve_app
-
-            serve_app(target, args.port, args.host)
-            return
-        if not isinstance(target, Function):
+        is_app = bool(
+            app_module and isinstance(target, type) and issubclass(target, app_module.App)
+        )
+        if not is_app and not isinstance(target, Function):
             raise TypeError(f"{args.entry} is neither a @tidal.function nor a tidal.App")
+        prepared = None
+        if is_app:
+            from tidal.runtime.app_server import prepare_app, serve_app
+
+            prepared = prepare_app(target, args.host) if args.template else None
+        if args.template:
+            assert channel is not None
+            claim = _become_runner(channel)
+            if claim is None:
+                return
+            args.port, args.host = claim.port, claim.host
+            if args.data_dir is not None:  # set by mount_data, before the claim's environment
+                os.environ["TIDAL_DATA_DIR"] = str(args.data_dir)
+        on_listening = (lambda: channel.send({"listening": True})) if channel else None
+        if is_app:
+            serve_app(target, args.port, args.host, prepared, on_listening)
+            return
         if target.is_plain():  # called from the caller's own script, one call per request
             from tidal.runtime.function_server import serve_function
 
@@ -109,3 +137,22 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tidal runtime: {args.entry} returned; serving until stopped", flush=True)
     while not stopping.wait(1.0):
         pass
+
+
+def _become_runner(channel: Channel) -> Claim | None:
+    """As a template: say whether it may be used, then wait for the runner it becomes."""
+    from tidal.runtime import template
+
+    unsafe = template.unsafe_reason()
+    if unsafe:
+        channel.send({"unsafe": unsafe})
+        return None
+    channel.send({"template_ready": True, "rss_kib": template.resident_kib()})
+    # Nothing to finish while waiting: a SIGTERM (the platform gone) ends it at once.
+    on_sigterm = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    claim = template.wait_for_claim(channel)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    if claim is not None:
+        print(f"tidal runtime: started from a template (imports done ahead); port {claim.port}",
+              flush=True)  # fmt: skip
+    return claim

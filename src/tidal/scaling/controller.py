@@ -86,10 +86,12 @@ class Controller:
             router.configure(record.options)
             self.deployments[dep.key] = dep
             dep.task = asyncio.create_task(self._loop(dep), name=f"scale {record.name}")
+            self.spawn(self._prestart(record))
         else:
             if record.revision != dep.record.revision:
                 dep.failures, dep.next_start_at = 0, 0.0
                 dep.openapi_wanted = True
+                self.spawn(self._prestart(record))
             dep.record = record
             dep.router.configure(record.options)
             dep.router.max_waiting = self.max_waiting(record)
@@ -112,6 +114,26 @@ class Controller:
 
             return failed
         return lambda _owner: found
+
+    async def _prestart(self, record: AppRecord) -> None:
+        """A new revision's runner template, started now, so that even its first cold
+        start finds one (where the backend has templates: `prestart`)."""
+        backend = self.backend_for(record)
+        prestart = getattr(backend, "prestart", None)
+        types = machine_types(record)
+        if prestart is None or not record.options.runner_templates:
+            return
+        if types[0] not in self.inventory.catalog:
+            return
+        log_path = runner_log_path(self.config.data_dir, record.owner, record.name, "template")
+        stand_in = Runner("template", record.name, record.revision, backend.name, log_path)
+        try:
+            launch = build_launch(self.config, record, stand_in, backend,
+                                  asked_for(self.inventory, types), self.inventory,
+                                  await self._secrets_of(record.owner))  # fmt: skip
+            await prestart(launch)
+        except Exception:  # its runners start fresh instead, and say so
+            log.exception("starting a runner template for %s failed", record.name)
 
     def max_waiting(self, record: AppRecord) -> int:
         """Sync callers the app lets wait for a slot: its own option, or the platform's."""

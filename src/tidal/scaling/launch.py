@@ -74,6 +74,7 @@ def build_launch(
         },
         isolate_network=backend.can_share_port(),
         owner=record.owner,
+        templates=options.runner_templates,
         data_dir=data_root(config.data_dir),
         python=python,
         machine_types=tuple(machine_types(record)),

@@ -48,7 +48,15 @@ async def wait_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:
             ctl.failed_start(dep, f"runner {runner.id} {reason}", failed=runner)
             await ctl.retire(dep, runner, RunnerState.FAILED, reason, count_failure=False)
             return
-        await ctl.clock.sleep(probe_pause(waited))
+        # A backend with a control line to its runners hears the moment a server listens
+        # (and the probe follows at once); the timer covers the rest.
+        pause = probe_pause(waited)
+        listening = getattr(ctl.runner_backend(runner), "listening", None)
+        said = listening(runner) if listening is not None else None
+        if said is None or said.is_set():
+            await ctl.clock.sleep(pause)
+        else:
+            await ctl.clock.wait(said, max(pause, 0.05))
 
 
 def after_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:

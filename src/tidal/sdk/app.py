@@ -78,6 +78,12 @@ class App:
 
     def __init_subclass__(cls, name: str | None = None, **options: Any) -> None:
         super().__init_subclass__()
+        if name is not None:
+            cls.app_name = name
+        if _in_runner():
+            # Validated at deploy; a runner needs neither the options nor the models
+            # that check them (tidal.spec: pydantic models, ~80 ms of every cold start).
+            return
         from tidal.spec import OPTION_NAMES, InvalidOptionError
 
         options = _fal_host_options(cls, options)
@@ -95,16 +101,13 @@ class App:
         raw.update({k: v for k, v in cls.__dict__.items() if k in OPTION_NAMES})
         raw.update(options)
         cls._tidal_raw_options = raw
-        if name is not None:
-            cls.app_name = name
         health = [e for _, e in endpoints(cls) if e.health_check is not None]
         if len(health) > 1:
             raise InvalidOptionError(
                 f"{cls.__name__} has {len(health)} health checks; fal allows one"
             )
         cls._tidal_options = None
-        if not _in_runner():  # errors belong at definition time
-            cls.options()
+        cls.options()  # errors belong at definition time
 
     @classmethod
     def options(cls) -> AppOptions:

@@ -1,0 +1,158 @@
+"""Runner templates (tidal.templates): a runner claimed from a template is isolated
+exactly like a fresh one and inherits nothing from the runners before it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidal.observe.logs import runner_log_path
+from tidal.testing import PlatformProcess, start_platform, wait_for
+
+pytestmark = pytest.mark.slow
+
+APP = Path(__file__).parent / "apps" / "templated"
+SERVING = ("idle", "running")
+ROOMY = "[host]\ncpus = 64\nmemory_mb = 131072\n"  # runners never wait for room here
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """Templates run for unsandboxed runners only (so far): `--sandbox off`."""
+    data_dir = tmp_path_factory.mktemp("platform")
+    (data_dir / "tidal.toml").write_text(ROOMY)
+    with start_platform(data_dir, ["--sandbox", "off"]) as running:
+        yield running
+
+
+def runners(platform: PlatformProcess, app: str) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = json.loads(platform.cli("runners", "list", app, "--json").stdout)
+    return listed
+
+
+def stop_runners(platform: PlatformProcess, app: str) -> None:
+    for r in runners(platform, app):
+        if r["state"] in ("setup", "idle", "running"):
+            platform.cli("runners", "stop", r["id"])
+    wait_for(
+        lambda: all(r["state"] in ("terminated", "failed") for r in runners(platform, app)),
+        60, 0.05, f"{app}'s runners to stop",
+    )  # fmt: skip
+
+
+def template_waiting(platform: PlatformProcess) -> bool:
+    return any((platform.data_dir / "runners" / "templates").glob("*.json"))
+
+
+def cold_whoami(platform: PlatformProcess, app: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """GET /whoami on a new runner: (what the runner saw, its record)."""
+    stop_runners(platform, app)
+    with platform.http() as http:
+        resp = http.get(f"/local/{app}/whoami")
+    assert resp.status_code == 200, resp.text
+    seen = resp.json()
+    (record,) = [r for r in runners(platform, app) if r["state"] in SERVING]
+    assert record["pid"] == seen["pid"]
+    return seen, record
+
+
+@pytest.fixture(scope="module")
+def templated(platform: PlatformProcess) -> str:
+    platform.cli("secrets", "set", "TEMPLATE_TEST_SECRET=first")
+    platform.cli("deploy", "app.py::Templated", "--app-name", "templated", cwd=APP)
+    return "templated"
+
+
+def test_a_template_is_started_at_deploy(platform: PlatformProcess, templated: str) -> None:
+    wait_for(lambda: template_waiting(platform), 60, 0.05, "a template to finish importing")
+    status = json.loads(
+        next((platform.data_dir / "runners" / "templates").glob("*.json")).read_text()
+    )
+    assert status["app"] == templated and status["state"] == "ready"
+    assert status["rss_kib"] > 10_000  # an interpreter with FastAPI imported: what it costs
+    seen, record = cold_whoami(platform, templated)
+    assert record["started_from"] == "template"
+    assert seen["pid"] == status["pid"]  # the template became this runner
+
+
+def test_a_templated_runner_is_isolated_like_a_fresh_one(
+    platform: PlatformProcess, templated: str
+) -> None:
+    platform.cli("deploy", "app.py::TemplatedFresh", "--app-name", "templated-fresh", cwd=APP)
+    fresh, fresh_record = cold_whoami(platform, "templated-fresh")
+    assert fresh_record["started_from"] == "fresh process: runner templates are off for this app"
+    wait_for(lambda: template_waiting(platform), 60, 0.05, "a template to finish importing")
+    forked, forked_record = cold_whoami(platform, templated)
+    assert forked_record["started_from"] == "template"
+
+    # Same identity and confinement as a fresh runner, its own where per runner.
+    for same in ("uid", "gid", "ppid", "env_keys", "threads"):
+        assert forked[same] == fresh[same], same
+    assert forked["pgid"] == forked["sid"] == forked["pid"]  # its own session and group
+    assert fresh["pgid"] == fresh["sid"] == fresh["pid"]
+    assert forked["env"]["TIDAL_RUNNER_ID"] == forked_record["id"]
+    assert fresh["env"]["TIDAL_RUNNER_ID"] == fresh_record["id"]
+    assert forked["env"]["TIDAL_REQUEST_LOG"].endswith(f"{forked_record['id']}.requests.jsonl")
+    assert forked["env"]["TEMPLATE_TEST_SECRET"] == fresh["env"]["TEMPLATE_TEST_SECRET"] == "first"
+    shared = ("TIDAL_MACHINE_TYPE", "CUDA_VISIBLE_DEVICES", "HOME", "PATH")
+    assert {k: forked["env"][k] for k in shared} == {k: fresh["env"][k] for k in shared}
+    # What the template printed while importing leads the runner's log.
+    log = runner_log_path(platform.data_dir, "local", templated, forked_record["id"]).read_text()
+    assert "started from a template" in log and "running Templated.setup()" in log
+
+
+def test_no_state_passes_between_runners(platform: PlatformProcess, templated: str) -> None:
+    wait_for(lambda: template_waiting(platform), 60, 0.05, "a template")
+    first, record = cold_whoami(platform, templated)
+    assert record["started_from"] == "template"
+    with platform.http() as http:
+        assert http.post(f"/local/{templated}/bump").json()["bumps"] == 1
+        assert http.post(f"/local/{templated}/bump").json()["bumps"] == 2
+    wait_for(lambda: template_waiting(platform), 60, 0.05, "the next template")
+    second, record = cold_whoami(platform, templated)
+    assert record["started_from"] == "template"
+    assert second["pid"] != first["pid"]
+    # Imported in its own template, set up in itself, and none of the first's requests.
+    assert second["state"] == {"imported_in": second["pid"], "bumps": 0, "setup_in": second["pid"]}
+
+
+def test_a_changed_secret_is_not_served_from_an_old_template(
+    platform: PlatformProcess, templated: str
+) -> None:
+    wait_for(lambda: template_waiting(platform), 60, 0.05, "a template")
+    platform.cli("secrets", "set", "TEMPLATE_TEST_SECRET=second")
+    seen, record = cold_whoami(platform, templated)
+    assert seen["env"]["TEMPLATE_TEST_SECRET"] == "second"
+    assert record["started_from"] == "fresh process: no template was waiting"
+
+
+def test_a_thread_at_import_makes_runners_start_fresh(platform: PlatformProcess) -> None:
+    platform.cli("deploy", "threaded.py::ThreadAtImport", "--app-name", "threaded", cwd=APP)
+    with platform.http() as http:
+        assert http.get("/local/threaded/").json() == {"ok": True}
+    reason = "fresh process: its template was unsafe to use: the app's module started threads at import (import-time-worker)"
+
+    def next_start() -> str:
+        stop_runners(platform, "threaded")
+        with platform.http() as http:
+            assert http.get("/local/threaded/").json() == {"ok": True}
+        (ready,) = [r for r in runners(platform, "threaded") if r["state"] in SERVING]
+        return str(ready["started_from"])
+
+    # The template that found the thread is discarded; later runners all start fresh.
+    wait_for(lambda: next_start() == reason, 60, 0.1, "a runner that says why it started fresh")
+    assert next_start() == reason
+
+
+def test_templates_off_for_an_app(platform: PlatformProcess) -> None:
+    platform.cli("deploy", "app.py::NoTemplates", "--app-name", "untemplated", cwd=APP)
+    for _ in range(2):
+        stop_runners(platform, "untemplated")
+        with platform.http() as http:
+            assert http.get("/local/untemplated/").json() == {"ok": True}
+        (ready,) = [r for r in runners(platform, "untemplated") if r["state"] in SERVING]
+        assert ready["started_from"] == "fresh process: runner templates are off for this app"

@@ -1,0 +1,55 @@
+"""Which runners may claim a template, and what makes a template unsafe."""
+
+from __future__ import annotations
+
+import threading
+
+from tidal.runtime.template import unsafe_reason
+from tidal.templates import template_env, template_key
+
+COMMAND = ["/venv/bin/python", "-m", "tidal.runtime", "--bundle", "/b", "--entry", "app.py::A"]
+
+
+def runner_env(runner_id: str, **extra: str) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin",
+        "TIDAL_RUNNER_ID": runner_id,
+        "TIDAL_REQUEST_LOG": f"/logs/{runner_id}.requests.jsonl",
+        "TIDAL_MACHINE_TYPE": "S",
+        "CUDA_VISIBLE_DEVICES": "0",
+        "API_TOKEN": "first",
+        **extra,
+    }
+
+
+def test_a_template_runs_without_what_is_per_runner_and_no_gpu() -> None:
+    env = template_env(runner_env("r-1"))
+    assert env["TIDAL_RUNNER_ID"] == "template"  # still a runner to the SDK
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+    assert env["TIDAL_REQUEST_LOG"] == env["TIDAL_MACHINE_TYPE"] == ""
+    assert env["API_TOKEN"] == "first" and env["PATH"] == "/usr/bin"
+    assert "CUDA_VISIBLE_DEVICES" not in template_env({"PATH": "/usr/bin"})
+
+
+def test_runners_differing_only_in_what_is_per_runner_share_a_key() -> None:
+    one = template_key(COMMAND, "/b", runner_env("r-1"))
+    assert one == template_key(COMMAND, "/b", {**runner_env("r-2"), "CUDA_VISIBLE_DEVICES": "1"})
+
+
+def test_a_changed_secret_command_or_folder_needs_another_template() -> None:
+    one = template_key(COMMAND, "/b", runner_env("r-1"))
+    assert one != template_key(COMMAND, "/b", runner_env("r-1", API_TOKEN="second"))
+    assert one != template_key([*COMMAND, "--isolate-network"], "/b", runner_env("r-1"))
+    assert one != template_key(COMMAND, "/other", runner_env("r-1"))
+
+
+def test_a_thread_started_at_import_makes_a_template_unsafe() -> None:
+    assert unsafe_reason() == ""
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait, name="warmup-downloader")
+    worker.start()
+    try:
+        assert unsafe_reason() == "the app's module started threads at import (warmup-downloader)"
+    finally:
+        stop.set()
+        worker.join()
