@@ -353,3 +353,31 @@ def test_the_longest_idle_runner_yields_first(tmp_path: Path) -> None:
         assert states(newer) == ["idle"]
 
     run(tmp_path, test, cpus=2.0)
+
+
+def test_apps_at_rest_are_not_reconciled_every_tick(tmp_path: Path) -> None:
+    async def test(p: Platform) -> None:
+        passes: list[str] = []
+        reconcile = p.controller.reconcile
+
+        def counted(dep: Deployment) -> None:
+            passes.append(dep.record.name)
+            reconcile(dep)
+
+        p.controller.reconcile = counted  # type: ignore[method-assign]
+        deps = [p.deploy(f"idle-{i}", keep_alive=1) for i in range(50)]
+        await settle()
+        passes.clear()
+        await p.advance(10.0)  # 20 ticks: nothing to do for any of them
+        assert passes == []
+        # A request wakes its app at once; it ticks while it has a runner, then rests.
+        request = p.call(deps[7], 0.5)
+        await p.advance(COLD_START + 1.0)
+        assert (await request).app == "idle-7" and set(passes) == {"idle-7"}
+        await p.advance(5.0)  # past keep_alive: its runner stops
+        assert states(deps[7]) == []
+        passes.clear()
+        await p.advance(10.0)
+        assert passes == []
+
+    run(tmp_path, test)
