@@ -119,7 +119,11 @@ def deployed(
         # the runners (in sessions of their own): reap what their pid files list, once it exited.
         stack.callback(reap_runners, data_dir)
         isolation_arg = "auto" if isolation else "off"
-        platform = stack.enter_context(start_platform(data_dir, ["--isolation", isolation_arg]))
+        # Both rows without the sandbox (which always gives a runner its own namespace and a
+        # CPU quota): the rows differ only in the namespace the gateway connects into.
+        platform = stack.enter_context(
+            start_platform(data_dir, ["--isolation", isolation_arg, "--sandbox", "off"])
+        )
         platform.cli("deploy", f"app.py::{FUNCTION_NAME}", cwd=app_dir)
         url = gateway_url(platform)
         try:

@@ -84,13 +84,22 @@ def test_bundle_digest_and_size_are_checked(api: httpx.Client) -> None:
 def test_deploy_validates_options_and_direct_mode(api: httpx.Client) -> None:
     data, digest = bundle({"app.py": APP_PY})
     api.put(f"/api/v1/bundles/{digest}", content=data)
-    resp = api.post("/api/v1/apps", json=spec(digest, keep_alive=-1))
-    assert resp.status_code == 422
-    no_port = spec(digest)
-    del no_port["spec"]["options"]["exposed_port"]
-    resp = api.post("/api/v1/apps", json=no_port)
-    assert resp.status_code == 422
-    assert "exposed_port" in resp.json()["detail"]
+    for bad, named in [
+        ({"keep_alive": -1}, "keep_alive"),
+        ({"exposed_port": 70000}, "exposed_port"),
+        ({"exposed_port": "8000"}, "exposed_port"),
+        ({"keep_alive_seconds": 30}, "keep_alive_seconds"),  # not an option of fal's
+    ]:
+        resp = api.post("/api/v1/apps", json=spec(digest, **bad))
+        assert resp.status_code == 422, bad
+        assert named in str(resp.json()["detail"]), resp.json()
+    assert api.get("/api/v1/apps/hello").status_code == 404
+    # A plain function (no exposed_port) is valid: it runs on a runner, called from a script.
+    plain = spec(digest)
+    del plain["spec"]["options"]["exposed_port"]
+    resp = api.post("/api/v1/apps", json=plain)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["options"]["exposed_port"] is None
 
 
 def test_scale_changes_live_options_and_says_so(api: httpx.Client) -> None:
@@ -179,7 +188,11 @@ def test_database_migrations_are_recorded_once(database_url: str) -> None:
 
 
 def test_without_isolation_an_exposed_port_app_runs_one_runner(tmp_path: Path) -> None:
-    config = PlatformConfig(data_dir=tmp_path, port=free_port(), isolate_network=False, auth=False)
+    # Sandboxed runners always have their own network namespace; isolate_network=False
+    # (`--isolation off`) is for unconfined runners (`--sandbox off`) only.
+    config = PlatformConfig(
+        data_dir=tmp_path, port=free_port(), isolate_network=False, sandbox=False, auth=False
+    )
     data, digest = bundle({"app.py": APP_PY})
     with platform_in_thread(config), httpx.Client(base_url=config.url, timeout=30) as api:
         api.put(f"/api/v1/bundles/{digest}", content=data)

@@ -106,9 +106,10 @@ def server(
     isolation: Annotated[
         str,
         typer.Option(
-            help="Network isolation of exposed_port runners: 'auto' (a private network "
-            "namespace each, where the host allows) or 'off' (runners share the host's "
-            "network, so an exposed_port app runs one runner at most)."
+            help="Network isolation of exposed_port runners under --sandbox off: 'auto' (a "
+            "private network namespace each, where the host allows) or 'off' (runners share "
+            "the host's network, so an exposed_port app runs one runner at most). Sandboxed "
+            "runners always have their own network namespace."
         ),
     ] = "auto",
     sandbox: Annotated[
@@ -208,6 +209,12 @@ def server(
         # Fail on a bad [host] or [machine_types] table now, as one readable line.
         if (config.tls_certfile is None) != (config.tls_keyfile is None):
             raise ConfigError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+        if config.sandbox and not config.isolate_network:
+            raise ConfigError(
+                "--isolation off (isolate_network = false) has no effect with the sandbox on: "
+                "every sandboxed runner has its own network namespace; to share the host's "
+                "network with trusted code, add --sandbox off"
+            )
         load_machines(config.machines)
     except (ConfigError, MachineConfigError, TypeError) as exc:
         raise CLIError(str(exc)) from None

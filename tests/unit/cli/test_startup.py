@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,19 @@ def test_server_help_keeps_the_postgres_extra() -> None:
         check=True, env={**os.environ, "COLUMNS": "250"},
     )  # fmt: skip
     assert "pip install 'tidal[postgres]'" in " ".join(done.stdout.split())
+
+
+def test_server_refuses_isolation_off_with_the_sandbox_on(tmp_path: Path) -> None:
+    # Sandboxed runners always get their own network namespace: a silent no-op would let an
+    # operator believe runners share the host's network.
+    done = subprocess.run(
+        [sys.executable, "-m", "tidal", "server", "--data-dir", str(tmp_path), "--port", "1",
+         "--isolation", "off"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    assert done.returncode != 0
+    message = " ".join((done.stdout + done.stderr).split())
+    assert "--isolation off" in message and "add --sandbox off" in message
 
 
 RUNNER = {
