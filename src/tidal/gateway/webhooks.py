@@ -150,7 +150,7 @@ class WebhookSender:
         body = json.dumps(payload_of(item), separators=(",", ":")).encode()
         # Checked again here: a name may resolve elsewhere now than at submission.
         if problem := await check_destination(item.webhook_url, self.allowed_hosts):
-            self.store.webhook_finished(item.id, "failed")
+            await asyncio.to_thread(self.store.webhook_finished, item.id, "failed")
             log.error("webhook for %s not sent: %s", item.id, problem)
             return
         attempt = item.webhook_attempts
@@ -158,14 +158,15 @@ class WebhookSender:
             if attempt:
                 await asyncio.sleep(BACKOFF_BASE_S * 2 ** (attempt - 1))
             attempt += 1
-            self.store.webhook_attempted(item.id, attempt)
+            # Its state in the database, written off the event loop.
+            await asyncio.to_thread(self.store.webhook_attempted, item.id, attempt)
             problem = await self._post(item, body)
             if problem is None:
-                self.store.webhook_finished(item.id, "delivered")
+                await asyncio.to_thread(self.store.webhook_finished, item.id, "delivered")
                 return
             log.warning("webhook for %s, attempt %d/%d: %s",
                         item.id, attempt, MAX_ATTEMPTS, problem)  # fmt: skip
-        self.store.webhook_finished(item.id, "failed")
+        await asyncio.to_thread(self.store.webhook_finished, item.id, "failed")
         log.error("webhook for %s not delivered after %d attempts", item.id, MAX_ATTEMPTS)
 
     async def _post(self, item: QueuedRequest, body: bytes) -> str | None:
