@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         (root / "app" / "app.py").write_text(source)
         (root / "data" / "tidal.toml").write_text(TOML)
         try:
-            with start_platform(root / "data", ["--isolation", "off"]) as platform:
+            with start_platform(
+                root / "data", ["--isolation", "off", "--sandbox", "off"]
+            ) as platform:
                 for name in ("warm", "stuck"):
                     json.loads(platform.cli("deploy", f"app.py::{name}", "--json",
                                             cwd=root / "app").stdout)  # fmt: skip

@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         (root / "app" / "app.py").write_text(APP_PY.format(port=free_port()))
         (root / "data" / "tidal.toml").write_text(TOML)
         try:
-            with start_platform(root / "data", ["--isolation", "off"]) as platform:
+            with start_platform(
+                root / "data", ["--isolation", "off", "--sandbox", "off"]
+            ) as platform:
                 view = json.loads(platform.cli("deploy", "app.py::trivial", "--json",
                                                cwd=root / "app").stdout)  # fmt: skip
                 table = asyncio.run(measure(platform.url, view["name"], args))
