@@ -43,6 +43,11 @@ class ImageSpec(BaseModel):
     # from_dockerfile: the digest of its folder (the build context), uploaded by the CLI
     # through the bundle store; `path` is then the Dockerfile's name inside it.
     context: str | None = None
+    # from_dockerfile_str(context_dir=, dockerignore=): the folder on the deploying
+    # machine that the CLI uploads as the build context (then `context`), and the
+    # .dockerignore patterns it leaves out (None: the folder's own .dockerignore).
+    context_dir: str | None = None
+    dockerignore: list[str] | None = None
 
 
 class ScalingOptions(BaseModel):

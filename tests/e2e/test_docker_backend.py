@@ -196,6 +196,16 @@ def test_from_dockerfile_ships_its_folder(dplatform: PlatformProcess) -> None:
         assert "served from the build context" in resp.text
 
 
+def test_dockerfile_text_with_a_context_dir_and_dockerignore(dplatform: PlatformProcess) -> None:
+    """fal's from_dockerfile_str(context_dir=, dockerignore=): the folder is shipped
+    less the ignored files, and the Dockerfile's COPY reads from it."""
+    deploy(dplatform, APPS / "docker_str_ctx", "app.py::StaticSite", "--app-name", "static-site")
+    with dplatform.http() as http:
+        resp = http.post("/local/static-site/files")
+        assert resp.status_code == 200, resp.text
+    assert resp.json() == {"files": ["index.html", "public.secret"]}
+
+
 def test_requirements_are_installed_into_the_image(dplatform: PlatformProcess) -> None:
     view = deploy(dplatform, APPS / "docker_reqs", "app.py::WithRequirements", "--app-name", "reqs")
     assert "installing the app's requirements: tabulate==0.9.0" in view["_stderr"]

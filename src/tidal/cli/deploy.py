@@ -20,6 +20,7 @@ from tidal.cli.client import Client, CLIError
 from tidal.compat import install_fal_shim
 from tidal.control.names import app_name_problem
 from tidal.control.openapi import openapi_problem
+from tidal.images.dockerignore import DockerIgnore, read_patterns
 from tidal.sdk.app import App, endpoints
 from tidal.sdk.function import Function
 from tidal.sdk.image_app import ImageApp
@@ -164,14 +165,17 @@ def build_environment(client: Client, spec: AppSpec, status: Status) -> None:
             status.update(f"Building the environment… [dim]{event['log'][-80:]}[/]")
 
 
-def context_zip(folder: Path, limit: int) -> tuple[bytes, str]:
-    """A Dockerfile's folder (the build context) as a reproducible zip, and its digest."""
+def context_zip(folder: Path, limit: int, ignore: DockerIgnore | None = None) -> tuple[bytes, str]:
+    """A Dockerfile's folder (the build context) as a reproducible zip, and its digest;
+    `ignore`: the .dockerignore patterns that leave files out."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for root, dirs, files in os.walk(folder):
             dirs[:] = sorted(d for d in dirs if d not in (".git", "__pycache__"))
             for name in sorted(files):
                 path = Path(root) / name
+                if ignore is not None and ignore.ignored(path.relative_to(folder).as_posix()):
+                    continue
                 info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), (1980, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
                 zf.writestr(info, path.read_bytes())
@@ -182,6 +186,18 @@ def context_zip(folder: Path, limit: int) -> tuple[bytes, str]:
                     )
     data = buf.getvalue()
     return data, hashlib.sha256(data).hexdigest()
+
+
+def upload_context_dir(client: Client, image: ImageSpec) -> ImageSpec:
+    """from_dockerfile_str(context_dir=...): ship that folder, less its .dockerignore."""
+    folder = Path(image.context_dir or "")
+    if not folder.is_dir():
+        raise CLIError(f"from_dockerfile_str: context_dir {str(folder)!r} is not a folder")
+    ignore = DockerIgnore(read_patterns(folder, image.dockerignore))
+    data, digest = context_zip(folder, BUNDLE_LIMIT, ignore)
+    if not client.has_bundle(digest):
+        client.put_bundle(digest, data)
+    return image.model_copy(update={"context": digest})
 
 
 def upload_context(client: Client, image: ImageSpec, app_dir: Path) -> ImageSpec:
@@ -323,6 +339,10 @@ def deploy_found(
     if image is not None and image.kind == "dockerfile" and not local:
         status.update("Uploading the build context…")
         image = upload_context(client, image, path.parent)
+        spec.options = spec.options.model_copy(update={"image": image})
+    elif image is not None and image.context_dir is not None and not local:
+        status.update("Uploading the build context…")
+        image = upload_context_dir(client, image)
         spec.options = spec.options.model_copy(update={"image": image})
     if local or spec.options.image is None:
         build_environment(client, spec, status)
