@@ -38,6 +38,10 @@ class ImageStep:
                 f"To fix: {DOCKER_HINT}."
             )
         context = None
+        if image.kind == "dockerfile_str" and image.context is not None:  # context_dir=
+            context = self.bundles_dir / image.context
+            if not context.is_dir():
+                raise ImageBuildError("from_dockerfile_str: upload the build context first")
         if image.kind == "dockerfile":
             if image.context is None:
                 raise ImageBuildError(
