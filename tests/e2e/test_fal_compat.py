@@ -5,6 +5,8 @@ the toolkit's folders, clones, files and image sizes work in a runner."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -81,6 +83,10 @@ def test_clone_repository_into_the_persistent_folder(
     first = _commit(origin, 'GREETING = "hello from a clone"\n')
     second = _commit(origin, 'GREETING = "changed later"\n')
     with platform.http() as http:
+        assert http.post(fal_docs, json={"prompt": "x"}).status_code == 200  # a runner is up
+        # The origin is the app's own folder in /data (git clones only repositories
+        # owned by the user it runs as, and each app's runners have their own uid).
+        _chown(origin, _app_uid(platform, "fal-docs"))
         pinned = http.post(
             f"{fal_docs}/clone", json={"url": "file:///data/origins/tool", "commit_hash": first}
         )
@@ -120,8 +126,27 @@ def test_files_from_urls_audio_video_downloads_and_cached_setup(
 
 
 def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["git", "-c", "safe.directory=*", *args], cwd=repo, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
     return done.stdout.strip()
+
+
+def _app_uid(platform: PlatformProcess, app: str) -> int | None:
+    """The sandbox's uid for the app's runners (None without the sandbox)."""
+    table = platform.data_dir / "sandbox" / "uids.json"
+    if not table.exists():
+        return None
+    uids: dict[str, int] = json.loads(table.read_text())
+    return next(uid for key, uid in uids.items() if key.split("/")[-1] == app)
+
+
+def _chown(folder: Path, uid: int | None) -> None:
+    if uid is None:
+        return
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, uid, uid, follow_symlinks=False)
 
 
 def _commit(repo: Path, greeting: str) -> str:

@@ -18,7 +18,7 @@ from fal.toolkit import (
 from fal.toolkit.file.providers.fal import InMemoryRepository
 from fal.toolkit.image import ImageSize
 from fal.toolkit.image.safety_checker import postprocess_images
-from fal.toolkit.utils.download_utils import download_file
+from fal.toolkit.utils.download_utils import FAL_REPOSITORY_DIR
 from pydantic import BaseModel, Field
 
 # Saved at import: on the deploy machine as well as in every runner.
@@ -94,7 +94,7 @@ class FalDocs(
         return {
             "path": str(path),
             "greeting": greeting.GREETING,
-            "under_persistent": str(path).startswith(str(FAL_PERSISTENT_DIR)),
+            "under_persistent": str(path).startswith(str(FAL_REPOSITORY_DIR)),
         }
 
     @fal.endpoint("/media")
@@ -102,7 +102,7 @@ class FalDocs(
         saved = File.from_bytes(
             input.file.as_bytes(), "text/plain", repository=InMemoryRepository()
         )
-        copied = download_file(input.file.url, FAL_PERSISTENT_DIR / "downloads")
+        copied = input.file.save(FAL_PERSISTENT_DIR / "downloads")
         return {
             "audio": input.audio.url,
             "video_name": input.video.file_name,
