@@ -324,6 +324,9 @@ def _engine(url: str) -> Engine:
         # failing can lose the last commits, never corrupt the file. FULL's fsync per
         # commit would cost more than the queue's whole request on a slow disk.
         cur.execute("PRAGMA synchronous=NORMAL")
+        # 16 MB of pages per connection (SQLite's default is 2 MB): the queue's indexes
+        # (one on random request ids) stay in memory as the table grows.
+        cur.execute("PRAGMA cache_size=-16000")
         cur.close()
 
     return engine
