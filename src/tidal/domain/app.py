@@ -21,11 +21,28 @@ class AppRecord:
     # Callable without an API key (each deploy says; private unless `--public`).
     public: bool = False
 
+    # (spec, overrides, options): the options last computed, and from what.
+    _options: tuple[AppSpec, dict[str, Any], AppOptions] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
     @property
     def options(self) -> AppOptions:
-        """The revision's options with live changes from `tidal apps scale` applied."""
+        """The revision's options with live changes from `tidal apps scale` applied.
+
+        Kept until the spec or the overrides change: the controller and the router read
+        them on every decision, and a pydantic copy each time was most of the cost."""
+        cached = self._options
+        if (
+            cached is not None
+            and cached[0] is self.spec
+            and cached[1] == self.scaling_overrides
+        ):
+            return cached[2]
         changes = {k: v for k, v in self.scaling_overrides.items() if k not in LIMIT_FIELDS}
-        return self.spec.options.model_copy(update=changes)
+        options = self.spec.options.model_copy(update=changes)
+        self._options = (self.spec, dict(self.scaling_overrides), options)
+        return options
 
     @property
     def max_waiting(self) -> int | None:

@@ -83,13 +83,17 @@ class AppRouter:
         return r.state in SERVING and not r.suspect and r.in_flight < self.max_multiplexing
 
     def _free_runner(self) -> Runner | None:
+        # On every request: _can_take inlined, and no look further than an idle runner.
         best: Runner | None = None
+        most = self.max_multiplexing
         for r in self.runners.values():
+            if r.state not in SERVING or r.suspect or r.in_flight >= most:
+                continue
             # Ties go to the runner with fewer open WebSockets (and affinity pins' clients).
-            if self._can_take(r) and (
-                best is None or (r.in_flight, r.long_lived) < (best.in_flight, best.long_lived)
-            ):
+            if best is None or (r.in_flight, r.long_lived) < (best.in_flight, best.long_lived):
                 best = r
+                if not r.in_flight and not r.long_lived:
+                    break  # none is less loaded
         return best
 
     def prefer(self, runner: Runner, hint: str | None) -> Runner:
@@ -134,10 +138,29 @@ class AppRouter:
         return runner
 
     async def _acquire(self, pin: str | None) -> Runner:
+        runner = self._take_free(pin)
+        if runner is not None:
+            return runner
+        entry = self._enqueue(pin)
+        fut = entry.future
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Handed a slot just as we gave up: give it back; it served nothing.
+                self._give_back(fut.result())
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    def _take_free(self, pin: str | None) -> Runner | None:
         runner = self._pick(pin) if not self._waiters else None
         if runner is not None:
             self._take(runner)
-            return runner
+        return runner
+
+    def _enqueue(self, pin: str | None) -> _Waiter:
         if len(self._waiters) >= self.max_waiting:
             raise RouterError(
                 429,
@@ -151,16 +174,18 @@ class AppRouter:
         if self._pins:
             self.dispatch()  # with pins, a runner may be free while others' waiters wait
         self._on_change()
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # Handed a slot just as we gave up: give it back; it served nothing.
-                self._give_back(fut.result())
-            raise
-        finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(entry)
+        return entry
+
+    # -- the same, without a task per request (the simulator) ----------------
+    def take_free(self) -> Runner | None:
+        """A slot now, as acquire() takes one when no one waits; None if it would wait."""
+        return self._take_free(None)
+
+    def wait_in_line(self) -> asyncio.Future[Runner]:
+        """Join the queue as acquire() does when no slot is free: the future gets the
+        runner when dispatch() hands it one. A caller that gives up cancels it (the
+        queue forgets it at the next dispatch). Raises RouterError (429) when full."""
+        return self._enqueue(None).future
 
     def release(self, runner: Runner) -> None:
         runner.served += 1

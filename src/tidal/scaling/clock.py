@@ -62,9 +62,29 @@ class ManualClock:
         return self._epoch + self._now
 
     async def sleep(self, seconds: float) -> None:
+        await self.sleep_until(self._now + max(0.0, seconds))
+
+    async def sleep_until(self, when: float) -> None:
+        """Sleep until monotonic() is exactly `when` (no rounding from adding a delay)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + max(0.0, seconds), next(self._order), future))
+        heapq.heappush(self._sleepers, (max(self._now, when), next(self._order), future))
         await future
+
+    def next_due(self) -> float | None:
+        """When the earliest sleeper wakes, or None when nobody sleeps."""
+        return self._sleepers[0][0] if self._sleepers else None
+
+    def move_to(self, when: float) -> bool:
+        """Set the time to `when` (never back) and wake every sleeper due by then, without
+        running them (the caller lets the loop run); True when it woke any."""
+        self._now = max(self._now, when)
+        woke = False
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            future = heapq.heappop(self._sleepers)[2]
+            if not future.done():
+                future.set_result(None)
+                woke = True
+        return woke
 
     async def wait(self, event: asyncio.Event, timeout: float) -> bool:
         if event.is_set():

@@ -50,8 +50,11 @@ class Controller:
         prober: Prober,
         secrets: Callable[[str], dict[str, str]] | None = None,
         clock: Clock | None = None,
+        run_loops: bool = True,
     ) -> None:
         self.config = config
+        # False: the caller runs reconcile() itself, at times it chooses (the simulator).
+        self.run_loops = run_loops
         self.clock: Clock = clock or SystemClock()
         self.prober = prober
         # An owner's secrets, read as each runner starts (tidal.control.secrets).
@@ -85,7 +88,8 @@ class Controller:
             )
             router.configure(record.options)
             self.deployments[dep.key] = dep
-            dep.task = asyncio.create_task(self._loop(dep), name=f"scale {record.name}")
+            if self.run_loops:
+                dep.task = asyncio.create_task(self._loop(dep), name=f"scale {record.name}")
             self.spawn(self._prestart(record))
         else:
             if record.revision != dep.record.revision:
@@ -234,29 +238,40 @@ class Controller:
                 log.exception("scaling %s failed", dep.record.name)
 
     def reconcile(self, dep: Deployment) -> None:
+        # Runs on every wake (the simulator runs it once per request): one pass over
+        # the runners, and nothing computed that the pass does not need.
         now = self.clock.monotonic()
-        options = dep.record.options
-        current = [r for r in dep.runners.values() if r.revision == dep.record.revision]
-        fresh = [r for r in current if not r.suspect]
-        old = [r for r in dep.runners.values() if r.revision != dep.record.revision]
-        self._roll_out(dep, fresh, old)
+        record = dep.record
+        options = record.options
+        fresh: list[Runner] = []  # the current revision's, not suspect
+        old: list[Runner] = []
+        for r in dep.runners.values():
+            if r.revision != record.revision:
+                old.append(r)
+            elif not r.suspect:
+                fresh.append(r)
+        if old:
+            self._roll_out(dep, fresh, old)
         views = tuple(
-            # An open WebSocket keeps its runner from idling out, without being load.
-            RunnerView(r.id, r.state in SERVING, r.in_flight + r.long_lived, now - r.idle_since)
-            for r in fresh
-            if r.state in WANTED
+            [
+                # An open WebSocket keeps its runner from idling out, without being load.
+                RunnerView(r.id, r.state in SERVING, r.in_flight + r.long_lived, now - r.idle_since)
+                for r in fresh
+                if r.state in WANTED
+            ]
         )
+        ceiling = self.ceiling(dep)
         decision = decide(
             options,
             max_multiplexing=options.max_multiplexing,
-            ceiling=self.ceiling(dep),
+            ceiling=ceiling,
             load=Load(dep.router.executing, dep.router.waits(now)),
             runners=views,
         )
         # While an older revision still serves, bring up as many new runners as it has.
         old_live = sum(r.state in WANTED or r.state is RunnerState.DRAINING for r in old)
-        start = max(decision.start, min(old_live, self.ceiling(dep)) - len(views))
-        if start > 0 and (missing := self.missing_backend(dep.record)):
+        start = max(decision.start, min(old_live, ceiling) - len(views))
+        if start > 0 and (missing := self.missing_backend(record)):
             dep.router.fail_waiters(RouterError(503, "backend_unavailable", missing))
             start = 0
         backing_off = now < dep.next_start_at
@@ -275,9 +290,12 @@ class Controller:
                                    f"idle for keep_alive ({options.keep_alive}s)"))  # fmt: skip
         # Fewer wanted than exist: runners still waiting (backoff, capacity) go first.
         surplus = len(views) - decision.desired - len(decision.stop) - max(0, start)
-        waiting = [r for r in fresh if r.state in (RunnerState.FAILURE_DELAY, RunnerState.PENDING)]
-        for r in waiting[::-1][: max(0, surplus)]:
-            self.end(dep, r, RunnerState.TERMINATED, "no longer needed")
+        if surplus > 0:
+            waiting = [
+                r for r in fresh if r.state in (RunnerState.FAILURE_DELAY, RunnerState.PENDING)
+            ]
+            for r in waiting[::-1][:surplus]:
+                self.end(dep, r, RunnerState.TERMINATED, "no longer needed")
 
     def _roll_out(self, dep: Deployment, fresh: list[Runner], old: list[Runner]) -> None:
         replaced = f"replaced by revision {dep.record.revision}"
@@ -293,6 +311,11 @@ class Controller:
     async def _wake_after(self, dep: Deployment, seconds: float) -> None:
         await self.clock.sleep(seconds)
         dep.wake.set()
+
+    @property
+    def tasks_running(self) -> int:
+        """How many of its tasks (launches, stops, watches) have not finished."""
+        return len(self._tasks)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -1,58 +1,71 @@
-"""Replay a request trace against the scaling policy in virtual time.
+"""Replay a request trace against the platform's own scaling controller in virtual time.
 
 The simulator answers "what would these scaling options cost, and how long would
-requests wait?" before anything is deployed. It calls the same `decide()` the live
-controller calls, with the same inputs, at the same moments:
+requests wait?" before anything is deployed. It is not a model of the platform: it
+runs the live `Controller` (reconcile, launches, readiness, stops) and the live
+`AppRouter` (slots, the FIFO of waiting requests) on a `ManualClock`, with runners
+from the in-memory backend, so the two cannot disagree. What it adds is the part a
+deployment does not have: the requests of the trace, and the order of time.
 
-- The controller reconciles when something wakes it: a request starts waiting, a
-  request ends (its slot frees), a runner becomes ready or ends. Events at the
-  same virtual instant wake it once (the live loop coalesces wakes the same way).
-- Otherwise it reconciles on a tick, `tick` seconds after its last reconcile.
-  Between wakes `decide()` sees the clock only through two thresholds: a waiting
-  request reaching `scaling_delay` and an idle runner reaching `keep_alive`. So
-  the simulator consults the policy on the first tick at or after such a
-  threshold, or after a change that woke nobody (a request handed to an idle
-  runner, a request dropped at `request_timeout`); every other tick would see
-  the inputs of the previous reconcile and change nothing. It also passes only
-  the waits the policy can use (see `_reconcile`). `reference=True` does neither:
-  every tick and every waiting request's age, as the live loop (slower; the
-  tests check that both give the same results).
-- Routing is the gateway's: waiting requests are served first come, first
-  served, each by the least-loaded ready runner with a free slot (of
-  `max_multiplexing`); a request that finds the queue full is rejected (429).
-- A started runner counts toward capacity at once (the policy sees it as not
-  ready) and takes requests `cold_start` seconds later. Stops are immediate.
-- The app is deployed at t=0: that first reconcile starts `min_concurrency` runners,
-  ready at `cold_start`. Runner-seconds count from start to stop; runners still up
-  when the work is over (kept by min_concurrency or a buffer) count until the
-  last request ended or the last runner stopped, whichever is later.
-- With `request_timeout`, as in the gateway, a request that waits that long is
-  dropped from the queue, and one whose wait plus service time exceeds it gives
-  its slot back at the timeout; both count as timed out.
+- One discrete-event loop moves the clock from one instant to the next: a request
+  arrives, a request ends (its slot frees), a sleeper of the controller wakes (a
+  readiness probe, a backoff), a tick is due, a waiting request reaches
+  `request_timeout`. Each request is a call to the router, not an asyncio task.
+- The controller reconciles as its live loop does: when something woke it (a
+  request starts waiting, a slot frees, a runner becomes ready or ends), once per
+  instant however many woke it, again at once if that reconcile woke it; otherwise
+  on its tick, `tick` seconds after its last reconcile. Between wakes `decide()`
+  sees the clock only through two thresholds: a waiting request reaching
+  `scaling_delay` and an idle runner reaching `keep_alive`; so the simulator runs
+  the tick only at the first tick at or after such a threshold, or after a change
+  that woke nobody (a request handed to an idle runner, a request dropped at
+  `request_timeout`): every other tick would see the inputs of the previous
+  reconcile and change nothing. `reference=True` runs every tick, as the live loop
+  (slower; the tests check that both give the same results).
+- A runner takes requests `cold_start` seconds after it is started (its readiness
+  probe answers then, to the instant), and stops at once when told to.
+- The app is deployed at t=0: that first reconcile starts `min_concurrency` runners.
+  Runner-seconds count from start to stop; runners still up when the work is over
+  (kept by min_concurrency or a buffer) count until the last request ended or the
+  last runner became ready or stopped, whichever is later.
+- With `request_timeout`, as in the gateway, a request that waits that long gives up
+  its place in the queue, and one whose wait plus service time exceeds it gives its
+  slot back at the timeout; both count as timed out.
 
-Pure: no wall clock and no I/O (parsing takes the file's text).
+No wall clock and no I/O (parsing takes the file's text); no runner process starts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import csv
 import heapq
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tidal.config import PlatformConfig
-from tidal.scaling.policy import Load, RunnerView, decide
-from tidal.spec import AppOptions
+from tidal.domain.app import AppRecord
+from tidal.domain.deployment import Deployment
+from tidal.domain.router import AppRouter, RouterError
+from tidal.domain.runner import SERVING, Address, Runner
+from tidal.machines import HostCapacity, default_catalog
+from tidal.scaling.clock import ManualClock, settle
+from tidal.scaling.controller import Controller
+from tidal.scaling.fakes import MemoryBackend
+from tidal.scaling.placement import Inventory
+from tidal.spec import AppOptions, AppSpec
 
 DEFAULT_COLD_START = 5.0
 DEFAULT_TICK = PlatformConfig.tick_seconds
 DEFAULT_MAX_CONCURRENCY = PlatformConfig.default_max_concurrency
 DEFAULT_MAX_WAITING = PlatformConfig.max_waiting_per_app
 
-_DONE, _READY = 0, 1  # same-instant order: slots free first, then runners join
 _EPS = 1e-9
+# Room for any number of runners: the simulator asks how an app scales, not whether
+# the host has space (the controller still places each runner on it).
+_HOST = HostCapacity(cpus=1e9, memory_mb=10**15)
 
 
 class TraceError(ValueError):
@@ -158,17 +171,6 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-class _Runner:
-    __slots__ = ("id", "idle_since", "in_flight", "ready", "started")
-
-    def __init__(self, rid: str, started: float) -> None:
-        self.id = rid
-        self.started = started
-        self.ready = False
-        self.in_flight = 0
-        self.idle_since = started  # as the live Runner: from creation until ready
-
-
 def simulate(
     trace: Trace,
     options: AppOptions,
@@ -179,14 +181,38 @@ def simulate(
     max_waiting: int = DEFAULT_MAX_WAITING,
     reference: bool = False,
 ) -> SimResult:
-    """Replay `trace` against `decide()` with `options` (see the module's docstring)."""
+    """Replay `trace` against the controller with `options` (see the module's docstring)."""
     if cold_start < 0 or not math.isfinite(cold_start):
         raise ValueError(f"cold_start must be a number of seconds >= 0, not {cold_start!r}")
     if tick <= 0 or not math.isfinite(tick):
         raise ValueError(f"tick must be a number of seconds > 0, not {tick!r}")
-    return _Simulation(
-        trace, options, cold_start, tick, default_max_concurrency, max_waiting, reference
-    ).run()
+    config = PlatformConfig(
+        tick_seconds=tick,
+        default_max_concurrency=default_max_concurrency,
+        max_waiting_per_app=max_waiting,
+    )
+    simulation = _Simulation(trace, options, config, cold_start, reference)
+    return asyncio.run(simulation.run())
+
+
+@dataclass
+class _SimBackend(MemoryBackend):
+    """The in-memory backend, whose readiness probe waits for the server (up to its
+    timeout) instead of failing at once: a runner is seen ready the instant its cold
+    start ends, not at the next probe of a polling schedule."""
+
+    virtual: ManualClock = field(default_factory=ManualClock)
+    last_ready: float = 0.0  # when a runner last answered its first probe
+
+    async def answers(self, address: Address, timeout: float) -> bool:
+        server = self.servers.get(self._by_port.get(address.port, ""))
+        now = self.virtual.monotonic()
+        if server is not None and server.listens and now < server.answers_at:
+            await self.virtual.sleep_until(min(server.answers_at, now + timeout))
+        up = await super().answers(address, timeout)
+        if up:
+            self.last_ready = max(self.last_ready, self.virtual.monotonic())
+        return up
 
 
 class _Simulation:
@@ -194,69 +220,80 @@ class _Simulation:
         self,
         trace: Trace,
         options: AppOptions,
+        config: PlatformConfig,
         cold_start: float,
-        tick: float,
-        default_max_concurrency: int,
-        max_waiting: int,
         reference: bool,
     ) -> None:
         self.arrivals = trace.arrivals
         self.durations = trace.durations
-        self.options = options
-        self.mm = options.max_multiplexing
-        # The controller's ceiling: the app's max_concurrency, or the platform's default.
-        self.ceiling = options.max_concurrency or default_max_concurrency
         self.timeout = options.request_timeout
-        self.cold_start = cold_start
-        self.tick = tick
-        self.max_waiting = max_waiting
+        self.tick = config.tick_seconds
         self.reference = reference
+        # Virtual time starts at 0 and wall time equals it, so trace times stay exact.
+        self.clock = ManualClock(start=0.0, epoch=0.0)
+        self.backend = _SimBackend(self.clock, cold_start=cold_start, virtual=self.clock)
+        self.controller = Controller(
+            config,
+            {self.backend.name: self.backend},
+            Inventory(_HOST, default_catalog(_HOST)),
+            self.backend,
+            clock=self.clock,
+            run_loops=False,  # this loop runs reconcile(), at the instants it would
+        )
+        self.controller.on_runner_ended.append(self._runner_ended)
+        spec = AppSpec(
+            name="simulated", entry="app.py::f", kind="app", options=options,
+            backend=self.backend.name,
+        )  # fmt: skip
+        self.record = AppRecord("simulator", "simulated", 1, spec, 0.0, 0.0)
 
         self.next_arrival = 0  # index into the trace
-        self.events: list[tuple[float, int, int, _Runner]] = []  # (time, kind, seq, runner)
+        self.done: list[tuple[float, int, Runner]] = []  # (end, seq, runner): slots to free
         self.seq = 0
-        self.runners: dict[str, _Runner] = {}  # start order, as the controller's
-        self.ready: list[_Runner] = []  # ready order, as the router's
-        self.executing = 0
-        # Waiting requests, FIFO: their arrival times from index `qhead` on. Every
-        # request waits the same request_timeout, so drops also come off the front.
+        # Requests waiting in the router's queue, FIFO: arrival times from `qhead` on,
+        # which request each is, and the future the router hands a runner through.
+        # Every request waits the same request_timeout, so drops come off the front too.
         self.queue: list[float] = []
-        self.queue_index: list[int] = []  # which request each is
+        self.queue_index: list[int] = []
+        self.futures: list[asyncio.Future[Runner]] = []
         self.qhead = 0
 
-        self.wake = True  # the deploy wakes the controller at t=0
         self.last_reconcile = 0.0
         self.changed_at: float | None = None  # a change since the last reconcile woke nobody
         self.tick_at: float | None = None
+        self._tick_from: tuple[float, float | None] = (-1.0, None)  # what tick_at came from
 
         self.waits: list[float] = []
         self.served = self.timed_out = self.timed_out_waiting = self.rejected = 0
         self.runner_seconds = 0.0
-        self.cold_starts = self.cold_start_waits = self.peak = self.calls = 0
+        self.ended_runners = self.cold_start_waits = self.peak = self.calls = 0
         self.end = 0.0
 
     # -- the loop ----------------------------------------------------------------
-    def run(self) -> SimResult:
-        t = 0.0
-        arrivals, events = self.arrivals, self.events
+    async def run(self) -> SimResult:
+        dep = self.controller.apply(self.record)  # the deploy wakes it at t=0
+        arrivals, done, clock = self.arrivals, self.done, self.clock
         n = len(arrivals)
+        t = 0.0
         while True:
-            self._step(t)
-            self._schedule_tick(t)
-            upcoming = []
+            await self._step(dep, t)
+            self._schedule_tick(dep, t)
+            upcoming = self.tick_at
             if self.next_arrival < n:
-                upcoming.append(arrivals[self.next_arrival])
-            if events:
-                upcoming.append(events[0][0])
-            if self.tick_at is not None:
-                upcoming.append(self.tick_at)
+                upcoming = _earliest(upcoming, arrivals[self.next_arrival])
+            if done:
+                upcoming = _earliest(upcoming, done[0][0])
+            due = clock.next_due()
+            if due is not None:
+                upcoming = _earliest(upcoming, due)
             if self.timeout is not None and self.qhead < len(self.queue):
-                upcoming.append(self.queue[self.qhead] + self.timeout)
-            if not upcoming:
+                upcoming = _earliest(upcoming, self.queue[self.qhead] + self.timeout)
+            if upcoming is None:
                 break
-            t = max(t, min(upcoming))
-        for r in self.runners.values():
-            self.runner_seconds += self.end - r.started
+            t = max(t, upcoming)
+        end = max(self.end, self.backend.last_ready)
+        for r in dep.runners.values():
+            self.runner_seconds += end - r.created_at
         waits = sorted(self.waits)
         return SimResult(
             requests=n,
@@ -265,183 +302,135 @@ class _Simulation:
             timed_out_waiting=self.timed_out_waiting,
             rejected=self.rejected,
             runner_seconds=self.runner_seconds,
-            cold_starts=self.cold_starts,
+            cold_starts=self.ended_runners + len(dep.runners),
             cold_start_waits=self.cold_start_waits,
             peak_runners=self.peak,
             wait_p50=percentile(waits, 50),
             wait_p99=percentile(waits, 99),
             wait_max=waits[-1] if waits else 0.0,
-            end=self.end,
+            end=end,
             policy_calls=self.calls,
         )
 
-    def _step(self, t: float) -> None:
+    async def _step(self, dep: Deployment, t: float) -> None:
         """Everything that happens at instant `t`, then the reconciles it wakes."""
-        arrivals, events = self.arrivals, self.events
+        arrivals, done, clock, router = self.arrivals, self.done, self.clock, dep.router
         n = len(arrivals)
-        if self.tick_at is not None and self.tick_at <= t:
-            self.wake = True
+        tick = self.tick_at is not None and self.tick_at <= t
+        if tick:
             self.tick_at = None
         while True:
-            # Slots free and runners join first, then requests arrive (and any that
-            # take no time end), so the controller sees all of instant t at once.
-            while (events and events[0][0] <= t) or (
-                self.next_arrival < n and arrivals[self.next_arrival] <= t
-            ):
-                while events and events[0][0] <= t:
-                    _, kind, _, runner = heapq.heappop(events)
-                    if kind == _DONE:
-                        self._release(runner, t)
-                    else:
-                        self._runner_ready(runner, t)
+            # Slots free first, then runners become ready (the probes woken here run at
+            # the next settle), then requests arrive: the controller sees all of t at once.
+            # Requests that take no time end at t too, before the controller looks.
+            while True:
+                woke = clock.move_to(t)
+                while done and done[0][0] <= t:
+                    router.release(heapq.heappop(done)[2])
+                    self.end = t
+                while woke:
+                    await settle()
+                    woke = clock.move_to(t)
                 while self.next_arrival < n and arrivals[self.next_arrival] <= t:
-                    self._arrive(self.next_arrival, t)
+                    self._arrive(router, self.next_arrival, t)
                     self.next_arrival += 1
+                self._take_answers(t)
+                if not (done and done[0][0] <= t):
+                    break
             if self.timeout is not None:
-                self._drop_timed_out(t)
-            if not self.wake:
-                return
-            while self.wake:
-                self.wake = False
-                self._reconcile(t)
-            if not (events and events[0][0] <= t):
+                self._drop_timed_out(dep, t)
+            while tick or dep.wake.is_set():
+                tick = False
+                dep.wake.clear()
+                await self._reconcile(dep, t)
+            if not (done and done[0][0] <= t) and clock.next_due() != t:
                 return
 
-    # -- the router ----------------------------------------------------------------
-    def _free_runner(self) -> _Runner | None:
-        best: _Runner | None = None
-        mm = self.mm
-        for r in self.ready:
-            if r.in_flight < mm and (best is None or r.in_flight < best.in_flight):
-                best = r
-                if r.in_flight == 0:
-                    break  # nobody is less loaded than idle
-        return best
+    async def _reconcile(self, dep: Deployment, t: float) -> None:
+        controller = self.controller
+        before = controller.tasks_running
+        controller.reconcile(dep)
+        self.calls += 1
+        self.last_reconcile = t
+        self.changed_at = None
+        self.peak = max(self.peak, len(dep.runners))  # started ones count at once
+        if controller.tasks_running != before:  # it launched or stopped runners
+            while True:
+                await settle()
+                if not self.clock.move_to(t):
+                    break
+            self._take_answers(t)
 
-    def _assign(self, runner: _Runner, index: int, t: float) -> None:
-        arrival, duration = self.arrivals[index], self.durations[index]
-        runner.in_flight += 1
-        self.executing += 1
-        wait = t - arrival
-        self.waits.append(wait)
-        done = t + duration
-        if self.timeout is not None and wait + duration > self.timeout:
-            # The gateway answers 504 at the timeout and gives the slot back then.
-            self.timed_out += 1
-            done = max(t, arrival + self.timeout)
-        else:
-            self.served += 1
-        self.seq += 1
-        heapq.heappush(self.events, (done, _DONE, self.seq, runner))
-
-    def _dispatch(self, t: float, on_ready: bool = False) -> None:
-        queue = self.queue
-        while self.qhead < len(queue):
-            runner = self._free_runner()
-            if runner is None:
-                return
-            index = self.queue_index[self.qhead]
-            self.qhead += 1
+    # -- the requests --------------------------------------------------------------
+    def _arrive(self, router: AppRouter, index: int, t: float) -> None:
+        runner = router.take_free()
+        if runner is not None:
             self._assign(runner, index, t)
-            if on_ready:
-                self.cold_start_waits += 1
-
-    def _arrive(self, index: int, t: float) -> None:
-        if self.qhead == len(self.queue):
-            runner = self._free_runner()
-            if runner is not None:
-                self._assign(runner, index, t)
-                self._changed(t)  # no wake: a request that found a slot
-                return
-        if len(self.queue) - self.qhead >= self.max_waiting:
+            self._changed(t)  # no wake: a request that found a slot
+            return
+        try:
+            future = router.wait_in_line()
+        except RouterError:
             self.rejected += 1
             return
         self.queue.append(self.arrivals[index])
         self.queue_index.append(index)
-        self.wake = True
+        self.futures.append(future)
 
-    def _release(self, runner: _Runner, t: float) -> None:
-        runner.in_flight -= 1
-        self.executing -= 1
-        if runner.in_flight == 0:
-            runner.idle_since = t
-        self.end = max(self.end, t)
-        self._dispatch(t)
-        self.wake = True
+    def _take_answers(self, t: float) -> None:
+        """Waiting requests the router has handed a runner (in FIFO order) start now."""
+        futures = self.futures
+        while self.qhead < len(futures) and futures[self.qhead].done():
+            runner = futures[self.qhead].result()
+            if runner.ready_at == t:
+                self.cold_start_waits += 1  # handed a runner the moment it became ready
+            self._assign(runner, self.queue_index[self.qhead], t)
+            self.qhead += 1
 
-    def _runner_ready(self, runner: _Runner, t: float) -> None:
-        runner.ready = True
-        runner.idle_since = t
-        self.ready.append(runner)
-        self.end = max(self.end, t)
-        self._dispatch(t, on_ready=True)
-        self.wake = True
+    def _assign(self, runner: Runner, index: int, t: float) -> None:
+        arrival, duration = self.arrivals[index], self.durations[index]
+        wait = t - arrival
+        self.waits.append(wait)
+        end = t + duration
+        if self.timeout is not None and wait + duration > self.timeout:
+            # The gateway answers 504 at the timeout and gives the slot back then.
+            self.timed_out += 1
+            end = max(t, arrival + self.timeout)
+        else:
+            self.served += 1
+        self.seq += 1
+        heapq.heappush(self.done, (end, self.seq, runner))
 
-    def _drop_timed_out(self, t: float) -> None:
+    def _drop_timed_out(self, dep: Deployment, t: float) -> None:
         assert self.timeout is not None
         queue, timeout = self.queue, self.timeout
         dropped = False
         while self.qhead < len(queue) and queue[self.qhead] + timeout <= t:
+            self.futures[self.qhead].cancel()  # the request's task gives up
             self.waits.append(t - queue[self.qhead])
             self.qhead += 1
             self.timed_out += 1
             self.timed_out_waiting += 1
             dropped = True
         if dropped:
+            dep.router.dispatch()  # the router forgets them
             self.end = max(self.end, t)
-            self._changed(t)  # no wake: the request's task just gives up
+            self._changed(t)  # no wake: giving up tells the controller nothing
 
     def _changed(self, t: float) -> None:
         if self.changed_at is None:
             self.changed_at = t
 
-    # -- the controller ------------------------------------------------------------
-    def _reconcile(self, t: float) -> None:
-        runners = tuple(
-            [
-                RunnerView(r.id, r.ready, r.in_flight, t - r.idle_since)
-                for r in self.runners.values()
-            ]
-        )
-        queue, qhead = self.queue, self.qhead
-        if self.reference:
-            last = len(queue)
-        else:
-            # Only the waits the policy can use: with runners up, those past
-            # scaling_delay (the oldest: the queue is FIFO); and no more than fill
-            # every slot of `ceiling` runners, past which it cannot ask for more.
-            last = self._first_younger_than_delay(t) if runners else len(queue)
-            last = min(last, qhead + max(0, self.ceiling * self.mm - self.executing) + 1)
-        waits = tuple([t - a for a in queue[qhead:last]])
-        self.calls += 1
-        decision = decide(
-            self.options,
-            max_multiplexing=self.mm,
-            ceiling=self.ceiling,
-            load=Load(self.executing, waits),
-            runners=runners,
-        )
-        for _ in range(decision.start):
-            self.cold_starts += 1
-            runner = _Runner(f"r-{self.cold_starts}", t)
-            self.runners[runner.id] = runner
-            self.seq += 1
-            heapq.heappush(self.events, (t + self.cold_start, _READY, self.seq, runner))
-        self.peak = max(self.peak, len(self.runners))
-        for rid in decision.stop:
-            runner = self.runners.pop(rid)
-            if not runner.ready or runner.in_flight:
-                raise RuntimeError(f"the policy stopped runner {rid}, which is not idle")
-            self.ready.remove(runner)
-            self.runner_seconds += t - runner.started
-            self.end = max(self.end, t)
-            self.wake = True  # the controller hears the runner end
-        self.last_reconcile = t
-        self.changed_at = None
+    def _runner_ended(self, runner: Runner) -> None:
+        assert runner.ended_at is not None
+        self.ended_runners += 1
+        self.runner_seconds += runner.ended_at - runner.created_at
+        self.end = max(self.end, runner.ended_at)
 
-    def _first_younger_than_delay(self, t: float) -> int:
+    # -- the controller's tick ---------------------------------------------------------
+    def _first_younger_than_delay(self, t: float, delay: float) -> int:
         """Index of the first waiting request whose wait is below scaling_delay."""
-        queue, delay = self.queue, self.options.scaling_delay
+        queue = self.queue
         i = bisect.bisect_right(queue, t - delay, self.qhead, len(queue))
         # Settle float rounding with the policy's own arithmetic (t - arrival >= delay).
         while i > self.qhead and t - queue[i - 1] < delay:
@@ -450,7 +439,7 @@ class _Simulation:
             i += 1
         return i
 
-    def _schedule_tick(self, t: float) -> None:
+    def _schedule_tick(self, dep: Deployment, t: float) -> None:
         """The next tick that could see inputs unlike the last reconcile's.
 
         Unless a change woke nobody since (`changed_at`, the earliest such instant),
@@ -459,22 +448,32 @@ class _Simulation:
         """
         last = self.last_reconcile
         due = self.changed_at
+        if not self.reference and self._tick_from == (last, due):
+            return  # nothing it depends on moved since it was computed
+        self._tick_from = (last, due)
+        options = dep.record.options
         if due is None:
-            keep_alive = self.options.keep_alive
-            for r in self.ready:
-                if r.in_flight == 0 and last - r.idle_since < keep_alive:
+            keep_alive = options.keep_alive
+            for r in dep.runners.values():
+                if (
+                    r.state in SERVING
+                    and r.in_flight + r.long_lived == 0
+                    and last - r.idle_since < keep_alive
+                ):
                     due = _earliest(due, r.idle_since + keep_alive)
-            if self.options.scaling_delay and self.runners:
-                i = self._first_younger_than_delay(last)
+            delay = options.scaling_delay
+            if delay and dep.runners:
+                i = self._first_younger_than_delay(last, delay)
                 if i < len(self.queue):
-                    due = _earliest(due, self.queue[i] + self.options.scaling_delay)
+                    due = _earliest(due, self.queue[i] + delay)
         tick = self.tick
         if self.reference:
             busy = (
                 due is not None
-                or self.events
+                or self.done
                 or self.next_arrival < len(self.arrivals)
                 or self.qhead < len(self.queue)
+                or self.clock.next_due() is not None
             )
             self.tick_at = max(t, last + tick) if busy else None
             return

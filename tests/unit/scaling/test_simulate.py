@@ -1,9 +1,10 @@
-"""The trace simulator: `simulate(trace, options)` replays requests against `decide()`.
+"""The trace simulator: `simulate(trace, options)` replays requests against the live
+controller and router on virtual time.
 
 Small traces have hand-computed answers (cold start 5 s and tick 0.5 s unless a
 test says otherwise; the app is deployed at t=0). Property tests check invariants
-and that the fast path (policy consulted only when its inputs can differ) gives
-the same results as consulting it on every tick with every wait.
+and that the fast path (a tick runs only when the policy's inputs can differ) gives
+the same results as running every tick.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tidal.scaling.controller
 import tidal.scaling.policy
 import tidal.scaling.simulate
 from tidal.scaling.simulate import SimResult, Trace, TraceError, parse_trace, percentile, simulate
+from tidal.scaling.policy import Decision
 from tidal.spec import AppOptions
 
 
@@ -27,8 +30,21 @@ def _sim(requests: list[tuple[float, float]], **kw: Any) -> SimResult:
     return simulate(Trace.of(requests), AppOptions(**kw), **sim_kw)
 
 
-def test_the_simulator_runs_the_live_policy() -> None:
-    assert tidal.scaling.simulate.__dict__["decide"] is tidal.scaling.policy.decide
+def test_the_simulator_runs_the_live_controller(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every decision comes from the platform's Controller.reconcile (no copy of it here).
+    assert "decide" not in tidal.scaling.simulate.__dict__
+    decisions: list[Decision] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Decision:
+        decision = tidal.scaling.policy.decide(*args, **kwargs)
+        decisions.append(decision)
+        return decision
+
+    monkeypatch.setattr(tidal.scaling.controller, "decide", spy)
+    r = _sim([(0, 1), (30, 1)], keep_alive=0)
+    assert len(decisions) == r.policy_calls > 0
+    assert sum(d.start for d in decisions) == r.cold_starts == 2
+    assert sum(len(d.stop) for d in decisions) == 2  # each stopped after its request
 
 
 # -- reading traces -------------------------------------------------------------------
