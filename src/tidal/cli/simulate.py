@@ -188,11 +188,12 @@ def simulate_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Replay a request trace against the autoscaling policy in virtual time.
+    """Replay a request trace against the autoscaling controller in virtual time.
 
     Prints what the options would cost (runner-seconds, from each runner's start to its
-    stop) and how requests would fare (cold starts, queue waits, timeouts). The same
-    decide() the platform runs makes every decision; the app is deployed at t=0.
+    stop) and how requests would fare (cold starts, queue waits, timeouts). The
+    platform's own controller and router make every decision (no runner process
+    starts); the app is deployed at t=0.
     """
     if not (math.isfinite(tick) and tick > 0):
         raise typer.BadParameter(f"{tick} is not a number of seconds > 0", param_hint="--tick")

@@ -33,11 +33,7 @@ class AppRecord:
         Kept until the spec or the overrides change: the controller and the router read
         them on every decision, and a pydantic copy each time was most of the cost."""
         cached = self._options
-        if (
-            cached is not None
-            and cached[0] is self.spec
-            and cached[1] == self.scaling_overrides
-        ):
+        if cached is not None and cached[0] is self.spec and cached[1] == self.scaling_overrides:
             return cached[2]
         changes = {k: v for k, v in self.scaling_overrides.items() if k not in LIMIT_FIELDS}
         options = self.spec.options.model_copy(update=changes)

@@ -252,30 +252,34 @@ class Controller:
                 fresh.append(r)
         if old:
             self._roll_out(dep, fresh, old)
-        views = tuple(
-            [
+        views: list[RunnerView] = []  # fresh ones the policy counts
+        waiting: list[Runner] = []  # of those, not launched yet (backoff, capacity)
+        for r in fresh:
+            state = r.state
+            if state in WANTED:
                 # An open WebSocket keeps its runner from idling out, without being load.
-                RunnerView(r.id, r.state in SERVING, r.in_flight + r.long_lived, now - r.idle_since)
-                for r in fresh
-                if r.state in WANTED
-            ]
-        )
+                busy = r.in_flight + r.long_lived
+                views.append(RunnerView(r.id, state in SERVING, busy, now - r.idle_since))
+                if state is RunnerState.FAILURE_DELAY or state is RunnerState.PENDING:
+                    waiting.append(r)
         ceiling = self.ceiling(dep)
         decision = decide(
             options,
             max_multiplexing=options.max_multiplexing,
             ceiling=ceiling,
             load=Load(dep.router.executing, dep.router.waits(now)),
-            runners=views,
+            runners=tuple(views),
         )
         # While an older revision still serves, bring up as many new runners as it has.
-        old_live = sum(r.state in WANTED or r.state is RunnerState.DRAINING for r in old)
-        start = max(decision.start, min(old_live, ceiling) - len(views))
+        start = decision.start
+        if old:
+            old_live = sum(r.state in WANTED or r.state is RunnerState.DRAINING for r in old)
+            start = max(start, min(old_live, ceiling) - len(views))
         if start > 0 and (missing := self.missing_backend(record)):
             dep.router.fail_waiters(RouterError(503, "backend_unavailable", missing))
             start = 0
         backing_off = now < dep.next_start_at
-        for r in fresh:
+        for r in waiting:
             if r.state is RunnerState.FAILURE_DELAY and not backing_off:
                 r.transition(RunnerState.PENDING, "", at=self.clock.time())
                 self.spawn(self._launch(dep, r))
@@ -290,12 +294,8 @@ class Controller:
                                    f"idle for keep_alive ({options.keep_alive}s)"))  # fmt: skip
         # Fewer wanted than exist: runners still waiting (backoff, capacity) go first.
         surplus = len(views) - decision.desired - len(decision.stop) - max(0, start)
-        if surplus > 0:
-            waiting = [
-                r for r in fresh if r.state in (RunnerState.FAILURE_DELAY, RunnerState.PENDING)
-            ]
-            for r in waiting[::-1][:surplus]:
-                self.end(dep, r, RunnerState.TERMINATED, "no longer needed")
+        for r in waiting[::-1][: max(0, surplus)]:
+            self.end(dep, r, RunnerState.TERMINATED, "no longer needed")
 
     def _roll_out(self, dep: Deployment, fresh: list[Runner], old: list[Runner]) -> None:
         replaced = f"replaced by revision {dep.record.revision}"

@@ -278,17 +278,17 @@ class _Simulation:
         while True:
             await self._step(dep, t)
             self._schedule_tick(dep, t)
-            upcoming = self.tick_at
-            if self.next_arrival < n:
-                upcoming = _earliest(upcoming, arrivals[self.next_arrival])
-            if done:
-                upcoming = _earliest(upcoming, done[0][0])
+            upcoming = math.inf if self.tick_at is None else self.tick_at
+            if self.next_arrival < n and arrivals[self.next_arrival] < upcoming:
+                upcoming = arrivals[self.next_arrival]
+            if done and done[0][0] < upcoming:
+                upcoming = done[0][0]
             due = clock.next_due()
-            if due is not None:
-                upcoming = _earliest(upcoming, due)
+            if due is not None and due < upcoming:
+                upcoming = due
             if self.timeout is not None and self.qhead < len(self.queue):
-                upcoming = _earliest(upcoming, self.queue[self.qhead] + self.timeout)
-            if upcoming is None:
+                upcoming = min(upcoming, self.queue[self.qhead] + self.timeout)
+            if upcoming == math.inf:
                 break
             t = max(t, upcoming)
         end = max(self.end, self.backend.last_ready)

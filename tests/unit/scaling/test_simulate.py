@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 import tidal.scaling.controller
 import tidal.scaling.policy
 import tidal.scaling.simulate
-from tidal.scaling.simulate import SimResult, Trace, TraceError, parse_trace, percentile, simulate
 from tidal.scaling.policy import Decision
+from tidal.scaling.simulate import SimResult, Trace, TraceError, parse_trace, percentile, simulate
 from tidal.spec import AppOptions
 
 
