@@ -72,11 +72,13 @@ class AppRouter:
 
     # -- what the controller reads -----------------------------------------
     def waits(self, now: float) -> tuple[float, ...]:
-        return tuple(now - w.since for w in self._waiters if not w.future.done())
+        if not self._waiters:
+            return ()
+        return tuple([now - w.since for w in self._waiters if not w.future.done()])
 
     @property
     def executing(self) -> int:
-        return sum(r.in_flight for r in self.runners.values())
+        return sum([r.in_flight for r in self.runners.values()])
 
     # -- the request path --------------------------------------------------
     def _can_take(self, r: Runner) -> bool:

@@ -47,7 +47,9 @@ def decide(
     """
     # scaling_delay: a waiting request asks for capacity only after waiting that
     # long, except when nothing runs at all (scale from zero never waits).
-    if runners:
+    if not load.waits:
+        waiting = 0
+    elif runners:
         waiting = sum(1 for age in load.waits if age >= options.scaling_delay)
     else:
         waiting = len(load.waits)
