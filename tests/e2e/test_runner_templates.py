@@ -4,6 +4,7 @@ exactly like a fresh one and inherits nothing from the runners before it."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,130 @@ def test_templates_off_for_an_app(platform: PlatformProcess) -> None:
             assert http.get("/local/untemplated/").json() == {"ok": True}
         (ready,) = [r for r in runners(platform, "untemplated") if r["state"] in SERVING]
         assert ready["started_from"] == "fresh process: runner templates are off for this app"
+
+
+# -- in the sandbox: a template is started as the next runner's sandbox ------------------
+
+
+@pytest.fixture(scope="module")
+def sandboxed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """The platform as the README runs it: as root, runners in the sandbox (the default)."""
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs the platform to run as root, as the README does")
+    data_dir = tmp_path_factory.mktemp("sandboxed")
+    (data_dir / "tidal.toml").write_text(ROOMY)
+    with start_platform(data_dir) as running:
+        running.cli("secrets", "set", "TEMPLATE_TEST_SECRET=first")
+        running.cli("deploy", "app.py::Templated", "--app-name", "templated", cwd=APP)
+        yield running
+
+
+def waiting_template_pids(platform: PlatformProcess) -> set[int]:
+    folder = platform.data_dir / "runners" / "templates"
+    return {json.loads(p.read_text())["pid"] for p in folder.glob("*.json")}
+
+
+def runtime_on_host(sandbox_pid: int) -> dict[str, Any]:
+    """The runner's runtime process as the host sees it (the record's pid is bubblewrap)."""
+    children = {sandbox_pid}
+    found: list[int] = []
+    for _ in range(6):  # bwrap -> its init -> the runtime (setpriv and sh exec into it)
+        nxt: set[int] = set()
+        for pid in children:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                nxt |= {int(c) for c in (task / "children").read_text().split()}
+        found += [p for p in nxt if b"tidal.runtime" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        children = nxt
+
+    def uid_of(pid: int) -> int:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Uid:")).split()[1])
+
+    (runtime,) = [p for p in found if uid_of(p) != 0]  # bubblewrap's own run as root
+    uid = uid_of(runtime)
+    cgroups = {
+        c.split(":", 2)[1]: c.split(":", 2)[2]
+        for c in Path(f"/proc/{runtime}/cgroup").read_text().splitlines()
+        if c.split(":", 2)[2] != "/"
+    }
+    return {
+        "pid": runtime,
+        "uid": uid,
+        "cgroups": cgroups,
+        "netns": os.readlink(f"/proc/{runtime}/ns/net"),
+        "pidns": os.readlink(f"/proc/{runtime}/ns/pid"),
+    }
+
+
+def cold_sandboxed(platform: PlatformProcess, app: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """GET /whoami on a new sandboxed runner: (what it saw, its record + host view)."""
+    stop_runners(platform, app)
+    with platform.http() as http:
+        resp = http.get(f"/local/{app}/whoami")
+    assert resp.status_code == 200, resp.text
+    (record,) = [r for r in runners(platform, app) if r["state"] in SERVING]
+    return resp.json(), {**record, "host": runtime_on_host(record["pid"])}
+
+
+def test_a_sandboxed_templated_runner_is_confined_like_a_fresh_one(
+    sandboxed: PlatformProcess,
+) -> None:
+    # A fresh runner of the same app (its uid is the app's): a changed secret makes
+    # the waiting template unusable, so the next runner starts fresh.
+    wait_for(lambda: template_waiting(sandboxed), 60, 0.05, "a sandboxed template")
+    old = waiting_template_pids(sandboxed)
+    sandboxed.cli("secrets", "set", "TEMPLATE_TEST_SECRET=second")
+    fresh, fresh_record = cold_sandboxed(sandboxed, "templated")
+    assert fresh_record["started_from"] == "fresh process: no template was waiting"
+    wait_for(
+        lambda: waiting_template_pids(sandboxed) - old, 60, 0.05, "a template with the new secret"
+    )
+    forked, forked_record = cold_sandboxed(sandboxed, "templated")
+    assert forked_record["started_from"] == "template"
+
+    # Same identity, environment and confinement as a fresh sandboxed runner.
+    for same in ("uid", "gid", "ppid", "pid", "env_keys", "threads"):
+        assert forked[same] == fresh[same], same
+    assert forked["env"]["TIDAL_RUNNER_ID"] == forked_record["id"]
+    shared = ("TIDAL_MACHINE_TYPE", "CUDA_VISIBLE_DEVICES", "HOME", "PATH", "TEMPLATE_TEST_SECRET")
+    assert {k: forked["env"][k] for k in shared} == {k: fresh["env"][k] for k in shared}
+    assert forked["env"]["TEMPLATE_TEST_SECRET"] == "second"
+    host_fresh, host_forked = fresh_record["host"], forked_record["host"]
+    assert host_forked["uid"] == host_fresh["uid"] != 0  # the app's own uid
+    own_netns = os.readlink("/proc/self/ns/net")
+    assert len({own_netns, host_fresh["netns"], host_forked["netns"]}) == 3
+    assert host_forked["pidns"] != host_fresh["pidns"]
+    # Its cgroup is the one made for it (at prestart), beside a fresh runner's, limited
+    # alike, and holding its processes only.
+    assert host_fresh["cgroups"] and host_forked["cgroups"].keys() == host_fresh["cgroups"].keys()
+    for controllers, path in host_forked["cgroups"].items():
+        fresh_path = host_fresh["cgroups"][controllers]
+        assert Path(fresh_path).name == fresh_record["id"]
+        assert (
+            Path(path).name.startswith("template-") and Path(path).parent == Path(fresh_path).parent
+        )
+    # Its request log is the runner's file on the host, owned by the app's uid.
+    request_log = runner_log_path(
+        sandboxed.data_dir, "local", "templated", forked_record["id"]
+    ).with_suffix(".requests.jsonl")
+    assert request_log.stat().st_uid == host_forked["uid"]
+    assert forked["env"]["TIDAL_REQUEST_LOG"] != fresh["env"]["TIDAL_REQUEST_LOG"]
+    log = runner_log_path(sandboxed.data_dir, "local", "templated", forked_record["id"]).read_text()
+    assert "started from a template" in log and "running Templated.setup()" in log
+
+
+def test_no_state_passes_between_sandboxed_runners(sandboxed: PlatformProcess) -> None:
+    wait_for(lambda: template_waiting(sandboxed), 60, 0.05, "a sandboxed template")
+    _first, record = cold_sandboxed(sandboxed, "templated")
+    assert record["started_from"] == "template"
+    with sandboxed.http() as http:
+        assert http.post("/local/templated/bump").json()["bumps"] == 1
+        assert http.post("/local/templated/bump").json()["bumps"] == 2
+    wait_for(lambda: template_waiting(sandboxed), 60, 0.05, "the next sandboxed template")
+    second, second_record = cold_sandboxed(sandboxed, "templated")
+    assert second_record["started_from"] == "template"
+    assert second_record["host"]["pid"] != record["host"]["pid"]
+    assert second_record["host"]["netns"] != record["host"]["netns"]
+    assert second_record["host"]["cgroups"] != record["host"]["cgroups"]
+    # Imported and set up in its own process, and none of the first's requests.
+    assert second["state"] == {"imported_in": second["pid"], "bumps": 0, "setup_in": second["pid"]}

@@ -20,8 +20,10 @@ from tidal.domain.runner import STARTING, RunnerState
 from tidal.runtime import channel
 from tidal.sandbox import Limits, Sandbox, SandboxedProcess, out_of_memory_reason
 from tidal.sandbox.environment import runner_environment
+from tidal.sandbox.launch import Prepared, SandboxRequest
 from tidal.storage.files import FILES_DIR_ENV
-from tidal.templates import TemplatePool, template_env, template_key
+from tidal.templates import TemplatePool, sandboxed_template_key, template_env, template_key
+from tidal.templates.pool import Spawn
 
 # The next template waits this long at most for the runner before it to answer.
 STARTUP_HEAD_START_S = 30.0
@@ -58,8 +60,11 @@ class LocalBackend:
         self._oom: dict[str, str] = {}
         self._lines: dict[str, RunnerLine] = {}
         self._tasks: set[asyncio.Future[None]] = set()
-        # Runner templates (tidal.templates): unsandboxed runners only, for now.
-        self.templates = TemplatePool(self._spawn, runners_dir, enabled=templates)
+        # Runner templates (tidal.templates); a sandboxed one is the next runner's sandbox.
+        self.templates = TemplatePool(
+            self._spawn, runners_dir, enabled=templates, on_discard=self._discard_template
+        )
+        self._template_sandboxes: dict[int, tuple[SandboxedProcess, Path]] = {}
 
     def reap_orphans(self) -> int:
         """Kill runner process groups recorded by an earlier platform process."""
@@ -112,8 +117,6 @@ class LocalBackend:
         runner_vars = {**self._env, **launch.env}
         if self.sandbox is not None:
             await self._start_sandboxed(runner, launch, port, runner_vars)
-            # Not yet: a template would have to be started inside this runner's sandbox.
-            runner.started_from = "fresh process: runner templates do not run in the sandbox yet"
             return
         isolate = launch.isolate_network and options.exposed_port is not None
         cmd, env = self._command(launch, None, sandboxed=False), self._environment(runner_vars)
@@ -122,10 +125,7 @@ class LocalBackend:
         if template is not None:
             proc, line = template.process, template.line
             self.templates.hand_over(template, launch.log_path, self._pid_file(launch.runner_id))
-            with launch.log_path.open("ab") as log:
-                line.send(
-                    {"claim": {"env": env, "port": port, "host": "127.0.0.1"}}, [log.fileno()]
-                )
+            self._send_claim(line, launch, env, port)
             runner.started_from = "template"
         else:
             platform_end, runner_end = channel.pair()
@@ -146,17 +146,35 @@ class LocalBackend:
         self._lines[launch.runner_id] = line
         runner.pid = proc.pid
         runner.address = Address("127.0.0.1", port, proc.pid if isolate else None)
-        if launch.templates:  # the next cold start of this revision finds one waiting
+        self._next_template(runner, launch, key, cmd, env)
 
-            def next_template() -> Awaitable[None]:
-                return self.templates.ensure(
-                    key, launch.spec.name, launch.revision, cmd, template_env(env),
-                    launch.bundle_dir,
-                )  # fmt: skip
+    @staticmethod
+    def _send_claim(line: RunnerLine, launch: RunnerLaunch, env: dict[str, str], port: int) -> None:
+        with launch.log_path.open("ab") as log:
+            line.send({"claim": {"env": env, "port": port, "host": "127.0.0.1"}}, [log.fileno()])
 
-            task = asyncio.ensure_future(_once_started(runner, next_template))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _next_template(
+        self,
+        runner: Runner,
+        launch: RunnerLaunch,
+        key: str,
+        cmd: list[str],
+        env: dict[str, str],
+        spawn: Spawn | None = None,
+    ) -> None:
+        """Once `runner` answers, the next cold start of its revision finds one waiting."""
+        if not launch.templates:
+            return
+
+        def next_template() -> Awaitable[None]:
+            return self.templates.ensure(
+                key, launch.spec.name, launch.revision, cmd, template_env(env),
+                launch.bundle_dir, spawn,
+            )  # fmt: skip
+
+        task = asyncio.ensure_future(_once_started(runner, next_template))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _environment(self, runner_vars: dict[str, str]) -> dict[str, str]:
         return runner_environment(
@@ -167,13 +185,27 @@ class LocalBackend:
 
     async def prestart(self, launch: RunnerLaunch) -> None:
         """Start a runner template for runners like `launch` (at deploy), unless one waits."""
-        if launch.templates and self.sandbox is None:
-            cmd = self._command(launch, None, sandboxed=False)
-            env = self._environment({**self._env, **launch.env})
-            key = template_key(cmd, str(launch.bundle_dir), env)
+        if not launch.templates:
+            return
+        runner_vars = {**self._env, **launch.env}
+        if self.sandbox is not None:
+            if launch.gpu_ids:
+                return  # a template holds no GPU: its devices are bound when it is built
+            request, env = self._sandbox_request(launch, runner_vars)
+            cmd = self._command(launch, None, sandboxed=True)
+            key = sandboxed_template_key(cmd, str(launch.bundle_dir), env, request)
+            spawn = self._template_spawn(launch, request, runner_vars)
             await self.templates.ensure(
-                key, launch.spec.name, launch.revision, cmd, template_env(env), launch.bundle_dir
-            )
+                key, launch.spec.name, launch.revision, cmd, template_env(env),
+                launch.bundle_dir, spawn,
+            )  # fmt: skip
+            return
+        cmd = self._command(launch, None, sandboxed=False)
+        env = self._environment(runner_vars)
+        key = template_key(cmd, str(launch.bundle_dir), env)
+        await self.templates.ensure(
+            key, launch.spec.name, launch.revision, cmd, template_env(env), launch.bundle_dir
+        )
 
     def _fresh_because(self, launch: RunnerLaunch, key: str) -> str:
         if not self.templates.enabled:
@@ -208,42 +240,142 @@ class LocalBackend:
         line = self._lines.get(runner.id)
         return line.listening if line is not None else None
 
-    async def _start_sandboxed(
-        self, runner: Runner, launch: RunnerLaunch, port: int, runner_vars: dict[str, str]
-    ) -> None:
+    def _sandbox_request(
+        self, launch: RunnerLaunch, runner_vars: dict[str, str]
+    ) -> tuple[SandboxRequest, dict[str, str]]:
+        """What the runner's sandbox is built from, and the environment it gets there."""
         assert self.sandbox is not None
         read_only = [Path(p) for p in runner_vars.get("PYTHONPATH", "").split(os.pathsep) if p]
         if runner_vars.get("VIRTUAL_ENV"):
             read_only.append(Path(runner_vars["VIRTUAL_ENV"]))
-        request_log = runner_vars.get("TIDAL_REQUEST_LOG")
         files = runner_vars.get(FILES_DIR_ENV)
-        limits = Limits(
-            cpus=launch.cpus or 1.0,
-            memory_mb=launch.memory_mb or 1024,
-            pids=self.sandbox.settings.pids_max,
-        )
-        prepared = self.sandbox.prepare(
+        request = SandboxRequest(
             app=f"{launch.owner}/{launch.spec.name}",
-            runner_id=launch.runner_id,
-            bundle_dir=launch.bundle_dir,
             python=launch.python or Path(sys.executable),
-            runner_vars=runner_vars,
-            limits=limits,
+            limits=Limits(
+                cpus=launch.cpus or 1.0,
+                memory_mb=launch.memory_mb or 1024,
+                pids=self.sandbox.settings.pids_max,
+            ),
             egress=launch.spec.options.egress,
             data_dir=launch.data_dir,
             files_dir=Path(files) if files else None,
-            writable_files=[Path(request_log)] if request_log else [],
-            read_only=read_only,
-            gpu_ids=launch.gpu_ids,
+            read_only=tuple(read_only),
+            gpu_ids=tuple(launch.gpu_ids),
         )
-        with launch.log_path.open("ab") as log:
-            sandboxed = await self.sandbox.spawn(
-                prepared, self._command(launch, port, sandboxed=True), log
+        return request, self.sandbox.environment(runner_vars)
+
+    def _prepare(
+        self,
+        launch: RunnerLaunch,
+        request: SandboxRequest,
+        runner_id: str,
+        runner_vars: Mapping[str, str],
+        request_log: str | None,
+    ) -> Prepared:
+        assert self.sandbox is not None
+        return self.sandbox.prepare(
+            app=request.app,
+            runner_id=runner_id,
+            bundle_dir=launch.bundle_dir,
+            python=request.python,
+            runner_vars=runner_vars,
+            limits=request.limits,
+            egress=request.egress,
+            data_dir=request.data_dir,
+            files_dir=request.files_dir,
+            writable_files=[Path(request_log)] if request_log else [],
+            read_only=request.read_only,
+            gpu_ids=request.gpu_ids,
+        )
+
+    def _template_spawn(
+        self, launch: RunnerLaunch, request: SandboxRequest, runner_vars: dict[str, str]
+    ) -> Spawn:
+        """Starts a template as the next runner's sandbox: its own uid, namespaces,
+        cgroup and way out are made now; the runner's id, port and request log come
+        with the claim. Its request log is the template's own file, renamed to the
+        runner's at claim (the sandbox's bind follows the file)."""
+
+        async def spawn(
+            cmd: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path, fd: int
+        ) -> asyncio.subprocess.Process:
+            assert self.sandbox is not None
+            template_id = log_path.stem
+            request_log = log_path.with_suffix(".requests.jsonl")
+            template_vars = template_env(runner_vars)
+            template_vars["TIDAL_RUNNER_ID"] = "template"
+            template_vars["TIDAL_REQUEST_LOG"] = str(request_log)
+            prepared = self._prepare(launch, request, template_id, template_vars, str(request_log))
+            with log_path.open("ab") as log:
+                sandboxed = await self.sandbox.spawn(prepared, cmd, log, pass_fds=(fd,))
+            self._template_sandboxes[sandboxed.process.pid] = (sandboxed, request_log)
+            return sandboxed.process
+
+        return spawn
+
+    def _discard_template(self, process: asyncio.subprocess.Process) -> None:
+        entry = self._template_sandboxes.pop(process.pid, None)
+        if entry is None or self.sandbox is None:
+            return
+        sandboxed, request_log = entry
+        request_log.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        task = loop.run_in_executor(None, self.sandbox.release, sandboxed)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_sandboxed(
+        self, runner: Runner, launch: RunnerLaunch, port: int, runner_vars: dict[str, str]
+    ) -> None:
+        assert self.sandbox is not None
+        request, env = self._sandbox_request(launch, runner_vars)
+        cmd = self._command(launch, None, sandboxed=True)
+        key = sandboxed_template_key(cmd, str(launch.bundle_dir), env, request)
+        request_log = runner_vars.get("TIDAL_REQUEST_LOG")
+        template = None
+        if launch.templates and not launch.gpu_ids:
+            template = await self.templates.claim(key)
+        entry = self._template_sandboxes.pop(template.process.pid, None) if template else None
+        if template is not None and entry is not None:
+            sandboxed, template_log = entry
+            if request_log:  # the runner's request log is the file its sandbox writes
+                os.replace(template_log, request_log)
+                env["TIDAL_REQUEST_LOG"] = str(template_log)
+            self.templates.hand_over(template, launch.log_path, self._pid_file(launch.runner_id))
+            self._send_claim(template.line, launch, env, port)
+            line = template.line
+            runner.started_from = "template"
+        else:
+            prepared = self._prepare(launch, request, launch.runner_id, runner_vars, request_log)
+            platform_end, runner_end = channel.pair()
+            try:
+                with launch.log_path.open("ab") as log:
+                    sandboxed = await self.sandbox.spawn(
+                        prepared,
+                        [*cmd, "--port", str(port), "--control-fd", str(runner_end.fileno())],
+                        log,
+                        pass_fds=(runner_end.fileno(),),
+                    )
+            except BaseException:
+                platform_end.close()
+                raise
+            finally:
+                runner_end.close()
+            line = RunnerLine(platform_end)
+            runner.started_from = (
+                "fresh process: runner templates do not hold GPUs"
+                if launch.gpu_ids and launch.templates
+                else self._fresh_because(launch, key)
             )
         self._sandboxed[launch.runner_id] = sandboxed
-        self._limits[launch.runner_id] = (launch.machine_type, limits)
+        self._limits[launch.runner_id] = (launch.machine_type, request.limits)
+        self._lines[launch.runner_id] = line
         self._track(runner, launch, sandboxed.process)
         runner.address = Address("127.0.0.1", port, sandboxed.init_pid)
+        if not launch.gpu_ids:
+            spawn = self._template_spawn(launch, request, runner_vars)
+            self._next_template(runner, launch, key, cmd, env, spawn)
 
     def _track(
         self, runner: Runner, launch: RunnerLaunch, proc: asyncio.subprocess.Process
@@ -318,11 +450,13 @@ class LocalBackend:
         for task in self._tasks:
             task.cancel()
         self.templates.kill_all()
+        waiting = [sandboxed for sandboxed, _ in self._template_sandboxes.values()]
+        self._template_sandboxes.clear()
         for runner_id, proc in list(self._procs.items()):
             _killpg(proc.pid, signal.SIGKILL)
             (self._runners_dir / f"{runner_id}.pid").unlink(missing_ok=True)
         if self.sandbox is not None:
-            self.sandbox.close(list(self._sandboxed.values()))
+            self.sandbox.close([*self._sandboxed.values(), *waiting])
 
 
 async def _once_started(runner: Runner, then: Callable[[], Awaitable[None]]) -> None:

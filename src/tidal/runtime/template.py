@@ -76,6 +76,8 @@ def wait_for_claim(channel: Channel) -> Claim | None:
     os.dup2(log_fd, 2)
     os.close(log_fd)
     env = {str(k): str(v) for k, v in claim["env"].items()}
+    if "PWD" in os.environ:  # set by the shell that started it (the sandbox's): not per runner
+        env.setdefault("PWD", os.environ["PWD"])
     os.environ.clear()
     os.environ.update(env)
     return Claim(port=int(claim["port"]), host=str(claim["host"]))

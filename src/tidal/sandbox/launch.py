@@ -66,6 +66,21 @@ class Prepared:
     cwd: Path
 
 
+@dataclass(frozen=True)
+class SandboxRequest:
+    """What one app's runner sandboxes are built from, besides the runner's own values
+    (its id, port, request log): equal requests make interchangeable sandboxes."""
+
+    app: str
+    python: Path
+    limits: Limits
+    egress: str = "none"
+    data_dir: Path | None = None
+    files_dir: Path | None = None
+    read_only: tuple[Path, ...] = ()
+    gpu_ids: tuple[str, ...] = ()
+
+
 @dataclass
 class SandboxedProcess:
     prepared: Prepared
@@ -243,16 +258,26 @@ class Sandbox:
             "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs",
             "--",
         ]  # fmt: skip
-        env = runner_environment(
-            os.environ, {**runner_vars, "TIDAL_DATA_DIR": DATA_MOUNT}, home=HOME
-        )
+        env = self.environment(runner_vars)
         cgroup = self.cgroups.create(runner_id, limits.starting(self.settings.startup_cpus))
         return Prepared(runner_id, uid, argv, env, cgroup, egress, bundle_dir)
 
+    @staticmethod
+    def environment(runner_vars: Mapping[str, str]) -> dict[str, str]:
+        """A sandboxed runner's whole environment."""
+        return runner_environment(
+            os.environ, {**runner_vars, "TIDAL_DATA_DIR": DATA_MOUNT}, home=HOME
+        )
+
     async def spawn(
-        self, prepared: Prepared, command: Sequence[str], log: IO[bytes]
+        self,
+        prepared: Prepared,
+        command: Sequence[str],
+        log: IO[bytes],
+        pass_fds: Sequence[int] = (),
     ) -> SandboxedProcess:
-        """Start `command` in the prepared sandbox; output goes to `log`."""
+        """Start `command` in the prepared sandbox; output goes to `log`. `pass_fds`
+        (the runner's control line) reach it: neither bubblewrap nor setpriv close them."""
         info_read, info_write = os.pipe()
         block_read, block_write = os.pipe()
         argv = [prepared.argv[0], "--info-fd", str(info_write), "--block-fd", str(block_read),
@@ -264,7 +289,7 @@ class Sandbox:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 env=prepared.env,
-                pass_fds=(info_write, block_read),
+                pass_fds=(info_write, block_read, *pass_fds),
                 start_new_session=True,
             )
         finally:

@@ -27,3 +27,11 @@ def template_key(command: Sequence[str], cwd: str, runner_env: Mapping[str, str]
     needs a new template, since the module may read it at import)."""
     material = json.dumps([list(command), cwd, sorted(template_env(runner_env).items())])
     return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def sandboxed_template_key(
+    command: Sequence[str], cwd: str, runner_env: Mapping[str, str], sandbox: object
+) -> str:
+    """As `template_key`, for a template started as a runner's sandbox: runners claim
+    it only if their sandbox would be built the same (app uid, limits, egress, mounts)."""
+    return template_key([*command, repr(sandbox)], cwd, runner_env)

@@ -60,9 +60,17 @@ class Template:
 
 
 class TemplatePool:
-    def __init__(self, spawn: Spawn, runners_dir: Path, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        spawn: Spawn,
+        runners_dir: Path,
+        enabled: bool = True,
+        on_discard: Callable[[asyncio.subprocess.Process], None] | None = None,
+    ) -> None:
         self.enabled = enabled
         self._spawn = spawn
+        # What else a discarded template leaves (its sandbox: cgroup, way out, files).
+        self._on_discard = on_discard
         self._dir = runners_dir
         self._waiting: dict[str, Template] = {}
         self._unsafe: dict[str, str] = {}  # key -> why its runners start fresh
@@ -116,9 +124,12 @@ class TemplatePool:
         command: Sequence[str],
         env: Mapping[str, str],
         cwd: Path,
+        spawn: Spawn | None = None,
     ) -> None:
         """Start the key's template unless one waits (or the key proved unsafe); the
-        app's templates of other revisions are stopped (they would never be claimed)."""
+        app's templates of other revisions are stopped (they would never be claimed).
+        `spawn` starts it where its runner will run (the next runner's sandbox); the
+        template's id is its log file's name."""
         for other in [t for t in self._waiting.values() if t.app == app and t.key != key]:
             self._waiting.pop(other.key, None)
             self._discard(other)
@@ -135,8 +146,8 @@ class TemplatePool:
         log_path = folder / f"{template_id}.log"
         argv = [*command, "--template", "--control-fd", str(runner_end.fileno())]
         try:
-            process = await self._spawn(argv, env, cwd, log_path, runner_end.fileno())
-        except OSError as exc:
+            process = await (spawn or self._spawn)(argv, env, cwd, log_path, runner_end.fileno())
+        except (OSError, RuntimeError) as exc:
             platform_end.close()
             log.warning("runner template of %s could not start: %s", app, exc)
             return
@@ -172,6 +183,8 @@ class TemplatePool:
         template.log_path.unlink(missing_ok=True)
         template.status_path.unlink(missing_ok=True)
         self._task(template.process.wait())  # reap it
+        if self._on_discard is not None:
+            self._on_discard(template.process)
 
     def kill_all(self) -> None:
         self.enabled = False  # the platform is stopping: no more
