@@ -23,7 +23,7 @@ ROOMY = "[host]\ncpus = 64\nmemory_mb = 131072\n"  # runners never wait for room
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
-    """Templates run for unsandboxed runners only (so far): `--sandbox off`."""
+    """Runners unsandboxed (`--sandbox off`); the sandboxed variant is below."""
     data_dir = tmp_path_factory.mktemp("platform")
     (data_dir / "tidal.toml").write_text(ROOMY)
     with start_platform(data_dir, ["--sandbox", "off"]) as running:
@@ -203,8 +203,11 @@ def runtime_on_host(sandbox_pid: int) -> dict[str, Any]:
         for c in Path(f"/proc/{runtime}/cgroup").read_text().splitlines()
         if c.split(":", 2)[2] != "/"
     }
+    memory = Path("/sys/fs/cgroup/memory", cgroups.get("memory", "/").lstrip("/"))
+    limit = memory / "memory.limit_in_bytes"  # cgroup v1's, as on this machine
     return {
         "pid": runtime,
+        "memory_limit": limit.read_text() if limit.exists() else None,
         "uid": uid,
         "cgroups": cgroups,
         "netns": os.readlink(f"/proc/{runtime}/ns/net"),
@@ -259,6 +262,7 @@ def test_a_sandboxed_templated_runner_is_confined_like_a_fresh_one(
         assert (
             Path(path).name.startswith("template-") and Path(path).parent == Path(fresh_path).parent
         )
+    assert host_forked["memory_limit"] == host_fresh["memory_limit"]
     # Its request log is the runner's file on the host, owned by the app's uid.
     request_log = runner_log_path(
         sandboxed.data_dir, "local", "templated", forked_record["id"]
