@@ -455,6 +455,9 @@ class LocalBackend:
         for runner_id, proc in list(self._procs.items()):
             _killpg(proc.pid, signal.SIGKILL)
             (self._runners_dir / f"{runner_id}.pid").unlink(missing_ok=True)
+        for line in self._lines.values():  # wait_exit may never run now
+            line.close()
+        self._lines.clear()
         if self.sandbox is not None:
             self.sandbox.close([*self._sandboxed.values(), *waiting])
 

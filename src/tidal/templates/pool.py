@@ -158,6 +158,9 @@ class TemplatePool:
         template = Template(
             template_id, key, app, revision, process, RunnerLine(platform_end), log_path, pid_file
         )
+        if not self.enabled:  # the platform began stopping while it was spawned
+            self._discard(template)
+            return
         self._waiting[key] = template
         self._task(self._report(template))
 
@@ -189,6 +192,7 @@ class TemplatePool:
     def kill_all(self) -> None:
         self.enabled = False  # the platform is stopping: no more
         for template in list(self._waiting.values()):
+            template.line.close()
             _killpg(template.process.pid, signal.SIGKILL)
             template.pid_file.unlink(missing_ok=True)
             template.status_path.unlink(missing_ok=True)
