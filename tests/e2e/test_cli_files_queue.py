@@ -124,7 +124,8 @@ def test_queue_listed_and_flushed(platform: PlatformProcess) -> None:
     platform.cli("deploy", "scaling.py::single", cwd=APPS / "echo")  # one runner, one slot
     with platform.http() as http:
         assert http.post("/local/single/work").status_code == 200  # a warm runner
-        running = submit(http, "work?sleep=4", {"n": 0})
+        # It runs until the test opens its gate: the CLI calls below may take any time.
+        running = submit(http, "work?gate=first-may-finish", {"n": 0})
         wait_for(
             lambda: (
                 http.get(f"/queue/local/single/requests/{running}/status").json()["status"]
@@ -153,6 +154,7 @@ def test_queue_listed_and_flushed(platform: PlatformProcess) -> None:
             assert status["error_type"] == "request_cancelled"
             assert "flushed" in status["error"]
         # The running request was left to finish.
+        (platform.data_dir / "data" / "first-may-finish").touch()
         done = wait_for(
             lambda: (
                 (s := http.get(f"/queue/local/single/requests/{running}/status").json())["status"]

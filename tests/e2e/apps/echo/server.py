@@ -59,13 +59,16 @@ async def inflight(sleep: float = 1.0) -> dict[str, object]:
 
 
 @app.post("/work")
-async def work(request: Request, sleep: float = 0.0) -> dict[str, object]:
-    """A queued job: records that it ran (in /data, shared by all runners) and echoes."""
+async def work(request: Request, sleep: float = 0.0, gate: str = "") -> dict[str, object]:
+    """A queued job: records that it ran (in /data, shared by all runners) and echoes,
+    after `sleep`, or once the file `gate` exists in /data."""
     request_id = request.headers.get("x-tidal-request-id", "")
     data = os.environ.get("TIDAL_DATA_DIR")
     if data:
         with open(os.path.join(data, "work-runs.txt"), "a") as runs:
             runs.write(request_id + "\n")
+    while data and gate and not os.path.exists(os.path.join(data, gate)):
+        await asyncio.sleep(0.05)
     await asyncio.sleep(sleep)
     return {"request_id": request_id, "body": (await request.body()).decode()}
 
