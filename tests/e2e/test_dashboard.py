@@ -238,7 +238,7 @@ def test_keep_alive_changed_from_the_app_page_takes_effect(
     page: Any, secured: PlatformProcess, deployed: str, admin_key: str
 ) -> None:
     page.goto(f"{secured.url}/dashboard/#/apps/{deployed}")
-    page.wait_for_selector("td >> text=ready")  # the runner the Playground started
+    page.wait_for_selector("td .badge.idle")  # the runner the Playground started, idle now
     shot(page, "03-app")
     assert page.input_value("#scale-keep_alive") == "300"
     page.fill("#scale-keep_alive", "1")
@@ -248,8 +248,15 @@ def test_keep_alive_changed_from_the_app_page_takes_effect(
     assert view["options"]["keep_alive"] == 1 and view["scaling_overrides"] == {"keep_alive": 1}
     # The idle runner now stops after a second, and the page shows why.
     page.wait_for_selector("td >> text=idle for keep_alive (1s)", timeout=30_000)
-    runners = api(secured, admin_key, f"/api/v1/apps/{deployed}/runners")
-    assert all(r["state"] == "terminated" for r in runners), json.dumps(runners)
+    # The reason is shown from "terminating" on; the runner exits soon after.
+    wait_for(
+        lambda: all(
+            r["state"] == "terminated"
+            for r in api(secured, admin_key, f"/api/v1/apps/{deployed}/runners")
+        ),
+        timeout=30,
+        what="the idle runner to be terminated",
+    )
     shot(page, "08-app-scaled-down")
 
 

@@ -84,7 +84,7 @@ class Poster(tidal.App, keep_alive=300, max_concurrency=1):
         width, height = (min(max(n, 16), 512) for n in seen)
         out = Image.from_bytes(
             poster(width, height, input.style, input.border, input.invert),
-            content_type="image/png",
+            format="png",  # fal's Image.from_bytes(data, format)
             file_name="poster.png",
             request=request,
         )
