@@ -65,6 +65,7 @@ class LocalBackend:
             self._spawn, runners_dir, enabled=templates, on_discard=self._discard_template
         )
         self._template_sandboxes: dict[int, tuple[SandboxedProcess, Path]] = {}
+        self._stopped = False  # kill_all ran: the platform is stopping
 
     def reap_orphans(self) -> int:
         """Kill runner process groups recorded by an earlier platform process."""
@@ -143,7 +144,7 @@ class LocalBackend:
             self._pid_file(launch.runner_id).write_text(str(proc.pid))
             runner.started_from = self._fresh_because(launch, key)
         self._procs[launch.runner_id] = proc
-        self._lines[launch.runner_id] = line
+        self._keep_line(launch.runner_id, line)
         runner.pid = proc.pid
         runner.address = Address("127.0.0.1", port, proc.pid if isolate else None)
         self._next_template(runner, launch, key, cmd, env)
@@ -370,7 +371,7 @@ class LocalBackend:
             )
         self._sandboxed[launch.runner_id] = sandboxed
         self._limits[launch.runner_id] = (launch.machine_type, request.limits)
-        self._lines[launch.runner_id] = line
+        self._keep_line(launch.runner_id, line)
         self._track(runner, launch, sandboxed.process)
         runner.address = Address("127.0.0.1", port, sandboxed.init_pid)
         if not launch.gpu_ids:
@@ -446,7 +447,14 @@ class LocalBackend:
                 self.sandbox.kill(sandboxed)
             _killpg(proc.pid, signal.SIGKILL)
 
+    def _keep_line(self, runner_id: str, line: RunnerLine) -> None:
+        if self._stopped:  # started while the platform stopped: wait_exit will not run
+            line.close()
+        else:
+            self._lines[runner_id] = line
+
     def kill_all(self) -> None:
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         self.templates.kill_all()
