@@ -95,7 +95,11 @@ class TemplatePool:
         if template is None:
             return None
         # Started ahead of this runner, it is ready no later than a fresh start would be.
-        verdict = await asyncio.shield(template.line.verdict)
+        try:
+            verdict = await asyncio.shield(template.line.verdict)
+        except asyncio.CancelledError:  # the start was called off (e.g. the platform stops)
+            self._discard(template)
+            raise
         if verdict or template.process.returncode is not None:
             if verdict and template.process.returncode is None:
                 self._unsafe[key] = verdict
@@ -151,6 +155,9 @@ class TemplatePool:
             platform_end.close()
             log.warning("runner template of %s could not start: %s", app, exc)
             return
+        except BaseException:  # cancelled: the platform stops
+            platform_end.close()
+            raise
         finally:
             runner_end.close()
         pid_file = folder / f"{template_id}.pid"  # reaped like a runner's, not listed as one
