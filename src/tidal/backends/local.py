@@ -338,6 +338,11 @@ class LocalBackend:
         if launch.templates and not launch.gpu_ids:
             template = await self.templates.claim(key)
         entry = self._template_sandboxes.pop(template.process.pid, None) if template else None
+        if template is not None and entry is None:
+            # Not one of this backend's sandboxes (it cannot become this runner): end it,
+            # its process and its line, rather than leave both behind.
+            self.templates.discard(template)
+            template = None
         if template is not None and entry is not None:
             sandboxed, template_log = entry
             if request_log:  # the runner's request log is the file its sandbox writes

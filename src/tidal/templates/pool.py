@@ -98,13 +98,13 @@ class TemplatePool:
         try:
             verdict = await asyncio.shield(template.line.verdict)
         except asyncio.CancelledError:  # the start was called off (e.g. the platform stops)
-            self._discard(template)
+            self.discard(template)
             raise
         if verdict or template.process.returncode is not None:
             if verdict and template.process.returncode is None:
                 self._unsafe[key] = verdict
                 log.warning("runner template of %s: not used: %s", template.app, verdict)
-            self._discard(template)
+            self.discard(template)
             return None
         return template
 
@@ -136,13 +136,13 @@ class TemplatePool:
         template's id is its log file's name."""
         for other in [t for t in self._waiting.values() if t.app == app and t.key != key]:
             self._waiting.pop(other.key, None)
-            self._discard(other)
+            self.discard(other)
         if not self.enabled or key in self._waiting or key in self._unsafe:
             return
         while len(self._waiting) >= MAX_WAITING:
             oldest = min(self._waiting.values(), key=lambda t: t.started)
             self._waiting.pop(oldest.key)
-            self._discard(oldest)
+            self.discard(oldest)
         template_id = f"template-{os.getpid()}-{next(self._ids)}"
         platform_end, runner_end = channel.pair()
         folder = self._dir / "templates"
@@ -166,7 +166,7 @@ class TemplatePool:
             template_id, key, app, revision, process, RunnerLine(platform_end), log_path, pid_file
         )
         if not self.enabled:  # the platform began stopping while it was spawned
-            self._discard(template)
+            self.discard(template)
             return
         self._waiting[key] = template
         self._task(self._report(template))
@@ -178,7 +178,7 @@ class TemplatePool:
             if template.process.returncode is None:
                 self._unsafe[template.key] = verdict
             log.warning("runner template of %s: not used: %s", template.app, verdict)
-            self._discard(template)
+            self.discard(template)
         elif not verdict:
             waited = time.monotonic() - template.started
             with contextlib.suppress(OSError):  # what `ls DATA_DIR/runners/templates` shows
@@ -186,7 +186,7 @@ class TemplatePool:
             log.info("runner template of %s rev %d ready in %.2f s, %d MiB resident",
                      template.app, template.revision, waited, template.line.rss_kib // 1024)  # fmt: skip
 
-    def _discard(self, template: Template) -> None:
+    def discard(self, template: Template) -> None:
         template.line.close()  # the template exits when its line closes ...
         _killpg(template.process.pid, signal.SIGKILL)  # ... or at once, if it is still importing
         template.pid_file.unlink(missing_ok=True)
