@@ -144,7 +144,8 @@ def test_subscribe_reports_queue_updates(fal: Any) -> None:
 
 def test_cancel_a_queued_request(fal: Any, tls_platform: tuple[PlatformProcess, Path]) -> None:
     assert fal.run("local/single/work", {"n": "warm"})["body"]  # a ready runner
-    busy = fal.submit("local/single", {"n": 0}, path="work?sleep=3")
+    # It holds the only slot until the test opens its gate, however slow the machine.
+    busy = fal.submit("local/single", {"n": 0}, path="work?gate=busy-may-finish")
     wait_for(
         lambda: isinstance(busy.status(), fal.InProgress),
         what="the first request to run",
@@ -159,6 +160,7 @@ def test_cancel_a_queued_request(fal: Any, tls_platform: tuple[PlatformProcess, 
     with pytest.raises(fal.FalClientHTTPError) as cancelled:
         waiting.get()
     assert cancelled.value.error_type == "request_cancelled"
+    (tls_platform[0].data_dir / "data" / "busy-may-finish").touch()
     first = busy.get()
     assert json.loads(first["body"]) == {"n": 0}
     with pytest.raises(fal.FalClientHTTPError) as finished:

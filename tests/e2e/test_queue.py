@@ -68,7 +68,9 @@ def test_positions_are_exact_and_cancel_and_priority_work(platform: PlatformProc
     platform.cli("deploy", "scaling.py::single", cwd=ECHO)  # one runner, one slot
     with platform.http() as http:
         assert http.post("/local/single/work").status_code == 200  # a warm runner
-        first = submit(http, "single", "work?sleep=3", {"n": 0})
+        # It runs until the test opens its gate: positions below are read while it holds
+        # the only slot, however slow the machine.
+        first = submit(http, "single", "work?gate=first-may-finish", {"n": 0})
         wait_for(lambda: status(http, "single", first["request_id"])["status"] == "IN_PROGRESS")
         queued = [submit(http, "single", "work?sleep=0.2", {"n": i}) for i in range(1, 5)]
         assert [status(http, "single", q["request_id"])["queue_position"] for q in queued] == [
@@ -86,6 +88,8 @@ def test_positions_are_exact_and_cancel_and_priority_work(platform: PlatformProc
         assert status(http, "single", queued[2]["request_id"])["queue_position"] == 1
         done = completed(http, "single", queued[1]["request_id"])
         assert done["error_type"] == "request_cancelled"
+        (platform.data_dir / "data" / "first-may-finish").touch()
+        completed(http, "single", first["request_id"])
         for item in (*queued, urgent, low):
             completed(http, "single", item["request_id"])
         again = http.put(queued[0]["cancel_url"])
