@@ -97,10 +97,12 @@ def runners(platform: PlatformProcess, app: str, *states: str) -> list[dict[str,
     return [r for r in listed if not states or r["state"] in states]
 
 
-def work(platform: PlatformProcess, app: str, sleep: float, n: int) -> list[httpx.Response]:
+def work(
+    platform: PlatformProcess, app: str, sleep: float, n: int, barrier: int = 0
+) -> list[httpx.Response]:
     def one(_: int) -> httpx.Response:
         with platform.http() as http:
-            return http.post(f"/local/{app}/work", json={"sleep": sleep})
+            return http.post(f"/local/{app}/work", json={"sleep": sleep, "barrier": barrier})
 
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(one, range(n)))
@@ -144,12 +146,15 @@ def test_burst_scales_up_across_nodes_and_back_to_zero(
     platform: PlatformProcess, cluster: Any
 ) -> None:
     deploy(platform, "Burst", "burst")  # XS = 1 CPU; 2 CPUs per node; keep_alive=2
-    responses = work(platform, "burst", 2.0, 4)
+    # Each request holds its runner until all four have one: a runner that is ready
+    # early cannot serve two of them, however slowly the others start.
+    responses = work(platform, "burst", 0.0, 4, barrier=4)
     assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
     answers = [r.json() for r in responses]
     assert len({a["runner"] for a in answers}) == 4
     assert len({node_of(a) for a in answers}) == 2  # the burst spread over both nodes
-    wait_for(lambda: not runners(platform, "burst", "pending", "setup", "idle", "running", "draining"),
+    wait_for(lambda: not runners(platform, "burst", "pending", "setup", "idle", "running", "draining",
+                                        "terminating"),
              timeout=60, what="scale back to zero")  # fmt: skip
     gone = runners(platform, "burst", "terminated")
     assert len(gone) == 4 and all("keep_alive" in r["reason"] for r in gone)

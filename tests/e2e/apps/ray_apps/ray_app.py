@@ -11,6 +11,9 @@ import tidal
 
 class Work(BaseModel):
     sleep: float = 0.0
+    # Hold until this many requests have arrived (each on its own runner, one slot each),
+    # counted in the folder every node's runners share (the test's marker folder).
+    barrier: int = 0
 
 
 class Where(tidal.App, keep_alive=30, max_concurrency=2):
@@ -25,6 +28,12 @@ class Where(tidal.App, keep_alive=30, max_concurrency=2):
 
     @tidal.endpoint("/work")
     async def work(self, input: Work) -> dict[str, str]:
+        if input.barrier:
+            arrivals = Path(os.environ["TIDAL_TEARDOWN_MARKER"], "arrivals")
+            arrivals.mkdir(exist_ok=True)
+            (arrivals / os.environ["TIDAL_RUNNER_ID"]).touch()
+            while len(list(arrivals.iterdir())) < input.barrier:
+                await asyncio.sleep(0.05)
         await asyncio.sleep(input.sleep)
         return {
             "runner": os.environ["TIDAL_RUNNER_ID"],
