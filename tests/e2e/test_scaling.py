@@ -242,15 +242,11 @@ def test_new_revision_rolls_out_under_load_without_failures(platform: PlatformPr
         wait_for(lambda: "1" in revisions, timeout=30)
         deploy(platform, "burst", "--app-name", "rolling")  # revision 2, same code
         wait_for(lambda: revisions[-5:] == ["2"] * 5, timeout=60, what="revision 2 to serve")
-        wait_for(
-            lambda: (
-                not runners(platform, "rolling", "idle", "running", "draining", "setup")
-                or all(
-                    r["revision"] == 2
-                    for r in runners(platform, "rolling", "idle", "running", "draining")
-                )
-            ),
+        live = ("pending", "setup", "idle", "running", "draining", "terminating")
+        wait_for(  # revision 1's runners have ended (not only stopped taking work)
+            lambda: all(r["revision"] == 2 for r in runners(platform, "rolling", *live)),
             timeout=30,
+            what="revision 1's runners to end",
         )
     finally:
         stop.set()
