@@ -270,8 +270,11 @@ def test_restart_rolls_every_runner_ready_first(platform: PlatformProcess) -> No
         return len(ready) == 2 and not {r["id"] for r in ready} & before
 
     wait_for(replaced, timeout=60, what="two new runners")
-    gone = {r["id"] for r in runners(platform, "restartable", "terminated")}
-    assert before <= gone
+    wait_for(  # the old ones stop after the new ones are ready (TERMINATING, then TERMINATED)
+        lambda: before <= {r["id"] for r in runners(platform, "restartable", "terminated")},
+        timeout=60,
+        what="the old runners to end",
+    )
     platform.cli("apps", "delete", "restartable")
 
 
