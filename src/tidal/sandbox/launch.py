@@ -128,6 +128,10 @@ class Sandbox:
         )
         self.cgroups: CgroupTree | None = None
         self.bwrap_version = ""
+        # bubblewrap processes whose sandbox is still being built (pid = process group):
+        # a stop in that window must end them, since the inner bubblewrap waits for the
+        # outer one before --die-with-parent applies to it.
+        self._building: set[int] = set()
 
     # -- can it be built here --------------------------------------------------------
 
@@ -295,6 +299,7 @@ class Sandbox:
         finally:
             os.close(info_write)
             os.close(block_read)
+        self._building.add(process.pid)
         try:
             info = await _read_info(info_read)
             if info is None:
@@ -319,6 +324,7 @@ class Sandbox:
             prepared.cgroup.remove()
             raise
         finally:
+            self._building.discard(process.pid)
             os.close(info_read)
             os.close(block_write)
         return sandboxed
@@ -342,6 +348,8 @@ class Sandbox:
 
     def close(self, running: list[SandboxedProcess]) -> None:
         """The platform stops: nothing of its runners, nor their cgroups, stays."""
+        for pid in list(self._building):
+            _kill(pid)
         for sandboxed in running:
             self.kill(sandboxed)
             sandboxed.prepared.cgroup.remove(wait=0.5)
