@@ -132,6 +132,7 @@ class Sandbox:
         # a stop in that window must end them, since the inner bubblewrap waits for the
         # outer one before --die-with-parent applies to it.
         self._building: set[int] = set()
+        self._closed = False  # no sandbox is built after the platform's stop began
 
     # -- can it be built here --------------------------------------------------------
 
@@ -282,6 +283,8 @@ class Sandbox:
     ) -> SandboxedProcess:
         """Start `command` in the prepared sandbox; output goes to `log`. `pass_fds`
         (the runner's control line) reach it: neither bubblewrap nor setpriv close them."""
+        if self._closed:
+            raise RuntimeError("the platform is stopping: no new sandbox")
         info_read, info_write = os.pipe()
         block_read, block_write = os.pipe()
         argv = [prepared.argv[0], "--info-fd", str(info_write), "--block-fd", str(block_read),
@@ -301,6 +304,8 @@ class Sandbox:
             os.close(block_read)
         self._building.add(process.pid)
         try:
+            if self._closed:  # the stop came while bubblewrap was being started
+                raise RuntimeError("the platform is stopping: no new sandbox")
             info = await _read_info(info_read)
             if info is None:
                 await process.wait()
@@ -348,6 +353,7 @@ class Sandbox:
 
     def close(self, running: list[SandboxedProcess]) -> None:
         """The platform stops: nothing of its runners, nor their cgroups, stays."""
+        self._closed = True
         for pid in list(self._building):
             _kill(pid)
         for sandboxed in running:
