@@ -13,51 +13,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
+from _warm_app import WarmServer, app_source, pct, run_on_warm_platform
 from rich.table import Table
 
-from tidal.backends.local import LocalBackend, free_port
-from tidal.testing import start_platform
+from tidal.backends.local import free_port
+from tidal.testing import PlatformProcess
 
-TOML = "[host]\ncpus = 64\nmemory_mb = 131072\n"
-APP_PY = """\
-import time
-import tidal
-
-async def asgi(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    await send({{"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]}})
-    await send({{"type": "http.response.body", "body": b'{{"ok":true}}'}})
-
-@tidal.function(exposed_port={port}, max_multiplexing=64, min_concurrency=1, keep_alive=600)
-def warm():
-    import uvicorn
-    uvicorn.run(asgi, host="127.0.0.1", port={port}, log_level="warning", access_log=False)
-
-@tidal.function(exposed_port={stuck_port}, max_concurrency=1, keep_alive=600)
+STUCK = """
+@tidal.function(exposed_port={port}, max_concurrency=1, keep_alive=600)
 def stuck():
     time.sleep(3600)  # never listens: its queue only fills
 """
 PAGE = 100
 POLL_EVERY = 0.1
-console = Console(width=None if sys.stdout.isatty() else 150)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 async def timed(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> float:
@@ -186,29 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=20_000, help="queue depth to fill to")
     parser.add_argument("--step", type=int, default=1_000, help="submits per row")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="tidal-bench-", ignore_cleanup_errors=True) as tmp:
-        root = Path(tmp)
-        (root / "app").mkdir()
-        (root / "data").mkdir()
-        source = APP_PY.format(port=free_port(), stuck_port=free_port())
-        (root / "app" / "app.py").write_text(source)
-        (root / "data" / "tidal.toml").write_text(TOML)
-        try:
-            with start_platform(
-                root / "data", ["--isolation", "off", "--sandbox", "off"]
-            ) as platform:
-                for name in ("warm", "stuck"):
-                    json.loads(platform.cli("deploy", f"app.py::{name}", "--json",
-                                            cwd=root / "app").stdout)  # fmt: skip
-                tables = asyncio.run(measure(platform.url, args))
-        except (AssertionError, httpx.HTTPError, OSError, KeyError) as exc:
-            console.print(f"[bold red]benchmark failed:[/] {exc!r}")
-            return 1
-        finally:
-            LocalBackend(root / "data" / "runners").reap_orphans()
-    for table in tables:
-        console.print(table)
-    return 0
+    warm = WarmServer("warm", "max_multiplexing=64, min_concurrency=1, keep_alive=600")
+    source = app_source([warm], extra=STUCK.format(port=free_port()))
+
+    def run(platform: PlatformProcess, views: list[dict[str, Any]]) -> list[Table]:
+        return asyncio.run(measure(platform.url, args))
+
+    return run_on_warm_platform(source, ["warm", "stuck"], run)
 
 
 if __name__ == "__main__":

@@ -23,43 +23,21 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
-from rich.console import Console
+from _warm_app import ROOMY_TOML, WHO_BODY, WarmServer, app_source, console, replica_dirs, write_app
 from rich.table import Table
 
-from tidal.backends.local import free_port
 from tidal.control.db import open_database
 from tidal.control.queue_store import QueueStore
 from tidal.testing import PlatformProcess, start_platform, wait_for
 from tidal.testing_postgres import PostgresServer, postgres_server
 
-console = Console(width=None if sys.stdout.isatty() else 150)
-TOML = "[host]\ncpus = 64\nmemory_mb = 131072\n"
-APP_PY = """\
-import json, os
-import tidal
-
-async def asgi(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    body = json.dumps({{"pid": os.getpid(), "ppid": os.getppid()}}).encode()
-    await send({{"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]}})
-    await send({{"type": "http.response.body", "body": body}})
-
-@tidal.function(exposed_port={port}, max_multiplexing=16, max_concurrency=1, keep_alive=300)
-def who():
-    import uvicorn
-    uvicorn.run(asgi, host="0.0.0.0", port={port}, log_level="warning", access_log=False)
-"""
+WHO = WarmServer("who", "max_multiplexing=16, max_concurrency=1, keep_alive=300", host="0.0.0.0")
 
 
 def _fill(url: str, n: int) -> None:
@@ -121,17 +99,8 @@ def measure_claims(n: int, counts: list[int], pg: PostgresServer, tmp: Path) -> 
 def measure_replicas(queued: int, pg_url: str) -> None:
     with tempfile.TemporaryDirectory(prefix="tidal-replicas-") as tmp:
         root = Path(tmp)
-        app_dir = root / "app"
-        app_dir.mkdir()
-        (app_dir / "app.py").write_text(APP_PY.format(port=free_port()))
-        dirs = [root / "a", root / "b"]
-        for d in dirs:
-            d.mkdir()
-            (d / "tidal.toml").write_text(TOML)
-        # Code bundles live in the data dir: replicas share that folder (a shared
-        # filesystem in production), as they share the database.
-        (dirs[0] / "bundles").mkdir()
-        (dirs[1] / "bundles").symlink_to(dirs[0] / "bundles")
+        app_dir = write_app(root, app_source([WHO], body=WHO_BODY))
+        dirs = replica_dirs(root)
         with start_platform(dirs[0], database_url=pg_url) as a:
             a.cli("deploy", "app.py::who", cwd=app_dir)
             # The second replica starts after the deploy: it reads the app from the
@@ -178,14 +147,8 @@ def change_delay(pg: PostgresServer, trials: int, listen: bool) -> list[float]:
     delays = []
     with tempfile.TemporaryDirectory(prefix="tidal-changes-") as tmp:
         root = Path(tmp)
-        (root / "app").mkdir()
-        (root / "app" / "app.py").write_text(APP_PY.format(port=free_port()))
-        dirs = [root / "a", root / "b"]
-        for d in dirs:
-            d.mkdir()
-            (d / "tidal.toml").write_text(f"registry_listen = {str(listen).lower()}\n{TOML}")
-        (dirs[0] / "bundles").mkdir()
-        (dirs[1] / "bundles").symlink_to(dirs[0] / "bundles")
+        write_app(root, app_source([WHO], body=WHO_BODY))
+        dirs = replica_dirs(root, f"registry_listen = {str(listen).lower()}\n{ROOMY_TOML}")
         with (
             start_platform(dirs[0], database_url=url) as a,
             start_platform(dirs[1], database_url=url) as b,

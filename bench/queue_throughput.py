@@ -9,44 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import Any
 
 import httpx
-from rich.console import Console
+from _warm_app import WarmServer, app_source, pct, run_on_warm_platform
 from rich.table import Table
 
-from tidal.backends.local import LocalBackend, free_port
-from tidal.testing import start_platform
+from tidal.testing import PlatformProcess
 
-# Roomy, as in tests/conftest.py: placement never makes a request wait for CPUs.
-TOML = "[host]\ncpus = 64\nmemory_mb = 131072\n"
-APP_PY = """\
-import tidal
-
-async def asgi(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    await send({{"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]}})
-    await send({{"type": "http.response.body", "body": b'{{"ok":true}}'}})
-
-@tidal.function(exposed_port={port}, max_multiplexing=256, max_concurrency=1, keep_alive=300)
-def trivial():
-    import uvicorn
-    uvicorn.run(asgi, host="0.0.0.0", port={port}, log_level="warning", access_log=False)
-"""
-console = Console(width=None if sys.stdout.isatty() else 150)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+TRIVIAL = WarmServer(
+    "trivial", "max_multiplexing=256, max_concurrency=1, keep_alive=300", host="0.0.0.0"
+)
 
 
 async def fan_out(n: int, concurrency: int, one: object) -> None:
@@ -164,26 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients")
     parser.add_argument("--polls", type=int, default=2000, help="idle status polls")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="tidal-bench-", ignore_cleanup_errors=True) as tmp:
-        root = Path(tmp)
-        (root / "app").mkdir()
-        (root / "data").mkdir()
-        (root / "app" / "app.py").write_text(APP_PY.format(port=free_port()))
-        (root / "data" / "tidal.toml").write_text(TOML)
-        try:
-            with start_platform(
-                root / "data", ["--isolation", "off", "--sandbox", "off"]
-            ) as platform:
-                view = json.loads(platform.cli("deploy", "app.py::trivial", "--json",
-                                               cwd=root / "app").stdout)  # fmt: skip
-                table = asyncio.run(measure(platform.url, view["name"], args))
-        except (AssertionError, httpx.HTTPError, OSError, KeyError) as exc:
-            console.print(f"[bold red]benchmark failed:[/] {exc!r}")
-            return 1
-        finally:
-            LocalBackend(root / "data" / "runners").reap_orphans()
-    console.print(table)
-    return 0
+
+    def run(platform: PlatformProcess, views: list[dict[str, Any]]) -> list[Table]:
+        return [asyncio.run(measure(platform.url, views[0]["name"], args))]
+
+    return run_on_warm_platform(app_source([TRIVIAL]), [TRIVIAL.name], run)
 
 
 if __name__ == "__main__":
