@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from tidal import netns
 from tidal.backends.base import Address, Runner, RunnerLaunch
@@ -28,6 +29,7 @@ from tidal.templates.pool import Spawn
 # The next template waits this long at most for the runner before it to answer.
 STARTUP_HEAD_START_S = 30.0
 WAITING_TO_ANSWER = STARTING | {RunnerState.PENDING}
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -129,23 +131,14 @@ class LocalBackend:
             self._send_claim(line, launch, env, port)
             runner.started_from = "template"
         else:
-            platform_end, runner_end = channel.pair()
-            try:
-                proc = await self._spawn(
-                    [*cmd, "--port", str(port), "--control-fd", str(runner_end.fileno())],
-                    env, launch.bundle_dir, launch.log_path, runner_end.fileno(),
-                )  # fmt: skip
-            except BaseException:
-                platform_end.close()
-                raise
-            finally:
-                runner_end.close()
-            line = RunnerLine(platform_end)
-            self._pid_file(launch.runner_id).write_text(str(proc.pid))
+
+            def fresh(argv: list[str], fd: int) -> Awaitable[asyncio.subprocess.Process]:
+                return self._spawn(argv, env, launch.bundle_dir, launch.log_path, fd)
+
+            proc, line = await _start_fresh(fresh, cmd, port)
             runner.started_from = self._fresh_because(launch, key)
-        self._procs[launch.runner_id] = proc
+        self._track(runner, launch, proc)
         self._keep_line(launch.runner_id, line)
-        runner.pid = proc.pid
         runner.address = Address("127.0.0.1", port, proc.pid if isolate else None)
         self._next_template(runner, launch, key, cmd, env)
 
@@ -308,12 +301,18 @@ class LocalBackend:
             template_vars["TIDAL_RUNNER_ID"] = "template"
             template_vars["TIDAL_REQUEST_LOG"] = str(request_log)
             prepared = self._prepare(launch, request, template_id, template_vars, str(request_log))
-            with log_path.open("ab") as log:
-                sandboxed = await self.sandbox.spawn(prepared, cmd, log, pass_fds=(fd,))
+            sandboxed = await self._spawn_sandboxed(prepared, cmd, log_path, fd)
             self._template_sandboxes[sandboxed.process.pid] = (sandboxed, request_log)
             return sandboxed.process
 
         return spawn
+
+    async def _spawn_sandboxed(
+        self, prepared: Prepared, cmd: Sequence[str], log_path: Path, fd: int
+    ) -> SandboxedProcess:
+        assert self.sandbox is not None
+        with log_path.open("ab") as log:
+            return await self.sandbox.spawn(prepared, cmd, log, pass_fds=(fd,))
 
     def _discard_template(self, process: asyncio.subprocess.Process) -> None:
         entry = self._template_sandboxes.pop(process.pid, None)
@@ -354,21 +353,11 @@ class LocalBackend:
             runner.started_from = "template"
         else:
             prepared = self._prepare(launch, request, launch.runner_id, runner_vars, request_log)
-            platform_end, runner_end = channel.pair()
-            try:
-                with launch.log_path.open("ab") as log:
-                    sandboxed = await self.sandbox.spawn(
-                        prepared,
-                        [*cmd, "--port", str(port), "--control-fd", str(runner_end.fileno())],
-                        log,
-                        pass_fds=(runner_end.fileno(),),
-                    )
-            except BaseException:
-                platform_end.close()
-                raise
-            finally:
-                runner_end.close()
-            line = RunnerLine(platform_end)
+
+            def fresh(argv: list[str], fd: int) -> Awaitable[SandboxedProcess]:
+                return self._spawn_sandboxed(prepared, argv, launch.log_path, fd)
+
+            sandboxed, line = await _start_fresh(fresh, cmd, port)
             runner.started_from = (
                 "fresh process: runner templates do not hold GPUs"
                 if launch.gpu_ids and launch.templates
@@ -387,8 +376,7 @@ class LocalBackend:
         self, runner: Runner, launch: RunnerLaunch, proc: asyncio.subprocess.Process
     ) -> None:
         self._procs[launch.runner_id] = proc
-        self._runners_dir.mkdir(parents=True, exist_ok=True)
-        (self._runners_dir / f"{launch.runner_id}.pid").write_text(str(proc.pid))
+        self._pid_file(launch.runner_id).write_text(str(proc.pid))
         runner.pid = proc.pid
 
     async def wait_exit(self, runner: Runner) -> int:
@@ -473,6 +461,23 @@ class LocalBackend:
         self._lines.clear()
         if self.sandbox is not None:
             self.sandbox.close([*self._sandboxed.values(), *waiting])
+
+
+async def _start_fresh(
+    spawn: Callable[[list[str], int], Awaitable[T]], cmd: list[str], port: int
+) -> tuple[T, RunnerLine]:
+    """A fresh runner started by `spawn(argv, control_fd)`, and the platform's end of
+    its control line (the runner's end is closed here once it has it, or on failure)."""
+    platform_end, runner_end = channel.pair()
+    fd = runner_end.fileno()
+    try:
+        started = await spawn([*cmd, "--port", str(port), "--control-fd", str(fd)], fd)
+    except BaseException:
+        platform_end.close()
+        raise
+    finally:
+        runner_end.close()
+    return started, RunnerLine(platform_end)
 
 
 async def _once_started(runner: Runner, then: Callable[[], Awaitable[None]]) -> None:
