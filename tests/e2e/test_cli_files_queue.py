@@ -114,6 +114,27 @@ def test_files_round_trip_through_the_cli_and_a_runner(
     assert unknown.returncode == 1 and "no app named 'no-such-app'" in unknown.stderr
 
 
+def test_files_commands_explain_an_unreachable_platform_alike(
+    platform: PlatformProcess, tmp_path: Path
+) -> None:
+    """Upload, download (streamed) and rm fail the same way as every other command:
+    one paragraph naming the URL and how to get a platform, no traceback."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    for args in (
+        ("upload", "some-app", str(notes)),
+        ("download", "some-app", "notes.txt", str(tmp_path / "got.txt")),
+        ("download", "some-app", "notes.txt", "-"),
+        ("rm", "some-app", "notes.txt"),
+    ):
+        done = platform.cli("--url", "http://127.0.0.1:9", "files", *args, check=False)
+        assert done.returncode == 1, args
+        assert "cannot reach a tidal platform at http://127.0.0.1:9" in done.stderr, args
+        assert "Start one with `tidal server`" in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr, args
+    assert not (tmp_path / "got.txt").exists()
+
+
 def submit(http: Any, path: str, body: Any) -> str:
     resp = http.post(f"/queue/local/single/{path}", json=body)
     assert resp.status_code == 200, resp.text

@@ -146,11 +146,13 @@ class Client:
                 )
         return CLIError(self._redact(text))
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    @contextlib.contextmanager
+    def _transport_errors(self, method: str, path: str) -> Iterator[None]:
+        """httpx's failures to reach or hear the platform, as one-paragraph CLIErrors."""
         import httpx
 
         try:
-            resp = self._http.request(method, path, **kwargs)
+            yield
         except httpx.ConnectError:
             origin = f" (from {self.source})" if self.source else ""
             raise CLIError(
@@ -168,9 +170,25 @@ class Client:
             raise CLIError(
                 f"{self.url!r}{origin} is not a platform URL; give one like https://tidal.example.com"
             ) from None
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self._transport_errors(method, path):
+            resp = self._http.request(method, path, **kwargs)
         if resp.status_code >= 400:
             raise self._failure(resp)
         return resp
+
+    @contextlib.contextmanager
+    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A response whose body is read as it arrives; errors as `_request`'s."""
+        with (
+            self._transport_errors(method, path),
+            self._http.stream(method, path, **kwargs) as resp,
+        ):
+            if resp.status_code >= 400:
+                resp.read()
+                raise self._failure(resp)
+            yield resp
 
     def reachable(self) -> bool:
         import httpx
@@ -230,19 +248,11 @@ class Client:
 
     def download(self, path: str, params: dict[str, Any], sink: Callable[[bytes], Any]) -> int:
         """GET a body into `sink` chunk by chunk; the bytes received."""
-        import httpx
-
         received = 0
-        try:
-            with self._http.stream("GET", path, params=params) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise self._failure(resp)
-                for chunk in resp.iter_bytes():
-                    sink(chunk)
-                    received += len(chunk)
-        except httpx.ConnectError:
-            raise CLIError(f"cannot reach a tidal platform at {self.url}") from None
+        with self._stream("GET", path, params=params) as resp:
+            for chunk in resp.iter_bytes():
+                sink(chunk)
+                received += len(chunk)
         return received
 
     def stream_lines(
@@ -252,16 +262,8 @@ class Client:
         method: str = "GET",
         json: Any = None,
     ) -> Iterator[str]:
-        import httpx
-
-        try:
-            with self._http.stream(method, path, params=params, json=json, timeout=None) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise self._failure(resp)
-                yield from resp.iter_lines()
-        except httpx.ConnectError:
-            raise CLIError(f"cannot reach a tidal platform at {self.url}") from None
+        with self._stream(method, path, params=params, json=json, timeout=None) as resp:
+            yield from resp.iter_lines()
 
 
 def _error_text(resp: httpx.Response) -> str:

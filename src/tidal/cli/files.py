@@ -110,9 +110,10 @@ def download(
             api.download(_url(app, content=True), {"path": path}, sys.stdout.buffer.write)
             sys.stdout.buffer.flush()
             return
-        dest = Path(local or path.rstrip("/").rsplit("/", 1)[-1])
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        dest = Path(local or name)
         if dest.is_dir():
-            dest = dest / path.rstrip("/").rsplit("/", 1)[-1]
+            dest = dest / name
         # Into a temporary file beside it, renamed once complete: no half file on failure.
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent or ".")
         try:
