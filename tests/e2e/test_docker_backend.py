@@ -24,6 +24,7 @@ import pytest
 
 from tidal.backends.docker import OWNER_LABEL, RUNNER_LABEL
 from tidal.backends.local import free_port
+from tidal.runtime.channel import LISTENING_LINE
 from tidal.testing import PlatformProcess, start_platform, wait_for
 from tidal.testing_docker import DockerEngine
 
@@ -113,6 +114,8 @@ def test_direct_server_in_containers_two_runners(
         dplatform.cli("apps", "scale", "run-server", "--min-concurrency", "2")
         wait_for(lambda: len(ready(dplatform, "run-server")) == 2, timeout=60, what="2 runners")
         assert len(containers_of(engine_client, "run-server")) == 2
+        # The user's own server cannot say when it listens: probed on a timer.
+        assert {r["ready_from"] for r in ready(dplatform, "run-server")} == {"probe"}
         with ThreadPoolExecutor(8) as pool:
             seen = set(pool.map(lambda _: http.get("/local/run-server/where").json()["runner"],
                                 range(40)))  # fmt: skip
@@ -186,6 +189,27 @@ def test_app_secrets_data_and_teardown(
     logs = dplatform.cli("logs", "stateful").stdout
     assert "setup of" in logs  # container output reaches the runner logs
     assert SECRET not in logs
+
+
+def test_an_app_container_is_ready_when_its_runtime_says_so(
+    dplatform: PlatformProcess, engine_client: docker.DockerClient
+) -> None:
+    """The runtime's listening line reaches the platform through the engine's log
+    stream, and the waiting request goes at once: not found by a timer's probe."""
+    dplatform.cli("secrets", "set", f"DOCKER_TEST_SECRET={SECRET}")
+    deploy(dplatform, APPS / "docker_app", "app.py::Stateful")
+    dplatform.cli("apps", "scale", "stateful", "--min-concurrency", "0", "--keep-alive", "300")
+    wait_for(lambda: not containers_of(engine_client, "stateful"), timeout=60,
+             what="no container before the cold start")  # fmt: skip
+    with dplatform.http() as http:
+        runner_id = http.post("/local/stateful/info", json={}).json()["runner"]
+    (record,) = [r for r in runners(dplatform, "stateful") if r["id"] == runner_id]
+    assert record["ready_from"] == "listening signal", record
+    logs = dplatform.cli("logs", "stateful").stdout
+    assert f"{LISTENING_LINE}0.0.0.0:8080" in logs
+    dplatform.cli("apps", "scale", "stateful", "--keep-alive", "0")
+    wait_for(lambda: not containers_of(engine_client, "stateful"), timeout=60,
+             what="containers gone")  # fmt: skip
 
 
 def test_from_dockerfile_ships_its_folder(dplatform: PlatformProcess) -> None:

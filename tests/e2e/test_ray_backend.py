@@ -158,6 +158,8 @@ def test_burst_scales_up_across_nodes_and_back_to_zero(
              timeout=60, what="scale back to zero")  # fmt: skip
     gone = runners(platform, "burst", "terminated")
     assert len(gone) == 4 and all("keep_alive" in r["reason"] for r in gone)
+    # Each actor told the platform when its runtime listened: no timer found them.
+    assert {r["ready_from"] for r in gone} == {"listening signal"}, gone
     platform.cli("apps", "delete", "burst")
 
 

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 from tidal.backends.base import Address, BackendUnavailable, Runner, RunnerLaunch
 from tidal.backends.choice import DOCKER_HINT
+from tidal.backends.output_signal import ListeningWatch
 from tidal.config import PlatformConfig
 from tidal.images.builder import ImageBuilder
 from tidal.storage.files import FILES_DIR_ENV
@@ -189,6 +190,8 @@ def engine_name(version: Mapping[str, Any]) -> str:
 class _Tracked:
     container: Any  # docker.models.containers.Container
     exited: asyncio.Future[int]
+    # Set when the runtime's listening line shows in the container's log stream.
+    listening: asyncio.Event
 
 
 class DockerBackend:
@@ -278,7 +281,7 @@ class DockerBackend:
         except Exception as exc:
             raise RuntimeError(engine_error(str(exc))) from None
         loop = asyncio.get_running_loop()
-        tracked = _Tracked(container, loop.create_future())
+        tracked = _Tracked(container, loop.create_future(), asyncio.Event())
         self._tracked[launch.runner_id] = tracked
         threading.Thread(
             target=self._follow, args=(tracked, launch.log_path, loop),
@@ -290,11 +293,16 @@ class DockerBackend:
         runner.address = Address("127.0.0.1", host_port)
 
     def _follow(self, tracked: _Tracked, log_path: Path, loop: asyncio.AbstractEventLoop) -> None:
-        """Copy the container's output into the runner's log until it exits; then
-        report its exit status and remove it."""
+        """Copy the container's output into the runner's log until it exits, hearing
+        the runtime say its server listens on the way; then report its exit status
+        and remove it."""
         container = tracked.container
+        watch = ListeningWatch()
         with contextlib.suppress(Exception), log_path.open("ab") as log:
             for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                if watch.feed(chunk):
+                    with contextlib.suppress(RuntimeError):  # the loop is gone
+                        loop.call_soon_threadsafe(tracked.listening.set)
                 log.write(chunk)
                 log.flush()
         code = 137
@@ -321,6 +329,12 @@ class DockerBackend:
     def exited(self, runner: Runner) -> bool:
         tracked = self._tracked.get(runner.id)
         return tracked is None or tracked.exited.done()
+
+    def listening(self, runner: Runner) -> asyncio.Event | None:
+        """Set once the runner's output says its server listens (the engine's log
+        stream is the one line the platform has to a container)."""
+        tracked = self._tracked.get(runner.id)
+        return tracked.listening if tracked is not None else None
 
     async def stop(self, runner: Runner, grace: float) -> None:
         tracked = self._tracked.get(runner.id)

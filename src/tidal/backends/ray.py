@@ -57,6 +57,9 @@ class _Handle:
     log_path: Path
     exit_code: int | None = None
     shipped: dict[str, int] = field(default_factory=dict)  # log name -> bytes copied
+    # Set when the runner's actor says its server listens (RunnerActor.listening).
+    listening: asyncio.Event = field(default_factory=asyncio.Event)
+    heard: asyncio.Future[None] | None = None
 
 
 def open_ray_backend(config: PlatformConfig, env: Mapping[str, str]) -> RayBackend:
@@ -200,6 +203,8 @@ class RayBackend:
         if where is None:
             return  # no longer wanted
         runner.address = Address(str(where["host"]), int(where["port"]))
+        handle = self._handles[runner.id]
+        handle.heard = asyncio.ensure_future(_hear_listening(handle))
         runner.gpu_ids = tuple(where["gpu_ids"])
         runner.pid = None  # a process on another node: nothing this machine can signal
         _note(launch.log_path, f"on Ray node {where['node_id'][:12]} as {runner.machine_type}, "
@@ -281,6 +286,11 @@ class RayBackend:
         handle = self._handles.get(runner.id)
         return handle is None or handle.exit_code is not None
 
+    def listening(self, runner: Runner) -> asyncio.Event | None:
+        """Set once the runner's actor says its server listens."""
+        handle = self._handles.get(runner.id)
+        return handle.listening if handle is not None else None
+
     async def stop(self, runner: Runner, grace: float) -> None:
         handle = self._handles.get(runner.id)
         if handle is None:
@@ -329,6 +339,8 @@ class RayBackend:
         import ray
 
         handle = self._handles.pop(runner_id, None)
+        if handle is not None and handle.heard is not None:
+            handle.heard.cancel()
         if handle is not None:
             with contextlib.suppress(Exception):
                 ray.kill(handle.actor, no_restart=True)
@@ -371,6 +383,14 @@ class RayBackend:
                 failures += 1
                 if failures >= PROBE_FAILURES:
                     return
+
+
+async def _hear_listening(handle: _Handle) -> None:
+    """The actor answers when the runtime on its node says it listens; an actor that
+    fails or whose runner ended first leaves the platform probing, as for any runner."""
+    with contextlib.suppress(Exception):
+        if await _future(handle.actor.listening.remote()):
+            handle.listening.set()
 
 
 def _future(ref: Any) -> asyncio.Future[Any]:

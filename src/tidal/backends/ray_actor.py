@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tidal.backends.runner_line import RunnerLine
 from tidal.environments import Environment, Environments, runner_setup
+from tidal.runtime import channel
 from tidal.storage.bundles import store_bundle
 
 LOG_CHUNK = 1 << 20  # the most log bytes one read_log call returns
@@ -50,6 +52,7 @@ class RunnerActor:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._logs: dict[str, Path] = {}
+        self._line: RunnerLine | None = None  # the runtime's control line
 
     async def launch(self, order: RunnerOrder, bundle: bytes) -> dict[str, Any]:
         import ray
@@ -97,13 +100,23 @@ class RunnerActor:
             "--entry", order.entry, "--port", str(port), "--host", host,
             "--data-dir", str(data_dir),
         ]  # fmt: skip
-        with self._logs["log"].open("ab") as log:
-            # Forked from the actor's event-loop thread, which lives as long as the actor:
-            # PDEATHSIG follows the thread that forked, not the process.
-            self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=bundle_dir, env=env, start_new_session=True,
-            )  # fmt: skip
+        actor_end, runner_end = channel.pair()
+        try:
+            with self._logs["log"].open("ab") as log:
+                # Forked from the actor's event-loop thread, which lives as long as the
+                # actor: PDEATHSIG follows the thread that forked, not the process.
+                self._proc = subprocess.Popen(
+                    [*cmd, "--control-fd", str(runner_end.fileno())],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=bundle_dir, env=env, start_new_session=True,
+                    pass_fds=(runner_end.fileno(),),
+                )  # fmt: skip
+        except BaseException:
+            actor_end.close()
+            raise
+        finally:
+            runner_end.close()
+        self._line = RunnerLine(actor_end)
         return {
             "host": host,
             "port": port,
@@ -112,12 +125,19 @@ class RunnerActor:
             "node_id": node_id,
         }
 
+    async def listening(self) -> bool:
+        """Resolves once the runtime says its server listens (True), or once it
+        ended without saying so (False): what the platform waits on, not a probe."""
+        return self._line is not None and await self._line.heard_listening()
+
     async def wait(self) -> int:
         proc = self._proc
         if proc is None:
             return -1
         code = await asyncio.to_thread(proc.wait)
         _killpg(proc.pid, signal.SIGKILL)  # the user's server may outlive the runtime
+        if self._line is not None:
+            self._line.close()
         return code
 
     async def stop(self, grace: float) -> int | None:

@@ -16,6 +16,7 @@ class RunnerLine:
         sock.setblocking(False)
         self.sock = sock
         self.listening = asyncio.Event()
+        self.ended = asyncio.Event()  # the runner closed its end (it exited)
         # A template's verdict: "" ready to claim, otherwise why it cannot be used.
         self.verdict: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.rss_kib = 0
@@ -29,6 +30,7 @@ class RunnerLine:
         except (OSError, ValueError):
             pass  # a runner that says nothing sensible is probed like any other
         finally:
+            self.ended.set()
             self._settle("it exited before it had imported the app (see its log)")
 
     def _take(self, message: dict[str, Any]) -> None:
@@ -39,6 +41,18 @@ class RunnerLine:
             self._settle("")
         elif "unsafe" in message:
             self._settle(str(message["unsafe"])[:500])
+
+    async def heard_listening(self) -> bool:
+        """True once the runner says its server listens; False if its line ends first."""
+        if not self.listening.is_set():
+            said = asyncio.ensure_future(self.listening.wait())
+            ended = asyncio.ensure_future(self.ended.wait())
+            try:
+                await asyncio.wait({said, ended}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                said.cancel()
+                ended.cancel()
+        return self.listening.is_set()
 
     def _settle(self, verdict: str) -> None:
         if not self.verdict.done():

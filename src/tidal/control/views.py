@@ -22,6 +22,7 @@ def runner_view(r: Runner) -> dict[str, Any]:
         "state": r.state.value,
         "reason": r.reason,
         "started_from": r.started_from,
+        "ready_from": r.ready_from,
         "backend": r.backend,
         "pid": r.pid,
         "machine_type": r.machine_type,

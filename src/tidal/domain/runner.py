@@ -110,6 +110,9 @@ class Runner:
     served: int = 0
     # How its process began: from a runner template, or fresh (and why).
     started_from: str = ""
+    # How the platform learned it answers: the runner's own word ("listening signal"),
+    # or an HTTP probe on a timer ("probe").
+    ready_from: str = ""
     # Monotonic time of the last request's end (or of ready): what keep_alive counts from.
     idle_since: float = field(default_factory=time.monotonic)
 

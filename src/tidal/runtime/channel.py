@@ -1,8 +1,9 @@
 """The runner's line to the platform: one end of a Unix socketpair (SOCK_SEQPACKET,
 so a message is one datagram) that the runner inherits as `--control-fd`.
 
-An App's runner says when its server listens (`{"listening": true}`), so the platform
-forwards the waiting request at once instead of probing on a timer. A template
+An App's runner says when its server listens (`{"listening": true}`, and a
+LISTENING_LINE on stdout), so the platform forwards the waiting request at once
+instead of probing on a timer. A template
 (tidal.runtime.template) also says it is ready or why it cannot be used, and
 receives its claim: the runner it becomes, with the runner's log as a file
 descriptor. Messages are small JSON objects; this module imports nothing heavy.
@@ -17,6 +18,9 @@ from typing import Any
 
 MAX_MESSAGE = 256 * 1024  # a claim carries the runner's environment; nothing is bigger
 MAX_FDS = 4
+# Also printed when an App's server listens: where the runner has no socket to the
+# platform (a container), the platform reads it from the runner's output instead.
+LISTENING_LINE = "tidal runtime: listening on "
 
 
 def pair() -> tuple[socket.socket, socket.socket]:

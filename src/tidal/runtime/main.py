@@ -1,9 +1,11 @@
 """`python -m tidal.runtime`: what a backend runs for each runner.
 
-It prints nothing the platform parses. With `--control-fd` an App's runner tells the
-platform the moment uvicorn listens (tidal.runtime.channel); the platform confirms
-with an HTTP probe, and probes on a timer for the user's own servers. With `--template`
-it imports everything, then waits to be claimed by a runner (tidal.runtime.template). SIGTERM reaches the whole process group, so the
+An App's runner tells the platform the moment uvicorn listens: over `--control-fd`
+where it has one, and with a line on stdout (tidal.runtime.channel.LISTENING_LINE)
+that a backend without a socket to the runner reads from its output (docker); the
+platform confirms with an HTTP probe, and probes on a timer for the user's own
+servers. With `--template` it imports everything, then waits to be claimed by a
+runner (tidal.runtime.template). SIGTERM reaches the whole process group, so the
 user's server shuts down on its own; this process then exits.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from tidal.compat import install_fal_shim
-from tidal.runtime.channel import Channel
+from tidal.runtime.channel import LISTENING_LINE, Channel
 from tidal.runtime.template import Claim
 from tidal.sdk.loader import load_entry
 
@@ -112,9 +114,11 @@ def main(argv: list[str] | None = None) -> None:
             args.port, args.host = claim.port, claim.host
             if args.data_dir is not None:  # set by mount_data, before the claim's environment
                 os.environ["TIDAL_DATA_DIR"] = str(args.data_dir)
-        on_listening = (lambda: channel.send({"listening": True})) if channel else None
         if is_app:
-            serve_app(target, args.port, args.host, prepared, on_listening)
+            where = f"{args.host}:{args.port}"
+            serve_app(
+                target, args.port, args.host, prepared, lambda: _say_listening(channel, where)
+            )
             return
         if target.is_plain():  # called from the caller's own script, one call per request
             from tidal.runtime.function_server import serve_function
@@ -137,6 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tidal runtime: {args.entry} returned; serving until stopped", flush=True)
     while not stopping.wait(1.0):
         pass
+
+
+def _say_listening(channel: Channel | None, where: str) -> None:
+    """Over the control line where there is one; on stdout always (a container's
+    platform reads it from the container's log stream)."""
+    if channel is not None:
+        channel.send({"listening": True})
+    print(f"{LISTENING_LINE}{where}", flush=True)
 
 
 def _become_runner(channel: Channel) -> Claim | None:

@@ -23,6 +23,7 @@ class MemoryServer:
     health_status: int = 200  # what its health check answers
     listens: bool = True  # False: never answers (a start that times out)
     stopped: bool = False
+    said: asyncio.Event = field(default_factory=asyncio.Event)  # "listening", over its line
 
 
 @dataclass
@@ -35,8 +36,13 @@ class MemoryBackend:
     # Set by a test: the next starts raise this, or never listen.
     fail_starts: str = ""
     silent_starts: bool = False
+    # A line to its runners, like the local backend's: each runner says it listens this
+    # long after it answers (negative: too early; inf: never). None: no line.
+    says_listening: float | None = None
+    probes: int = 0  # HTTP probes answered or refused, for a test to count
     _ports: itertools.count[int] = field(default_factory=lambda: itertools.count(20000))
     _by_port: dict[int, str] = field(default_factory=dict)
+    _saying: set[asyncio.Future[None]] = field(default_factory=set)
 
     # -- the Backend protocol ---------------------------------------------------
     def reap_orphans(self) -> int:
@@ -54,6 +60,19 @@ class MemoryBackend:
             asyncio.get_running_loop().create_future(),
             listens=not self.silent_starts,
         )
+        if self.says_listening is not None and self.says_listening != float("inf"):
+            server = self.servers[runner.id]
+            task = asyncio.ensure_future(self._say(server, self.cold_start + self.says_listening))
+            self._saying.add(task)
+            task.add_done_callback(self._saying.discard)
+
+    async def _say(self, server: MemoryServer, after: float) -> None:
+        await self.clock.sleep(after)
+        server.said.set()
+
+    def listening(self, runner: Runner) -> asyncio.Event | None:
+        server = self.servers.get(runner.id)
+        return server.said if server is not None and self.says_listening is not None else None
 
     async def wait_exit(self, runner: Runner) -> int:
         return await self.servers[runner.id].exit
@@ -85,6 +104,7 @@ class MemoryBackend:
         return server if self.clock.monotonic() >= server.answers_at else None
 
     async def answers(self, address: Address, timeout: float) -> bool:
+        self.probes += 1
         return self._server(address) is not None
 
     async def request(

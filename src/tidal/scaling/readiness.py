@@ -3,6 +3,7 @@ serves (health checks, a suspect connection), and when it exits on its own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING
 
@@ -15,10 +16,36 @@ if TYPE_CHECKING:
     from tidal.scaling.controller import Controller
 
 
+# A runner that will say when it listens is probed this often meanwhile, in case its
+# word is lost; a probe that answers first waits this long for the word (which may be
+# on its way), so the record says how readiness was learned. A runner that said it
+# too early is probed on the timer like any other, and its record says "probe".
+SIGNAL_BACKSTOP_S = 1.0
+SIGNAL_GRACE_S = 0.25
+READY_FROM_SIGNAL = "listening signal"
+READY_FROM_PROBE = "probe"
+
+
 def probe_pause(waited: float) -> float:
     """Probing a closed port costs little: probe often while a start is young, since
     every millisecond here is cold-start latency."""
     return 0.005 if waited < 2 else 0.05 if waited < 10 else 0.25
+
+
+def says_when_listening(kind: str) -> bool:
+    """Whether tidal's runtime serves this kind of app and says when its server
+    listens; a direct server is the user's own and an image runs its own command."""
+    return kind == "app"
+
+
+def listening_signal(ctl: Controller, dep: Deployment, runner: Runner) -> asyncio.Event | None:
+    """Set once the runner says its server listens; None: it will not say (the kind
+    of app, or a backend without a line to it), so it is probed on a timer."""
+    if not says_when_listening(dep.record.spec.kind):
+        return None
+    listening = getattr(ctl.runner_backend(runner), "listening", None)
+    said: asyncio.Event | None = listening(runner) if listening is not None else None
+    return said
 
 
 async def wait_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:
@@ -26,10 +53,17 @@ async def wait_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:
     timeout = options.startup_timeout or ctl.config.default_startup_timeout
     started = ctl.clock.monotonic()
     assert runner.address is not None
+    said = listening_signal(ctl, dep, runner)
+    noticed = False  # a probe has followed the runner's word already
     while runner.state in STARTING:
+        heard = said is not None and said.is_set() and not noticed  # this probe follows it
+        noticed = noticed or heard
         if await ctl.prober.answers(runner.address, 1.0):
+            if said is not None and not said.is_set():  # a backstop probe beat its word
+                heard = await ctl.clock.wait(said, SIGNAL_GRACE_S)
             if runner.state not in STARTING:
                 return  # stopped or ended while the probe ran
+            runner.ready_from = READY_FROM_SIGNAL if heard else READY_FROM_PROBE
             runner.transition(RunnerState.IDLE, at=ctl.clock.time())
             runner.idle_since = ctl.clock.monotonic()
             dep.failures = 0
@@ -48,15 +82,12 @@ async def wait_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:
             ctl.failed_start(dep, f"runner {runner.id} {reason}", failed=runner)
             await ctl.retire(dep, runner, RunnerState.FAILED, reason, count_failure=False)
             return
-        # A backend with a control line to its runners hears the moment a server listens
-        # (and the probe follows at once); the timer covers the rest.
-        pause = probe_pause(waited)
-        listening = getattr(ctl.runner_backend(runner), "listening", None)
-        said = listening(runner) if listening is not None else None
-        if said is None or said.is_set():
-            await ctl.clock.sleep(pause)
+        # A runner that will say when it listens is probed the moment it does (and, as a
+        # backstop, now and then); the others, and one that said so too early, on a timer.
+        if said is None or noticed:
+            await ctl.clock.sleep(probe_pause(waited))
         else:
-            await ctl.clock.wait(said, max(pause, 0.05))
+            await ctl.clock.wait(said, SIGNAL_BACKSTOP_S)
 
 
 def after_ready(ctl: Controller, dep: Deployment, runner: Runner) -> None:

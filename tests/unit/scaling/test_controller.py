@@ -381,3 +381,76 @@ def test_apps_at_rest_are_not_reconciled_every_tick(tmp_path: Path) -> None:
         assert passes == []
 
     run(tmp_path, test)
+
+
+def _deploy_app(p: Platform, name: str, kind: str = "app") -> Deployment:
+    spec = AppSpec(name=name, entry="app.py::A", kind=kind, options=AppOptions(keep_alive=60),
+                   openapi={}, backend="memory")  # fmt: skip
+    return p.controller.apply(AppRecord("local", name, 1, spec, 0.0, 0.0))
+
+
+async def _cold_start(p: Platform, dep: Deployment) -> tuple[Runner, float]:
+    """One request at zero runners: the runner that served it and when it was ready."""
+    started = p.clock.monotonic()
+    request = p.call(dep, 0.1)
+    await settle()
+    while not any(r.state in (S.RUNNING, S.IDLE) for r in dep.runners.values()):
+        await p.advance(0.001)
+    (runner,) = dep.runners.values()
+    await p.advance(0.2)
+    assert request.done()
+    return runner, p.clock.monotonic() - 0.2 - started
+
+
+def test_a_runner_that_says_it_listens_is_ready_at_its_word(tmp_path: Path) -> None:
+    async def test(p: Platform) -> None:
+        p.backend.says_listening = 0.0
+        runner, ready_after = await _cold_start(p, _deploy_app(p, "said"))
+        assert runner.ready_from == "listening signal"
+        assert ready_after == pytest.approx(COLD_START, abs=0.002)
+        # Not probed every 5 ms while it started: at start, once a second, at its word.
+        assert p.backend.probes <= 4, p.backend.probes
+
+    run(tmp_path, test)
+
+
+def test_a_lost_word_is_covered_by_the_backstop_probe(tmp_path: Path) -> None:
+    async def test(p: Platform) -> None:
+        p.backend.says_listening = float("inf")
+        runner, ready_after = await _cold_start(p, _deploy_app(p, "lost"))
+        assert runner.ready_from == "probe"
+        assert COLD_START < ready_after <= COLD_START + 1.0 + 0.25 + 0.002
+
+    run(tmp_path, test)
+
+
+def test_a_word_just_behind_a_backstop_probe_still_counts(tmp_path: Path) -> None:
+    async def test(p: Platform) -> None:
+        # It answers at 2.0, which the backstop probe at 2.0 sees; its word follows.
+        p.backend.says_listening = 0.01
+        runner, ready_after = await _cold_start(p, _deploy_app(p, "behind"))
+        assert runner.ready_from == "listening signal"
+        assert ready_after == pytest.approx(COLD_START + 0.01, abs=0.002)
+
+    run(tmp_path, test)
+
+
+def test_a_runner_that_says_it_too_early_is_probed_on_the_timer(tmp_path: Path) -> None:
+    async def test(p: Platform) -> None:
+        p.backend.says_listening = -1.5  # lies: nothing answers yet
+        runner, ready_after = await _cold_start(p, _deploy_app(p, "early"))
+        assert runner.ready_from == "probe"
+        assert ready_after == pytest.approx(COLD_START, abs=0.006)
+
+    run(tmp_path, test)
+
+
+def test_a_direct_server_is_probed_on_the_timer_even_with_a_line(tmp_path: Path) -> None:
+    async def test(p: Platform) -> None:
+        p.backend.says_listening = float("inf")  # the runtime cannot tell when it listens
+        runner, ready_after = await _cold_start(p, _deploy_app(p, "direct", kind="function"))
+        assert runner.ready_from == "probe"
+        assert ready_after == pytest.approx(COLD_START, abs=0.006)
+        assert p.backend.probes > 100  # every 5 ms
+
+    run(tmp_path, test)
