@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 AFFINITY = re.compile(r"cookie|(header|query):[A-Za-z0-9_-]{1,64}")
+# The most runner templates one revision keeps waiting (`runner_templates=N`).
+MAX_TEMPLATES = 8
 
 
 class InvalidOptionError(ValueError):
@@ -109,8 +111,20 @@ class AppOptions(ScalingOptions):
     # and WebSockets with the same value go to the same runner while it lives.
     affinity: str | None = None
     # tidal's own: False starts every runner as a fresh process, never from a runner
-    # template (a module that must run per process at import, for instance).
-    runner_templates: bool = True
+    # template (a module that must run per process at import, for instance); a count
+    # keeps that many templates waiting per revision, so a burst of cold requests
+    # finds one each (True: one).
+    runner_templates: bool | StrictInt = True
+
+    @field_validator("runner_templates")
+    @classmethod
+    def _templates_counted(cls, value: bool | int) -> bool | int:
+        if not isinstance(value, bool) and not 0 <= value <= MAX_TEMPLATES:
+            raise ValueError(
+                "runner_templates is True, False or how many runner templates to keep "
+                f"waiting per revision, 0 to {MAX_TEMPLATES}; got {value}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _long_lived_resolved(self) -> AppOptions:

@@ -3,9 +3,11 @@ exactly like a fresh one and inherits nothing from the runners before it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,58 @@ def test_templates_off_for_an_app(platform: PlatformProcess) -> None:
             assert http.get("/local/untemplated/").json() == {"ok": True}
         (ready,) = [r for r in runners(platform, "untemplated") if r["state"] in SERVING]
         assert ready["started_from"] == "fresh process: runner templates are off for this app"
+
+
+def templates_of(platform: PlatformProcess, app: str) -> list[dict[str, Any]]:
+    """The app's waiting (imported) templates, from their status files."""
+    found = []
+    for path in (platform.data_dir / "runners" / "templates").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            status = json.loads(path.read_text())
+            if status["app"] == app:
+                found.append(status)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has ended
+
+
+def test_a_burst_finds_a_template_each_and_the_pool_ends_with_the_app(
+    platform: PlatformProcess, tmp_path: Path
+) -> None:
+    platform.cli("deploy", "app.py::Pooled", "--app-name", "pooled", cwd=APP)
+    wait_for(lambda: len(templates_of(platform, "pooled")) == 3, 120, 0.05, "three templates")
+    pooled = {t["pid"] for t in templates_of(platform, "pooled")}
+    assert all(t["rss_kib"] > 10_000 for t in templates_of(platform, "pooled"))
+
+    def arrive(_: int) -> dict[str, Any]:
+        with platform.http() as http:
+            resp = http.post("/local/pooled/arrive", json={"folder": str(tmp_path), "count": 3})
+        assert resp.status_code == 200, resp.text
+        seen: dict[str, Any] = resp.json()
+        return seen
+
+    with ThreadPoolExecutor(3) as pool:
+        seen = list(pool.map(arrive, range(3)))
+    assert {s["pid"] for s in seen} == pooled  # each runner is one of the waiting templates
+    serving = [r for r in runners(platform, "pooled") if r["state"] in SERVING]
+    assert len(serving) == 3 and {r["started_from"] for r in serving} == {"template"}
+    # Each ran its own setup() on its own state: nothing passed between them.
+    assert [s["state"] for s in seen] == [
+        {"imported_in": s["pid"], "bumps": 0, "setup_in": s["pid"]} for s in seen
+    ]
+    # The pool refills after the claims; deleting the app ends it, processes included.
+    wait_for(lambda: len(templates_of(platform, "pooled")) == 3, 120, 0.05, "the pool refilled")
+    refilled = {t["pid"] for t in templates_of(platform, "pooled")}
+    assert not refilled & pooled
+    platform.cli("apps", "delete", "pooled")
+    wait_for(lambda: not templates_of(platform, "pooled") and not any(map(alive, refilled)),
+             60, 0.05, "the deleted app's templates to end")  # fmt: skip
 
 
 # -- in the sandbox: a template is started as the next runner's sandbox ------------------

@@ -46,8 +46,9 @@ class RunnerLaunch:
     gpu_ids: tuple[str, ...] = ()
     num_gpus: int = 0
     owner: str = ""  # with the app's name: whose sandbox uid the runner gets
-    # Whether a runner template may start it (tidal.templates), where the backend has them.
-    templates: bool = True
+    # How many runner templates to keep waiting for runners like it (tidal.templates;
+    # 0: it starts fresh), where the backend has them.
+    templates: int = 1
 
 
 class Backend(Protocol):

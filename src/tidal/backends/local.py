@@ -17,7 +17,7 @@ from typing import TypeVar
 from tidal import netns
 from tidal.backends.base import Address, Runner, RunnerLaunch
 from tidal.backends.runner_line import RunnerLine
-from tidal.domain.runner import STARTING, RunnerState
+from tidal.domain.runner import LIVE_STATES, STARTING, RunnerState
 from tidal.runtime import channel
 from tidal.sandbox import Limits, Sandbox, SandboxedProcess, out_of_memory_reason
 from tidal.sandbox.environment import runner_environment
@@ -163,7 +163,7 @@ class LocalBackend:
         def next_template() -> Awaitable[None]:
             return self.templates.ensure(
                 key, launch.spec.name, launch.revision, cmd, template_env(env),
-                launch.bundle_dir, spawn,
+                launch.bundle_dir, spawn, launch.templates, launch.owner,
             )  # fmt: skip
 
         task = asyncio.ensure_future(_once_started(runner, next_template))
@@ -191,15 +191,20 @@ class LocalBackend:
             spawn = self._template_spawn(launch, request, runner_vars)
             await self.templates.ensure(
                 key, launch.spec.name, launch.revision, cmd, template_env(env),
-                launch.bundle_dir, spawn,
+                launch.bundle_dir, spawn, launch.templates, launch.owner,
             )  # fmt: skip
             return
         cmd = self._command(launch, None, sandboxed=False)
         env = self._environment(runner_vars)
         key = template_key(cmd, str(launch.bundle_dir), env)
         await self.templates.ensure(
-            key, launch.spec.name, launch.revision, cmd, template_env(env), launch.bundle_dir
-        )
+            key, launch.spec.name, launch.revision, cmd, template_env(env), launch.bundle_dir,
+            count=launch.templates, owner=launch.owner,
+        )  # fmt: skip
+
+    def forget_app(self, owner: str, name: str) -> None:
+        """The app is deleted: its runner templates go with it."""
+        self.templates.forget(owner, name)
 
     def _fresh_because(self, launch: RunnerLaunch, key: str) -> str:
         if not self.templates.enabled:
@@ -481,12 +486,15 @@ async def _start_fresh(
 
 
 async def _once_started(runner: Runner, then: Callable[[], Awaitable[None]]) -> None:
-    """Run `then` once the runner answers (or gave up starting): a template importing
-    meanwhile would take the CPUs this runner's own start needs."""
+    """Run `then` once the runner answers (or is still starting after a while): a
+    template importing meanwhile would take the CPUs this runner's own start needs.
+    A runner stopped before it answered (its app deleted, the platform stopping) or
+    whose start failed gets no successor."""
     deadline = time.monotonic() + STARTUP_HEAD_START_S
     while runner.state in WAITING_TO_ANSWER and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    await then()
+    if runner.state in LIVE_STATES - {RunnerState.TERMINATING}:
+        await then()
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -149,6 +149,8 @@ class Controller:
             return
         if dep.task:
             dep.task.cancel()
+        # Its runner templates (where the backend keeps them) would never be claimed.
+        getattr(self.backend_for(dep.record), "forget_app", lambda o, n: None)(owner, name)
         dep.router.fail_waiters(RouterError(404, "app_deleted", f"app {name!r} was deleted"))
         await asyncio.gather(
             *(

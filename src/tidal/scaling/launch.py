@@ -13,6 +13,7 @@ from tidal.domain.runner import Runner
 from tidal.environments import Environments, runner_setup
 from tidal.scaling.placement import Allocation, Inventory
 from tidal.storage.data import data_root
+from tidal.templates.policy import templates_asked
 
 
 class LaunchError(Exception):
@@ -74,7 +75,9 @@ def build_launch(
         },
         isolate_network=backend.can_share_port(),
         owner=record.owner,
-        templates=options.runner_templates,
+        templates=templates_asked(
+            options.runner_templates, options.max_concurrency or config.default_max_concurrency
+        ),
         data_dir=data_root(config.data_dir),
         python=python,
         machine_types=tuple(machine_types(record)),

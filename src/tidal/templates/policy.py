@@ -1,10 +1,13 @@
-"""What a template may be started with, and which runners may claim it (pure)."""
+"""What a template may be started with, which runners may claim it, and how many
+of a revision's templates wait (pure)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+
+from tidal.spec import MAX_TEMPLATES
 
 # Set per runner at claim time; a template is started without them. No GPU: the
 # runner's GPUs are chosen when it is placed, and a template must not touch one.
@@ -35,3 +38,26 @@ def sandboxed_template_key(
     """As `template_key`, for a template started as a runner's sandbox: runners claim
     it only if their sandbox would be built the same (app uid, limits, egress, mounts)."""
     return template_key([*command, repr(sandbox)], cwd, runner_env)
+
+
+# Waiting templates of one revision take at most this share of the host's memory
+# that is available (what they use already counted as available).
+MEMORY_SHARE = 0.5
+
+
+def templates_asked(option: bool | int, max_runners: int) -> int:
+    """How many templates an app's `runner_templates` asks to keep waiting: False none,
+    True one, a count that many; never more than the runners it may have at once."""
+    return max(0, min(int(option), max_runners, MAX_TEMPLATES))
+
+
+def pool_size(asked: int, rss_kib: int, available_kib: int, waiting: int) -> int:
+    """How many of a revision's templates should wait: what it asks, as far as
+    MEMORY_SHARE of the host's available memory holds them. Until one has said what
+    it costs (`rss_kib` 0), one; and one always, as without a pool."""
+    if asked <= 0:
+        return 0
+    if rss_kib <= 0:
+        return 1
+    budget = (available_kib + waiting * rss_kib) * MEMORY_SHARE
+    return max(1, min(asked, int(budget // rss_kib)))

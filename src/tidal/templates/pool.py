@@ -1,6 +1,7 @@
-"""The templates a backend keeps: at most one waiting per key (tidal.templates.policy),
-started after each runner start so the next cold start finds one, claimed by one
-runner each, never shared. A key whose template proved unsafe gets no more."""
+"""The templates a backend keeps: a small pool per key (tidal.templates.policy says
+how many), started at deploy and refilled after each claim so the next cold starts,
+a burst's included, find one each; each claimed by one runner, never shared. A key
+whose template proved unsafe gets no more."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from tidal.backends.runner_line import RunnerLine
 from tidal.runtime import channel
+from tidal.templates.policy import pool_size
 
 log = logging.getLogger("tidal.templates")
 
@@ -27,7 +29,8 @@ Spawn = Callable[
 ]
 LOG_CARRIED = 64 * 1024  # of a template's own output, copied into its runner's log
 # Templates waiting at once (each holds an imported interpreter, 30-100+ MiB): beyond
-# this the longest-waiting one goes, so a platform with many apps stays bounded.
+# this another revision's longest-waiting one goes, so a platform with many apps stays
+# bounded.
 MAX_WAITING = 8
 
 
@@ -37,6 +40,7 @@ class Template:
     key: str
     app: str
     revision: int
+    owner: str
     process: asyncio.subprocess.Process
     line: RunnerLine
     log_path: Path
@@ -59,6 +63,20 @@ class Template:
         }
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a key's templates are started, and how many of them its runners want."""
+
+    app: str
+    owner: str
+    revision: int
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: Path
+    spawn: Spawn | None
+    asked: int
+
+
 class TemplatePool:
     def __init__(
         self,
@@ -72,7 +90,10 @@ class TemplatePool:
         # What else a discarded template leaves (its sandbox: cgroup, way out, files).
         self._on_discard = on_discard
         self._dir = runners_dir
-        self._waiting: dict[str, Template] = {}
+        self._waiting: dict[str, list[Template]] = {}  # key -> its templates, oldest first
+        self._spawning: dict[str, int] = {}  # key -> templates being spawned now
+        self._recipes: dict[str, Recipe] = {}
+        self._rss: dict[str, int] = {}  # key -> what its last ready template used (KiB)
         self._unsafe: dict[str, str] = {}  # key -> why its runners start fresh
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Future[object]] = set()
@@ -85,15 +106,31 @@ class TemplatePool:
     def unsafe(self, key: str) -> str:
         return self._unsafe.get(key, "")
 
+    def _all(self) -> list[Template]:
+        return [t for waiting in self._waiting.values() for t in waiting]
+
     def templates(self) -> list[dict[str, object]]:
         """What each waiting template is and costs (resident memory)."""
-        return [t.view() for t in self._waiting.values()]
+        return [t.view() for t in self._all()]
+
+    def _remove(self, template: Template) -> bool:
+        waiting = self._waiting.get(template.key, [])
+        if template not in waiting:
+            return False
+        waiting.remove(template)
+        if not waiting:
+            del self._waiting[template.key]
+        return True
 
     async def claim(self, key: str) -> Template | None:
-        """The key's template, once it has imported the app; None: start fresh."""
-        template = self._waiting.pop(key, None)
-        if template is None:
+        """One of the key's templates, once it has imported the app (a ready one if
+        any: the oldest otherwise); None: start fresh."""
+        waiting = self._waiting.get(key)
+        if not waiting:
             return None
+        ready = [t for t in waiting if t.line.verdict.done() and not t.line.verdict.result()]
+        template = (ready or waiting)[0]
+        self._remove(template)
         # Started ahead of this runner, it is ready no later than a fresh start would be.
         try:
             verdict = await asyncio.shield(template.line.verdict)
@@ -129,62 +166,111 @@ class TemplatePool:
         env: Mapping[str, str],
         cwd: Path,
         spawn: Spawn | None = None,
+        count: int = 1,
+        owner: str = "",
     ) -> None:
-        """Start the key's template unless one waits (or the key proved unsafe); the
-        app's templates of other revisions are stopped (they would never be claimed).
-        `spawn` starts it where its runner will run (the next runner's sandbox); the
+        """Fill the key's pool: up to `count` templates (as far as the host's memory
+        holds them; tidal.templates.policy), unless the key proved unsafe. The app's
+        templates of other revisions are stopped (they would never be claimed).
+        `spawn` starts one where its runner will run (the next runner's sandbox); a
         template's id is its log file's name."""
-        for other in [t for t in self._waiting.values() if t.app == app and t.key != key]:
-            self._waiting.pop(other.key, None)
+        self._forget(owner, app, but=key)
+        self._recipes[key] = Recipe(
+            app, owner, revision, tuple(command), dict(env), cwd, spawn, count
+        )
+        await self._fill(key)
+
+    def forget(self, owner: str, app: str) -> None:
+        """The app is deleted: its templates go, and none is started for it any more
+        (one being spawned now is discarded when it has started)."""
+        self._forget(owner, app)
+
+    def _forget(self, owner: str, app: str, but: str = "") -> None:
+        for other in [t for t in self._all() if (t.owner, t.app) == (owner, app) and t.key != but]:
+            self._remove(other)
             self.discard(other)
-        if not self.enabled or key in self._waiting or key in self._unsafe:
-            return
-        while len(self._waiting) >= MAX_WAITING:
-            oldest = min(self._waiting.values(), key=lambda t: t.started)
-            self._waiting.pop(oldest.key)
+        for old in [k for k, r in self._recipes.items() if (r.owner, r.app) == (owner, app)]:
+            if old != but:
+                del self._recipes[old]
+
+    async def _fill(self, key: str) -> None:
+        recipe = self._recipes.get(key)
+        while recipe is not None and self.enabled and key not in self._unsafe:
+            have = len(self._waiting.get(key, [])) + self._spawning.get(key, 0)
+            wanted = pool_size(recipe.asked, self._rss.get(key, 0), available_kib(), have)
+            if have >= wanted or not self._make_room(key):
+                return
+            await self._start(key, recipe)
+            recipe = self._recipes.get(key)  # gone: another revision took over meanwhile
+
+    def _make_room(self, key: str) -> bool:
+        """Room for one more template under MAX_WAITING: another key's oldest goes."""
+        while len(self._all()) + sum(self._spawning.values()) >= MAX_WAITING:
+            others = [t for t in self._all() if t.key != key]
+            if not others:
+                return False
+            oldest = min(others, key=lambda t: t.started)
+            self._remove(oldest)
             self.discard(oldest)
+        return True
+
+    async def _start(self, key: str, recipe: Recipe) -> None:
         template_id = f"template-{os.getpid()}-{next(self._ids)}"
         platform_end, runner_end = channel.pair()
         folder = self._dir / "templates"
         folder.mkdir(parents=True, exist_ok=True)
         log_path = folder / f"{template_id}.log"
-        argv = [*command, "--template", "--control-fd", str(runner_end.fileno())]
+        argv = [*recipe.command, "--template", "--control-fd", str(runner_end.fileno())]
+        self._spawning[key] = self._spawning.get(key, 0) + 1
         try:
-            process = await (spawn or self._spawn)(argv, env, cwd, log_path, runner_end.fileno())
+            process = await (recipe.spawn or self._spawn)(
+                argv, recipe.env, recipe.cwd, log_path, runner_end.fileno()
+            )
         except (OSError, RuntimeError) as exc:
             platform_end.close()
-            log.warning("runner template of %s could not start: %s", app, exc)
+            log.warning("runner template of %s could not start: %s", recipe.app, exc)
+            self._recipes.pop(key, None)  # no retry loop; the next runner start asks again
             return
         except BaseException:  # cancelled: the platform stops
             platform_end.close()
             raise
         finally:
             runner_end.close()
+            self._spawning[key] -= 1
+            if not self._spawning[key]:
+                del self._spawning[key]
         pid_file = folder / f"{template_id}.pid"  # reaped like a runner's, not listed as one
         pid_file.write_text(str(process.pid))
         template = Template(
-            template_id, key, app, revision, process, RunnerLine(platform_end), log_path, pid_file
-        )
-        if not self.enabled:  # the platform began stopping while it was spawned
+            template_id, key, recipe.app, recipe.revision, recipe.owner, process,
+            RunnerLine(platform_end), log_path, pid_file,
+        )  # fmt: skip
+        if not self.enabled or key not in self._recipes:
+            # The platform began stopping, or another revision took over, while it spawned.
             self.discard(template)
             return
-        self._waiting[key] = template
+        self._waiting.setdefault(key, []).append(template)
         self._task(self._report(template))
 
     async def _report(self, template: Template) -> None:
         verdict = await asyncio.shield(template.line.verdict)
-        if verdict and self._waiting.get(template.key) is template:
-            self._waiting.pop(template.key)
+        if verdict and self._remove(template):
             if template.process.returncode is None:
                 self._unsafe[template.key] = verdict
+                for other in self._waiting.pop(template.key, []):
+                    self.discard(other)
             log.warning("runner template of %s: not used: %s", template.app, verdict)
             self.discard(template)
         elif not verdict:
             waited = time.monotonic() - template.started
+            first = template.key not in self._rss
+            self._rss[template.key] = template.line.rss_kib
             with contextlib.suppress(OSError):  # what `ls DATA_DIR/runners/templates` shows
                 template.status_path.write_text(json.dumps(template.view()) + "\n")
             log.info("runner template of %s rev %d ready in %.2f s, %d MiB resident",
                      template.app, template.revision, waited, template.line.rss_kib // 1024)  # fmt: skip
+            if first:  # what one costs is known now: the rest of the pool can follow
+                self._task(self._fill(template.key))
 
     def discard(self, template: Template) -> None:
         template.line.close()  # the template exits when its line closes ...
@@ -198,12 +284,24 @@ class TemplatePool:
 
     def kill_all(self) -> None:
         self.enabled = False  # the platform is stopping: no more
-        for template in list(self._waiting.values()):
+        for template in self._all():
             template.line.close()
             _killpg(template.process.pid, signal.SIGKILL)
             template.pid_file.unlink(missing_ok=True)
             template.status_path.unlink(missing_ok=True)
         self._waiting.clear()
+        self._recipes.clear()
+
+
+def available_kib() -> int:
+    """The host's available memory (MemAvailable), in KiB; 0 where it can't be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from tidal.templates import template_env, template_key
+from tidal.templates.policy import pool_size, templates_asked
 
 COMMAND = ["/venv/bin/python", "-m", "tidal.runtime", "--bundle", "/b", "--entry", "app.py::A"]
 
@@ -54,3 +55,24 @@ def test_a_thread_started_at_import_makes_a_template_unsafe() -> None:
     assert reason("import json") == ""
     started = "import threading\nthreading.Thread(target=threading.Event().wait, name='warmup-downloader', daemon=True).start()"
     assert reason(started) == "the app's module started threads at import (warmup-downloader)"
+
+
+def test_an_app_asks_for_none_one_or_a_count_of_templates_within_its_runners() -> None:
+    assert templates_asked(False, 10) == 0
+    assert templates_asked(True, 10) == 1
+    assert templates_asked(3, 10) == 3
+    assert templates_asked(5, 2) == 2  # never more than the runners it may have at once
+    assert templates_asked(0, 10) == 0
+
+
+def test_the_pool_is_one_until_a_template_says_what_it_costs() -> None:
+    assert pool_size(3, rss_kib=0, available_kib=10**8, waiting=0) == 1
+    assert pool_size(0, rss_kib=0, available_kib=10**8, waiting=0) == 0
+
+
+def test_the_pool_holds_what_half_the_available_memory_holds_and_at_least_one() -> None:
+    mib = 1024
+    assert pool_size(3, rss_kib=100 * mib, available_kib=10_000 * mib, waiting=1) == 3
+    # 500 MiB available besides one waiting (100 MiB): half of 600 MiB holds three.
+    assert pool_size(8, rss_kib=100 * mib, available_kib=500 * mib, waiting=1) == 3
+    assert pool_size(8, rss_kib=100 * mib, available_kib=0, waiting=0) == 1

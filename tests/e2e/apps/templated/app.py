@@ -1,8 +1,13 @@
 """Runner templates under test: what each runner sees of its identity, and whether
 state from one runner reaches another."""
 
+import asyncio
 import os
 import threading
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
 
 import tidal
 
@@ -60,3 +65,20 @@ class NoTemplates(tidal.App, keep_alive=300, max_concurrency=1, runner_templates
     @tidal.endpoint("/", method="GET")
     def hello(self) -> dict[str, object]:
         return {"ok": True}
+
+
+class Arrival(BaseModel):
+    folder: str  # each request marks its arrival here ...
+    count: int  # ... and waits until this many have arrived (each on its own runner)
+
+
+class Pooled(Templated, max_concurrency=3, runner_templates=3):
+    """Three templates wait per revision: a burst of three cold requests finds one each."""
+
+    @tidal.endpoint("/arrive", method="POST")
+    async def arrive(self, arrival: Arrival) -> dict[str, object]:
+        Path(arrival.folder, str(os.getpid())).touch()
+        deadline = time.monotonic() + 120
+        while len(os.listdir(arrival.folder)) < arrival.count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return identity()
