@@ -2,8 +2,10 @@
 the two (a v1 hierarchy per controller plus a v2 `unified` tree), each controller
 where the host has it.
 
-Layout: `<hierarchy>/tidal/<platform>/<runner>`; `<platform>` names one DATA_DIR,
-so platforms sharing a host never touch each other's runners.
+Layout: `<hierarchy>/tidal/<platform>/<runner>`; `<platform>` names one platform
+process (tidal.sandbox.owners: its DATA_DIR, pid and start time), so platforms sharing
+a host never touch each other's runners, and a dead one's empty folders can be told
+from a live one's and removed.
 """
 
 from __future__ import annotations
@@ -197,6 +199,7 @@ class CgroupTree:
 
     def __init__(self, hierarchies: dict[str, Hierarchy], platform: str) -> None:
         self.hierarchies = hierarchies
+        self.platform = platform
         self.relative = Path("tidal") / platform
 
     @classmethod
@@ -243,14 +246,22 @@ class CgroupTree:
                     exc.errno, f"cannot enable {controllers} under {mount}: {exc.strerror}"
                 ) from None
 
-    def _folders(self, name: str) -> tuple[dict[str, Path], dict[str, bool]]:
-        folders = {c: h.mount / self.relative / name for c, h in self.hierarchies.items()}
+    def _folders(
+        self, name: str, platform: str | None = None
+    ) -> tuple[dict[str, Path], dict[str, bool]]:
+        top = Path("tidal") / platform if platform else self.relative
+        folders = {c: h.mount / top / name for c, h in self.hierarchies.items()}
         return folders, {c: h.v2 for c, h in self.hierarchies.items()}
 
     def create(self, name: str, limits: Limits) -> RunnerCgroup:
         folders, v2 = self._folders(name)
         for folder in dict.fromkeys(folders.values()):
             try:
+                folder.mkdir(exist_ok=True)
+            except FileNotFoundError:
+                # This platform's folder went while it was empty (taken for a dead
+                # platform's by one that cannot see this process): make it again.
+                self._prepare()
                 folder.mkdir(exist_ok=True)
             except OSError as exc:
                 raise CgroupError(exc.errno, f"cannot create {folder}: {exc.strerror}") from None
@@ -262,16 +273,47 @@ class CgroupTree:
             raise
         return group
 
-    def close(self) -> None:
-        """Remove this platform's folders where no runner is left (it is stopping)."""
-        for h in self.hierarchies.values():
-            with contextlib.suppress(OSError):
-                (h.mount / self.relative).rmdir()
+    def close(self, wait: float = 0.5) -> None:
+        """The platform stops: kill what is left in its runners' cgroups (a runner
+        still starting, a template) and remove them and its own folders."""
+        for group in self.existing():
+            group.remove(wait)
+        self.remove_platform(self.platform)
 
-    def existing(self) -> list[RunnerCgroup]:
-        """Runner cgroups present now (an earlier platform process may have left some)."""
+    def platforms(self) -> list[str]:
+        """The names of every platform's folder on this host, this one's included."""
+        names: set[str] = set()
+        for mount in {h.mount for h in self.hierarchies.values()}:
+            with contextlib.suppress(OSError):
+                names.update(p.name for p in (mount / "tidal").iterdir() if p.is_dir())
+        return sorted(names)
+
+    def existing(self, platform: str | None = None) -> list[RunnerCgroup]:
+        """Runner cgroups present now in this platform's folder (or `platform`'s)."""
+        top = Path("tidal") / platform if platform else self.relative
         names: set[str] = set()
         for h in self.hierarchies.values():
             with contextlib.suppress(OSError):
-                names.update(p.name for p in (h.mount / self.relative).iterdir() if p.is_dir())
-        return [RunnerCgroup(*self._folders(n)) for n in sorted(names)]
+                names.update(p.name for p in (h.mount / top).iterdir() if p.is_dir())
+        return [RunnerCgroup(*self._folders(n, platform)) for n in sorted(names)]
+
+    def remove_empty(self, platform: str) -> bool:
+        """Remove `platform`'s runner folders that hold no process, then its own folders
+        if nothing is left in them; the kernel refuses to remove a cgroup in use, so
+        nothing running is touched. True if all of it is gone."""
+        for group in self.existing(platform):
+            for folder in dict.fromkeys(group.folders.values()):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        return self.remove_platform(platform)
+
+    def remove_platform(self, platform: str) -> bool:
+        left = False
+        for mount in {h.mount for h in self.hierarchies.values()}:
+            try:
+                (mount / "tidal" / platform).rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left = True
+        return not left

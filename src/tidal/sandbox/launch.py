@@ -24,6 +24,7 @@ from typing import IO
 
 import tidal
 from tidal.sandbox import egress as egress_mod
+from tidal.sandbox import owners
 from tidal.sandbox.cgroups import CgroupError, CgroupTree, RunnerCgroup
 from tidal.sandbox.environment import runner_environment
 from tidal.sandbox.limits import Limits
@@ -133,6 +134,8 @@ class Sandbox:
         # outer one before --die-with-parent applies to it.
         self._building: set[int] = set()
         self._closed = False  # no sandbox is built after the platform's stop began
+        # Names this process's cgroup folders and firewall rules (tidal.sandbox.owners).
+        self.owner = owners.this_process(platform_name(data_dir))
 
     # -- can it be built here --------------------------------------------------------
 
@@ -162,7 +165,7 @@ class Sandbox:
                     f"Debian package {package} (apt-get install {package}). {fix}"
                 )
         try:
-            self.cgroups = CgroupTree.open(platform_name(self.data_dir))
+            self.cgroups = CgroupTree.open(self.owner.name)
         except CgroupError as exc:
             raise SandboxUnavailable(
                 f"the runner sandbox cannot set cgroup limits: {exc.strerror or exc}. "
@@ -284,6 +287,7 @@ class Sandbox:
         """Start `command` in the prepared sandbox; output goes to `log`. `pass_fds`
         (the runner's control line) reach it: neither bubblewrap nor setpriv close them."""
         if self._closed:
+            prepared.cgroup.remove()
             raise RuntimeError("the platform is stopping: no new sandbox")
         info_read, info_write = os.pipe()
         block_read, block_write = os.pipe()
@@ -299,6 +303,11 @@ class Sandbox:
                 pass_fds=(info_write, block_read, *pass_fds),
                 start_new_session=True,
             )
+        except BaseException:
+            os.close(info_read)
+            os.close(block_write)
+            prepared.cgroup.remove()
+            raise
         finally:
             os.close(info_write)
             os.close(block_read)
@@ -322,6 +331,7 @@ class Sandbox:
                     sandboxed.init_pid,
                     prepared.runner_id,
                     self.settings.egress_subnet,
+                    self.owner.name,
                 )
             os.write(block_write, b"go")
         except BaseException:
@@ -352,25 +362,36 @@ class Sandbox:
             egress_mod.disconnect(sandboxed.veth)
 
     def close(self, running: list[SandboxedProcess]) -> None:
-        """The platform stops: nothing of its runners, nor their cgroups, stays."""
+        """The platform stops: nothing of its runners, their cgroups (its own folders
+        included) nor its firewall rules stays."""
         self._closed = True
         for pid in list(self._building):
             _kill(pid)
         for sandboxed in running:
             self.kill(sandboxed)
-            sandboxed.prepared.cgroup.remove(wait=0.5)
         if self.cgroups is not None:
             self.cgroups.close()
+            egress_mod.remove_rules(lambda owner: owner == self.owner.name)
 
     def reap_orphans(self) -> int:
-        """Kill the runners an earlier platform process left (their cgroups say which)."""
+        """At start: kill the runners an earlier process of this platform left (their
+        cgroups say which), and remove what platforms that provably died left: their
+        empty cgroup folders and their firewall rules. A live platform's are kept."""
         if self.cgroups is None:
             return 0
         reaped = 0
-        for group in self.cgroups.existing():
-            if group.pids():
-                reaped += 1
-            group.remove()
+        mine = self.owner.platform
+        for name in self.cgroups.platforms():
+            owner = owners.parse(name)
+            dead = owner is not None and owners.is_dead(owner)
+            if name == mine or (dead and owner is not None and owner.platform == mine):
+                for group in self.cgroups.existing(name):
+                    reaped += bool(group.pids())
+                    group.remove()
+                self.cgroups.remove_platform(name)
+            elif dead:
+                self.cgroups.remove_empty(name)
+        egress_mod.remove_dead_rules()
         return reaped
 
 

@@ -15,8 +15,11 @@ def test_each_runner_gets_a_30_inside_the_subnet() -> None:
 
 
 def test_rules_never_deliver_to_the_host_nor_between_runners() -> None:
-    rules = [" ".join(r) for r in host_rules("100.72.0.0/16")]
-    assert "-t filter INPUT -i tdl+ -j DROP" in rules
+    rules = [" ".join(r) for r in host_rules("100.72.0.0/16", "abc")]
+    mark = "-m comment --comment tidal:abc"
+    assert f"-t filter INPUT -i tdl+ {mark} -j DROP" in rules
     # Inserted first in turn: the last (runner-to-runner drop) ends on top of FORWARD.
-    assert rules[-2] == "-t filter FORWARD -i tdl+ -o tdl+ -j DROP"
+    assert rules[-2] == f"-t filter FORWARD -i tdl+ -o tdl+ {mark} -j DROP"
     assert rules[-1].startswith("-t nat POSTROUTING -s 100.72.0.0/16")
+    # Every rule names its platform process, which removes exactly its own at stop.
+    assert all(mark in r for r in rules)
