@@ -39,7 +39,8 @@ from tidal.gateway.auth import Authenticator
 from tidal.gateway.browser import BrowserSessions
 from tidal.gateway.intake import BoundedHttpProtocol
 from tidal.gateway.proxy import Gateway
-from tidal.gateway.queue import QueueService, queue_fast_path, queue_router
+from tidal.gateway.queue import QueueService, queue_router
+from tidal.gateway.queue_fast import queue_fast_path
 from tidal.gateway.upstream import HttpProber
 from tidal.machines import load_machines
 from tidal.observe.metrics import CONTENT_TYPE as METRICS_TYPE

@@ -41,6 +41,7 @@ def config(tmp_path: Path, database_url: str) -> PlatformConfig:
         # Pruning passes every 2 s (a tenth of the TTL); at most 3 results per app.
         queue_result_ttl_seconds=20, queue_results_per_app=3,
         webhook_allowed_hosts=["127.0.0.1"],  # the test's own receiver
+        queue_body_limit_bytes=4096,
     )  # fmt: skip
 
 
@@ -143,3 +144,45 @@ def test_finished_results_are_pruned_to_the_per_app_cap(api: httpx.Client) -> No
     # Off the hot path, in a later pass: the newest 3 stay, the oldest go.
     wait_for(lambda: len(kept()) == 3, timeout=30, what="the oldest results to be pruned")
     assert kept() == ids[3:]
+
+
+def test_the_fast_path_answers_as_the_router_does(api: httpx.Client) -> None:
+    """Submits, status polls (fal-client's `?logs=false` too) and results of held
+    requests are answered without the API framework (tidal.gateway.queue_fast); what a
+    caller sees is the router's answer: same codes, same bodies, same errors."""
+    deploy_stuck(api)
+    first, second = submit(api), submit(api)
+    rid = second["request_id"]
+    for query in ("", "?logs=false", "?logs=0", "?logs=true"):
+        polled = api.get(f"/queue/local/stuck/requests/{rid}/status{query}")
+        assert polled.status_code == 202, (query, polled.text)
+        assert polled.json() == {"status": "IN_QUEUE", "request_id": rid,
+                                 "response_url": second["response_url"],
+                                 "status_url": second["status_url"],
+                                 "cancel_url": second["cancel_url"],
+                                 "queue_position": 1}  # fmt: skip
+    # A query the fast path does not know goes to the router, which says what is wrong.
+    assert api.get(f"/queue/local/stuck/requests/{rid}/status?logs=perhaps").status_code == 422
+    # Another app's path, or an id no one holds: the router's 404.
+    assert api.get(f"/queue/local/other/requests/{rid}/status").status_code == 404
+    assert api.get(f"/queue/local/stuck/requests/{'0' * 32}/status").status_code == 404
+    waiting = api.get(f"/queue/local/stuck/requests/{rid}")
+    assert waiting.status_code == 400 and waiting.json() == {"detail": "the request is IN_QUEUE"}
+    assert api.put(f"/queue/local/stuck/requests/{rid}/cancel").status_code == 202
+    done = api.get(f"/queue/local/stuck/requests/{rid}/status?logs=false")
+    assert done.status_code == 200
+    assert done.json()["error_type"] == "request_cancelled" and done.json()["logs"] == []
+    result = api.get(f"/queue/local/stuck/requests/{rid}")
+    assert result.status_code == 400 and result.headers["x-fal-error-type"] == "request_cancelled"
+    assert result.json() == {"detail": "the request was cancelled",
+                             "error_type": "request_cancelled"}  # fmt: skip
+    assert status(api, first["request_id"])["queue_position"] == 0
+    # Submits: bad webhooks and oversized bodies are refused with the router's words.
+    bad = api.post("/queue/local/stuck/", json={}, params={"fal_webhook": "ftp://x"})
+    assert bad.status_code == 422 and bad.json()["error_type"] == "invalid_webhook_url"
+    big = api.post("/queue/local/stuck/", content=b"x" * 5000)
+    assert big.status_code == 413 and big.json()["error_type"] == "payload_too_large"
+    missing = api.post("/queue/local/nothing/", json={})
+    assert missing.status_code == 404 and missing.json()["error_type"] == "app_not_found"
+    sub = api.post("/queue/local/stuck/sub/path", json={}, params={"a": "1"})
+    assert sub.status_code == 200 and sub.headers["x-fal-request-id"] == sub.json()["request_id"]

@@ -16,10 +16,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -35,13 +35,13 @@ from tidal.control.queue_store import (
     RUNNER_LOSS_ATTEMPTS,
     QueuedRequest,
     QueueStore,
-    new_request,
 )
 from tidal.domain.router import RouterError
 from tidal.gateway.http1 import UpstreamConnectError
 from tidal.gateway.proxy import Gateway, _Progress, _Upstream
+from tidal.gateway.queue_fast import urls_of
 from tidal.gateway.queue_memory import Held, Lines
-from tidal.gateway.webhooks import WebhookSender, check_destination, valid_url
+from tidal.gateway.webhooks import WebhookSender
 from tidal.observe.records import QUEUE, RequestRecord, cold_start_of
 from tidal.observe.request_logs import logs_for
 from tidal.scaling.controller import Controller, Deployment
@@ -51,12 +51,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidal.queue")
 
+# Completed requests remembered as having logged nothing (a few hundred KB at most).
+QUIET_KEPT = 8192
 # A runner's answers that get a queued request run again (fal: 503, 504, 429).
 RETRIED_STATUSES = frozenset({429, 503, 504})
-
-# Headers kept with a queued request (the caller's content negotiation and own
-# x-* headers); hop-by-hop and credentials are not stored.
-_DROP = {"host", "content-length", "connection", "authorization", "transfer-encoding", "cookie"}
 
 
 class QueueService:
@@ -70,6 +68,7 @@ class QueueService:
         # only where it alone uses the database, so they are the whole queue.
         self.lines: Lines | None = None if store.shared else Lines()
         self.held = Held()
+        self._quiet: OrderedDict[str, None] = OrderedDict()  # completed, logged nothing
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._dispatchers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._unclaimed: dict[tuple[str, str], int] = {}  # workers not yet holding a request
@@ -132,41 +131,19 @@ class QueueService:
         return out
 
     async def _logs(self, item: QueuedRequest) -> list[dict[str, Any]]:
+        if item.id in self._quiet:
+            return []
         folder = self.controller.config.data_dir / "logs" / item.owner / item.app
         if not folder.is_dir():
             return []  # nothing logged per request (a direct server): no scan at all
-        return await asyncio.to_thread(logs_for, folder, item.id)
-
-    async def answer_status(self, scope: dict[str, Any], send: Any) -> bool:
-        """`GET /queue/{owner}/{app}/requests/{id}/status` for a request this platform
-        holds, answered from memory without the API framework's routing (a status poll
-        is the queue's most frequent call); False (nothing sent) for anything else."""
-        parts = scope["path"].split("/")
-        if (
-            scope["method"] != "GET"
-            or scope.get("query_string")
-            or len(parts) != 7
-            or parts[4] != "requests"
-            or parts[6] != "status"
-        ):
-            return False
-        _, _, owner, app, _, request_id, _ = parts
-        item = self.held.get(request_id)
-        if item is None or (item.owner, item.app) != (owner, app):
-            return False
-        if self.lines is None and item.status == IN_QUEUE:
-            return False  # shared queue: only the database knows where it is
-        host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
-        if not host:
-            return False
-        base = f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}/"
-        body = json.dumps(await self.status_view(base, item, False)).encode()
-        await send({"type": "http.response.start",
-                    "status": 200 if item.status == COMPLETED else 202,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", b"%d" % len(body))]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
-        return True
+        found = await asyncio.to_thread(logs_for, folder, item.id)
+        if not found and item.status == COMPLETED:
+            # Its runner is done with it: later polls are answered without a scan of the
+            # app's request logs (which a status poll per request would repeat).
+            self._quiet[item.id] = None
+            if len(self._quiet) > QUIET_KEPT:
+                self._quiet.popitem(last=False)
+        return found
 
     async def complete(
         self, request_id: str, status: int | None, headers: list[tuple[str, str]],
@@ -562,20 +539,6 @@ def _error_of(headers: list[tuple[str, str]], body: bytes, status: int) -> tuple
     ) or f"HTTP {status}", error_type
 
 
-async def read_capped(request: Request, limit: int) -> bytes | None:
-    """The request's body, or None when it is over `limit` bytes (read no further)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def runner_hint(headers: list[tuple[str, str]]) -> str | None:
     """A stored request's X-Fal-Runner-Hint: it waited for any slot in order, and then
     moves to the hint's runner if that one has a slot free."""
@@ -583,89 +546,6 @@ def runner_hint(headers: list[tuple[str, str]]) -> str | None:
         if name.lower() == "x-fal-runner-hint":
             return value.strip()[:256] or None
     return None
-
-
-def urls_of(base_url: str, owner: str, app: str, request_id: str) -> dict[str, str]:
-    base = f"{base_url.rstrip('/')}/queue/{owner}/{app}/requests/{request_id}"
-    return {"response_url": base, "status_url": f"{base}/status",
-            "cancel_url": f"{base}/cancel"}  # fmt: skip
-
-
-async def submit_from(
-    service: QueueService, owner_apps: Any, owner: str, app: str, path: str, request: Request
-) -> Response:
-    """`POST /queue/{owner}/{app}/{path}`: store the request, answer its id and URLs."""
-    if owner_apps(owner, app) is None:
-        return JSONResponse(
-            {"detail": f"no app {app!r} deployed for owner {owner!r}",
-             "error_type": "app_not_found"},
-            status_code=404,
-        )  # fmt: skip
-    body = await read_capped(request, service.controller.config.queue_body_limit_bytes)
-    if body is None:
-        limit = service.controller.config.queue_body_limit_bytes
-        return JSONResponse(
-            {"detail": f"the request body is over the queue's limit of {limit} bytes "
-             "(queue_body_limit_bytes in the platform's tidal.toml); send large inputs "
-             "as files (a URL the app downloads) instead", "error_type": "payload_too_large"},
-            status_code=413,
-        )  # fmt: skip
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP]
-    if "host" in request.headers and "x-forwarded-host" not in request.headers:
-        # The runner builds URLs (tidal.toolkit.File) from the host the caller used,
-        # not from its own address, which is all a stored request would show it.
-        headers.append(("x-forwarded-host", request.headers["host"]))
-    priority = 1 if request.headers.get("x-fal-queue-priority", "normal") == "low" else 0
-    no_retry = request.headers.get("x-fal-no-retry", "") not in ("", "0", "false")
-    webhook = request.query_params.get("fal_webhook") or request.query_params.get("webhook")
-    if webhook is not None and not valid_url(webhook):
-        return JSONResponse(
-            {"detail": f"the webhook URL {webhook!r} is not an http(s) URL",
-             "error_type": "invalid_webhook_url"},
-            status_code=422,
-        )  # fmt: skip
-    if webhook is not None and (
-        problem := await check_destination(webhook, service.webhooks.allowed_hosts)
-    ):
-        return JSONResponse({"detail": problem, "error_type": "invalid_webhook_url"},
-                            status_code=422)  # fmt: skip
-    query = request.url.query
-    if webhook is not None:  # the webhook parameters are the queue's, not the endpoint's
-        query = urlencode([(k, v) for k, v in request.query_params.multi_items()
-                           if k not in ("fal_webhook", "webhook")])  # fmt: skip
-    item = new_request(owner, app, "POST", "/" + path if path else "/", query, headers,
-                       body, priority, no_retry, webhook)  # fmt: skip
-    position = await service.submit(item)
-    return JSONResponse(
-        {"status": IN_QUEUE, "request_id": item.id,
-         **urls_of(str(request.base_url), owner, app, item.id), "queue_position": position},
-        headers={"x-fal-request-id": item.id},
-    )  # fmt: skip
-
-
-def queue_fast_path(
-    service: QueueService, owner_apps: Any
-) -> Callable[[dict[str, Any], Any, Any], Awaitable[bool]]:
-    """The queue's two most frequent calls, status polls of held requests and submits,
-    answered without the API framework's routing and dependency solving (which cost
-    more than the rest of either); False (nothing sent) for what the router answers."""
-
-    async def answer(scope: dict[str, Any], receive: Any, send: Any) -> bool:
-        if await service.answer_status(scope, send):
-            return True
-        if scope["method"] != "POST":
-            return False
-        parts = scope["path"].split("/", 4)  # "", "queue", owner, app, the endpoint's path
-        if len(parts) < 4 or not parts[2] or not parts[3]:
-            return False
-        path = parts[4] if len(parts) == 5 else ""
-        response = await submit_from(
-            service, owner_apps, parts[2], parts[3], path, Request(scope, receive)
-        )
-        await response(scope, receive, send)
-        return True
-
-    return answer
 
 
 def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
@@ -735,10 +615,5 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
             return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
         code, word = await service.cancel(request_id)
         return JSONResponse({"status": word}, status_code=code)
-
-    @router.post("/queue/{owner}/{app}/{path:path}")
-    @router.post("/queue/{owner}/{app}")  # an app's root endpoint, as fal-client submits it
-    async def submit(owner: str, app: str, request: Request, path: str = "") -> Response:
-        return await submit_from(service, owner_apps, owner, app, path, request)
 
     return router

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, text
@@ -88,6 +89,52 @@ def test_group_commit_batches_and_isolates_a_failure(tmp_path: Path) -> None:
             return await writes.run(lambda c: store.insert(c, item))
 
         assert asyncio.run(through_the_loop()) > max(seqs)
+    finally:
+        writes.close()
+        engine.dispose()
+
+
+def test_group_commit_wakes_the_loop_once_per_batch(tmp_path: Path) -> None:
+    """Callers on an event loop get their results (and failures) from one hop per
+    batch; a caller cancelled before its transaction began has its write left out."""
+    engine = open_database(tmp_path / "t.db")
+    store = QueueStore(engine)
+    writes = GroupCommit(engine)
+    release = threading.Event()
+
+    async def burst() -> None:
+        loop = asyncio.get_running_loop()
+        hops = 0
+        original = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal hops
+            hops += 1
+            return original(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        held = asyncio.ensure_future(writes.run(lambda c: release.wait(10)))
+        await asyncio.sleep(0.05)  # the first transaction is open: the rest queue up
+        items = [new_request("local", "a", "POST", "/", "", [], b"{}", 0, False)
+                 for _ in range(40)]  # fmt: skip
+        runs = [asyncio.ensure_future(writes.run(lambda c, i=i: store.insert(c, i)))
+                for i in items]  # fmt: skip
+        gone = new_request("local", "a", "POST", "/", "", [], b"{}", 0, False)
+        dropped = asyncio.ensure_future(writes.run(lambda c: store.insert(c, gone)))
+        bad = asyncio.ensure_future(writes.run(lambda c: c.execute(text("SELECT * FROM nope"))))
+        await asyncio.sleep(0)
+        dropped.cancel()
+        release.set()
+        seqs = await asyncio.gather(*runs)
+        await held
+        with pytest.raises(Exception, match="nope"):
+            await bad
+        assert seqs == sorted(seqs) and len(set(seqs)) == 40
+        assert hops <= 2  # the held transaction's, then one for the whole burst
+        assert store.get(gone.id) is None and store.waiting("local", "a") == 40
+
+    try:
+        asyncio.run(burst())
     finally:
         writes.close()
         engine.dispose()
