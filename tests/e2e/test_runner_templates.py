@@ -342,3 +342,57 @@ def test_no_state_passes_between_sandboxed_runners(sandboxed: PlatformProcess) -
     assert second_record["host"]["cgroups"] != record["host"]["cgroups"]
     # Imported and set up in its own process, and none of the first's requests.
     assert second["state"] == {"imported_in": second["pid"], "bumps": 0, "setup_in": second["pid"]}
+
+
+def group_of(pid: int) -> set[int]:
+    """`pid` and every process below it, now."""
+    found, frontier = {pid}, {pid}
+    while frontier:
+        children: set[int] = set()
+        for parent in frontier:
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{parent}/task").iterdir():
+                    children |= {int(c) for c in (task / "children").read_text().split()}
+        frontier = children - found
+        found |= children
+    return found
+
+
+def template_cgroups(pids: set[int]) -> set[Path]:
+    """The cgroup folders made for templates (named by template id) holding these."""
+    folders = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+                _, controllers, path = line.split(":", 2)
+                if Path(path).name.startswith("template-"):
+                    mount = controllers.split(",")[0] if controllers else "unified"
+                    folders.add(Path("/sys/fs/cgroup", mount, path[1:]))
+    return folders
+
+
+def test_sandboxed_templates_end_with_their_revision_and_the_platform(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Checked, not trusted: a new revision's deploy ends the old revision's pool, and
+    stopping the platform ends the rest; no process, no cgroup of theirs is left."""
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs the platform to run as root, as the README does")
+    data_dir = tmp_path_factory.mktemp("sandboxed-pool")
+    (data_dir / "tidal.toml").write_text(ROOMY)
+    with start_platform(data_dir) as platform:
+        platform.cli("deploy", "app.py::Pooled", "--app-name", "pooled", cwd=APP)
+        wait_for(lambda: len(templates_of(platform, "pooled")) == 3, 120, 0.05, "three templates")
+        first = {p for t in templates_of(platform, "pooled") for p in group_of(t["pid"])}
+        first_cgroups = template_cgroups(first)
+        assert len(first) > 3 and len(first_cgroups) >= 3  # sandboxes: bwrap and what it runs
+        platform.cli("deploy", "app.py::Pooled", "--app-name", "pooled", cwd=APP)  # revision 2
+        wait_for(lambda: not any(map(alive, first)), 60, 0.05, "revision 1's templates to end")
+        wait_for(lambda: not [c for c in first_cgroups if c.exists()], 60, 0.05,
+                 f"revision 1's template cgroups to go: {sorted(first_cgroups)}")  # fmt: skip
+        wait_for(lambda: {t["revision"] for t in templates_of(platform, "pooled")} == {2}
+                 and len(templates_of(platform, "pooled")) == 3, 120, 0.05, "revision 2's pool")  # fmt: skip
+        second = {p for t in templates_of(platform, "pooled") for p in group_of(t["pid"])}
+        second_cgroups = template_cgroups(second)
+    assert not [p for p in second if alive(p)], "templates outlived the platform"
+    assert not [c for c in second_cgroups if c.exists()], "template cgroups outlived the platform"
