@@ -12,6 +12,7 @@ own imports and server start is platform overhead:
     listening -> response   readiness polling, then proxying the request itself
 
     .venv/bin/python bench/cold_start.py [--trials N] [--skip-isolated] [--docker | --docker-only]
+    .venv/bin/python bench/cold_start.py --burst 3   # a burst: one template against three
 
 Rows: `sandbox` (the default: each runner in its app's sandbox), `auto` and `off`
 (`--sandbox off`, with and without a private network namespace); the sandbox's cost is
@@ -629,6 +630,75 @@ def measure_ratios(root: Path, args: argparse.Namespace) -> None:
                   f"{cut:.0f} ms of {imports:.0f} ms = {cut / imports:.0%} {ok}")  # fmt: skip
 
 
+# -- a burst of cold requests: one template against a pool of them ---------------------
+# N requests at once at zero runners, each holding its runner BURST_WORK_S (so a runner
+# that is ready early cannot serve them all); the slowest response is what the burst's
+# last user waits. Rows differ only in `runner_templates`.
+
+BURST_APP = """\
+import asyncio
+import tidal
+
+class Burst(tidal.App, keep_alive=300, max_concurrency={n}, runner_templates={pool}):
+    @tidal.endpoint("/", method="GET")
+    async def work(self) -> dict:
+        await asyncio.sleep({work})
+        return {{"ok": True}}
+"""
+BURST_WORK_S = 0.3
+
+
+def templates_of(platform: PlatformProcess, app: str) -> int:
+    found = 0
+    for path in (platform.data_dir / "runners" / "templates").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            found += json.loads(path.read_text())["app"] == app
+    return found
+
+
+def measure_burst(root: Path, n: int, pool: int, args: argparse.Namespace) -> list[float]:
+    """The slowest of `n` simultaneous cold requests (ms), per trial."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = root / f"burst-{n}-{pool}"
+    app_dir, data_dir = folder / "app", folder / "data"
+    app_dir.mkdir(parents=True)
+    data_dir.mkdir()
+    (app_dir / "app.py").write_text(BURST_APP.format(n=n, pool=pool, work=BURST_WORK_S))
+    (data_dir / "tidal.toml").write_text(f"[host]\ncpus = {2 * n}\nmemory_mb = 65536\n")
+    console.print(f"burst of {n}, {pool} template(s): {args.warmup} warm-up + {args.trials} bursts")
+    slowest, froms = [], []
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(n) as threads:
+        stack.callback(reap_runners, data_dir)
+        platform = stack.enter_context(start_platform(data_dir, ["--sandbox", "off"]))
+        view = json.loads(platform.cli("deploy", "app.py::Burst", "--json", cwd=app_dir).stdout)
+        app, url = view["name"], view["url"].rstrip("/") + "/"
+        for k in range(args.warmup + args.trials):
+            stop_all(platform, app)
+            wait_for(lambda: templates_of(platform, app) >= pool, WAIT_TIMEOUT_S, 0.02, "templates")
+            times = list(threads.map(lambda _: cold_request(url), range(n)))
+            if k >= args.warmup:
+                slowest.append((max(t1 for _, t1 in times) - min(t0 for t0, _ in times)) * 1000)
+                froms += [str(r["started_from"]) for r in live_runners(platform, app)]
+        stop_all(platform, app)
+    templated = sum(f == "template" for f in froms)
+    console.print(f"  runners: {len(froms)}, of which from a template: {templated}")
+    return slowest
+
+
+def render_burst(n: int, rows: dict[int, list[float]], args: argparse.Namespace) -> None:
+    table = Table(title=f"a burst of {n} cold requests ({BURST_WORK_S:.1f} s each): slowest "
+                        f"response, ms, {args.trials} bursts")  # fmt: skip
+    for column in ("templates per revision", "p50", "min", "max", "x one template"):
+        table.add_column(column, justify="left" if column.startswith("templates") else "right")
+    base = statistics.median(rows[1])
+    for pool, values in rows.items():
+        p50 = statistics.median(values)
+        table.add_row(str(pool), f"{p50:.0f}", f"{min(values):.0f}", f"{max(values):.0f}",
+                      f"{p50 / base:.2f}x")  # fmt: skip
+    console.print(table)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Cold start time of the local backend.")
     parser.add_argument("--trials", type=int, default=10, help="cold starts per row")
@@ -636,6 +706,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-isolated", action="store_true", help="only the --isolation off row")
     parser.add_argument("--docker", action="store_true", help="also measure the docker backend")
     parser.add_argument("--docker-only", action="store_true", help="only the docker backend")
+    parser.add_argument("--burst", type=int, default=0, metavar="N",
+                        help="only: N cold requests at once, one template against N")  # fmt: skip
     parser.add_argument("--ratios-only", action="store_true",
                         help="only the first-response table against bare uvicorn")  # fmt: skip
     args = parser.parse_args(argv)
@@ -646,6 +718,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.burst:
+        with tempfile.TemporaryDirectory(prefix="tidal-bench-", ignore_cleanup_errors=True) as tmp:
+            bursts = {pool: measure_burst(Path(tmp), args.burst, pool, args)
+                      for pool in (1, args.burst)}  # fmt: skip
+        render_burst(args.burst, bursts, args)
+        return 0
     modes = ["off"] if args.skip_isolated else ["sandbox", "auto", "off"]
     if args.docker_only or args.ratios_only:
         modes = []
