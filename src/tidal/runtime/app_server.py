@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from tidal.runtime import request_logs
+from tidal.runtime.middleware import HttpMiddleware
 from tidal.runtime.request_logs import RequestContext
 from tidal.sdk.app import App, endpoints
 from tidal.sdk.exceptions import error_answer
@@ -154,7 +155,7 @@ def openapi_of(app_cls: type[App]) -> dict[str, Any]:
     return document
 
 
-class _EndpointErrors:
+class _EndpointErrors(HttpMiddleware):
     """An exception in an endpoint: 500 JSON with its type and message, the
     traceback in the runner's log, and the runner (and the connection) stays up;
     fal's exceptions (`tidal.sdk.exceptions`) get fal's answer instead.
@@ -163,13 +164,7 @@ class _EndpointErrors:
     those after answering, and the server then drops the keep-alive connection.
     """
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = False
 
         async def tracking(message: dict[str, Any]) -> None:
@@ -200,19 +195,13 @@ class _EndpointErrors:
             await response(scope, receive, send)
 
 
-class _CancelOnDisconnect:
+class _CancelOnDisconnect(HttpMiddleware):
     """The caller went away (it hung up, or the request was cancelled and the gateway
     closed the connection): cancel the endpoint, which sees `asyncio.CancelledError`,
     as fal's "handle request cancellations" describes. Once the endpoint has read the
     whole body, nothing else is expected from the caller but a disconnect."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         body_read = asyncio.Event()
         finished = False
 

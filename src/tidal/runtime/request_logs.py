@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any, TextIO
 
+from tidal.runtime.middleware import HttpMiddleware
+
 current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "tidal_request", default=None
 )
@@ -80,16 +82,10 @@ def install() -> None:
     logging.getLogger().addHandler(_Handler(sink))
 
 
-class RequestContext:
+class RequestContext(HttpMiddleware):
     """ASGI middleware: the request's id (from the gateway) for everything it runs."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request_id = next(
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-tidal-request-id"), None
         )
