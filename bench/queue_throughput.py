@@ -2,22 +2,45 @@
 COMPLETED) against the same N made synchronously through the gateway, same platform,
 same warm runner. Also the latency of a status poll, under load and idle.
 
+Three ways of driving it, each against its own sync baseline in the same run:
+- httpx (the first table's first rows): the client as most Python callers write it.
+  It costs ~2 ms of CPU per request, so with 16 tasks the bench process saturates a
+  core and the ratio is mostly the client's: a queued request is two calls (submit,
+  poll) against the sync path's one;
+- the platform's CPU per request over those same runs (/proc), which the client's cost
+  does not enter, and a lean keep-alive client (bench/_lean_client.py, ~0.05 ms a
+  request) that leaves the platform as the bottleneck;
+- fal-client itself (`fal_client.run` against `fal_client.subscribe`, its default 0.1 s
+  poll interval, then the result's GET) on a second platform serving https, which
+  fal-client requires.
+
     python bench/queue_throughput.py [-n 500] [--concurrency 16] [--polls 2000]
+                                     [--lean-n 3000] [--fal-n 300] [--no-fal-client]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from _warm_app import WarmServer, app_source, pct, run_on_warm_platform
+from _lean_client import CpuMeter, LeanConnection, Phase, lean_fan_out
+from _warm_app import WarmServer, app_source, data_dir, pct, run_on_warm_platform, write_app
 from rich.table import Table
 
-from tidal.testing import PlatformProcess
+from tidal.backends.local import LocalBackend
+from tidal.testing import PlatformProcess, start_platform
+from tidal.tls import ca_bundle, make_local_certificate
 
 TRIVIAL = WarmServer(
     "trivial", "max_multiplexing=256, max_concurrency=1, keep_alive=300", host="0.0.0.0"
@@ -102,14 +125,60 @@ async def idle_polls(
     return latencies
 
 
-async def measure(url: str, app: str, args: argparse.Namespace) -> Table:
+async def lean_sync_run(url: str, app: str, n: int, c: int) -> dict[str, float]:
+    latencies: list[float] = []
+
+    async def one(conn: LeanConnection, i: int) -> None:
+        t = time.perf_counter()
+        status, body = await conn.request("POST", f"/local/{app}/", b'{"i": %d}' % i)
+        assert status == 200, body
+        latencies.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await lean_fan_out(url, n, c, one)
+    elapsed = time.perf_counter() - t0
+    return {"rps": n / elapsed, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99)}
+
+
+async def lean_queue_run(url: str, app: str, n: int, c: int) -> dict[str, float]:
+    """As queue_run (all submits, then each polled every 10 ms until COMPLETED)."""
+    ids: list[str] = []
+    ends: list[float] = []
+
+    async def submit(conn: LeanConnection, i: int) -> None:
+        status, body = await conn.request("POST", f"/queue/local/{app}/", b'{"i": %d}' % i)
+        assert status == 200, body
+        ids.append(json.loads(body)["request_id"])
+
+    async def wait(conn: LeanConnection, i: int) -> None:
+        while True:
+            status, body = await conn.request("GET", f"/queue/local/{app}/requests/{ids[i]}/status")
+            if status == 200:
+                assert b'"error"' not in body, body
+                ends.append(time.perf_counter())
+                return
+            await asyncio.sleep(0.01)
+
+    t0 = time.perf_counter()
+    await lean_fan_out(url, n, c, submit)
+    submitted = time.perf_counter() - t0
+    await lean_fan_out(url, n, c, wait)
+    return {"rps": n / (max(ends) - t0), "submit_rps": n / submitted}
+
+
+async def measure(url: str, app: str, args: argparse.Namespace, pid: int) -> Table:
     limits = httpx.Limits(max_connections=args.concurrency * 2)
+    meter = CpuMeter(pid)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
         await sync_run(http, f"/local/{app}/", 50, args.concurrency)  # warm runner, connections
-        sync = await sync_run(http, f"/local/{app}/", args.n, args.concurrency)
-        queued = await queue_run(http, app, args.n, args.concurrency)
+        with Phase(meter) as sync_phase:
+            sync = await sync_run(http, f"/local/{app}/", args.n, args.concurrency)
+        with Phase(meter) as queue_phase:
+            queued = await queue_run(http, app, args.n, args.concurrency)
         idle = await idle_polls(http, app, queued["ids"], args.polls, args.concurrency)  # type: ignore[arg-type]
         alone = await idle_polls(http, app, queued["ids"], args.polls // 4, 1)  # type: ignore[arg-type]
+    lean_sync = await lean_sync_run(url, app, args.lean_n, args.concurrency)
+    lean_queue = await lean_queue_run(url, app, args.lean_n, args.concurrency)
     loaded: list[float] = queued["polls"]  # type: ignore[assignment]
     table = Table(title=f"tidal queue vs sync: {args.n} requests, {args.concurrency} concurrent "
                         "clients, trivial endpoint, one warm runner")  # fmt: skip
@@ -130,6 +199,90 @@ async def measure(url: str, app: str, args: argparse.Namespace) -> Table:
                   f"{pct(idle, 0.5):.1f} / {pct(idle, 0.99):.1f}", "")  # fmt: skip
     table.add_row("", f"idle, one client, p50 / p99 ms ({len(alone)} polls)",
                   f"{pct(alone, 0.5):.1f} / {pct(alone, 0.99):.1f}", "")  # fmt: skip
+    if sync_phase.cpu is not None and queue_phase.cpu is not None:
+        # The platform process's CPU over the two runs above: what the client costs does
+        # not enter it. "vs sync" is sync's cost over the queue's (1.00x: as cheap).
+        sync_ms, queue_ms = sync_phase.cpu / args.n * 1000, queue_phase.cpu / args.n * 1000
+        table.add_row("platform CPU", "per sync request, ms (httpx runs above)",
+                      f"{sync_ms:.2f}", "1.00x")  # fmt: skip
+        table.add_row("", "per queued request (submit, run, complete, polls), ms",
+                      f"{queue_ms:.2f}", f"{sync_ms / queue_ms:.2f}x")  # fmt: skip
+    lean = f"lean client ({args.lean_n})"
+    table.add_row(lean, "sync requests/s (baseline)", f"{lean_sync['rps']:.0f}", "1.00x")
+    table.add_row("", "sync latency p50 / p99 ms",
+                  f"{lean_sync['p50']:.1f} / {lean_sync['p99']:.1f}", "")  # fmt: skip
+    table.add_row("", "queue submitted→completed req/s", f"{lean_queue['rps']:.0f}",
+                  f"{lean_queue['rps'] / lean_sync['rps']:.2f}x")  # fmt: skip
+    table.add_row("", "queue submits/s", f"{lean_queue['submit_rps']:.0f}",
+                  f"{lean_queue['submit_rps'] / lean_sync['rps']:.2f}x")  # fmt: skip
+    return table
+
+
+async def fal_client_runs(url: str, app: str, n: int, c: int) -> dict[str, float]:
+    """`fal_client.run` (the sync path) against `fal_client.subscribe` (submit, poll
+    status every 0.1 s, GET the result), n each from c tasks. fal-client reads the
+    hosts from the environment when it is imported, so this imports it afresh."""
+    host = urlsplit(url).netloc
+    os.environ.update(FAL_KEY="tidal-bench", FAL_RUN_HOST=host, FAL_QUEUE_RUN_HOST=f"{host}/queue")
+    for name in [m for m in sys.modules if m == "fal_client" or m.startswith("fal_client.")]:
+        del sys.modules[name]
+    import fal_client
+
+    client = fal_client.AsyncClient()
+    out: dict[str, float] = {}
+    try:
+        for label, call in (("run", client.run), ("subscribe", client.subscribe)):
+            await call(f"local/{app}", {"i": 0})  # connections, runner warm
+            latencies: list[float] = []
+
+            async def one(i: int, call: Any = call, latencies: list[float] = latencies) -> None:
+                t = time.perf_counter()
+                assert await call(f"local/{app}", {"i": i}) == {"ok": True}
+                latencies.append(time.perf_counter() - t)
+
+            t0 = time.perf_counter()
+            await fan_out(n, c, one)
+            out[label] = n / (time.perf_counter() - t0)
+            out[f"{label}_p50"] = pct(latencies, 0.5)
+    finally:
+        await (await client._client).aclose()
+    return out
+
+
+@contextlib.contextmanager
+def https_platform(source: str, function: str) -> Iterator[tuple[PlatformProcess, str]]:
+    """A second platform, serving https (fal-client's URLs are https), with `function`
+    deployed; its clients trust it through SSL_CERT_FILE, set here for this process."""
+    with tempfile.TemporaryDirectory(prefix="tidal-bench-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
+        app_dir = write_app(root, source)
+        cert = make_local_certificate(root / "tls")
+        data = data_dir(root / "data", f"tls_certfile = {json.dumps(str(cert.cert_file))}\n"
+                        f"tls_keyfile = {json.dumps(str(cert.key_file))}\n[host]\ncpus = 64\n"
+                        "memory_mb = 131072\n")  # fmt: skip
+        os.environ["SSL_CERT_FILE"] = str(ca_bundle(cert.ca_file, root / "tls" / "bundle.pem"))
+        try:
+            with start_platform(data, ["--isolation", "off", "--sandbox", "off"],
+                                tls_ca=cert.ca_file) as platform:  # fmt: skip
+                view = json.loads(platform.cli("deploy", f"app.py::{function}", "--json",
+                                               cwd=app_dir).stdout)  # fmt: skip
+                yield platform, view["name"]
+        finally:
+            LocalBackend(data / "runners").reap_orphans()
+
+
+def fal_client_table(args: argparse.Namespace) -> Table:
+    with https_platform(app_source([TRIVIAL]), TRIVIAL.name) as (platform, app):
+        runs = asyncio.run(fal_client_runs(platform.url, app, args.fal_n, args.concurrency))
+    table = Table(title=f"fal-client against tidal (https): {args.fal_n} calls, "
+                        f"{args.concurrency} concurrent, its defaults")  # fmt: skip
+    for col in ("path", "metric", "value", "vs sync"):
+        table.add_column(col, justify="left" if col in ("path", "metric") else "right")
+    table.add_row("fal_client.run (sync)", "requests/s", f"{runs['run']:.0f}", "1.00x")
+    table.add_row("", "latency p50 ms", f"{runs['run_p50']:.1f}", "")
+    table.add_row("fal_client.subscribe (queue)", "requests/s", f"{runs['subscribe']:.0f}",
+                  f"{runs['subscribe'] / runs['run']:.2f}x")  # fmt: skip
+    table.add_row("", "latency p50 ms", f"{runs['subscribe_p50']:.1f}", "")
     return table
 
 
@@ -138,10 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=500, help="requests per path")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients")
     parser.add_argument("--polls", type=int, default=2000, help="idle status polls")
+    parser.add_argument("--lean-n", type=int, default=3000, help="requests per path, lean client")
+    parser.add_argument("--fal-n", type=int, default=300, help="calls per path, fal-client")
+    parser.add_argument("--no-fal-client", action="store_true", help="skip the fal-client table")
     args = parser.parse_args(argv)
 
     def run(platform: PlatformProcess, views: list[dict[str, Any]]) -> list[Table]:
-        return [asyncio.run(measure(platform.url, views[0]["name"], args))]
+        tables = [asyncio.run(measure(platform.url, views[0]["name"], args, platform.process.pid))]
+        if not args.no_fal_client:
+            tables.append(fal_client_table(args))
+        return tables
 
     return run_on_warm_platform(app_source([TRIVIAL]), [TRIVIAL.name], run)
 
