@@ -29,7 +29,8 @@ from tidal.testing import PlatformProcess, start_platform
 ROOMY_TOML = "[host]\ncpus = 64\nmemory_mb = 131072\n"
 # The response body, as a Python expression evaluated per request in the runner.
 OK_BODY = "b'{\"ok\":true}'"
-WHO_BODY = 'json.dumps({"pid": os.getpid(), "ppid": os.getppid()}).encode()'
+# The runner's id (its pid would be its sandbox's, which the host does not know).
+WHO_BODY = 'json.dumps({"runner": os.environ.get("TIDAL_RUNNER_ID", "")}).encode()'
 # What a failed run raises: the bench prints it and exits 1 instead of a traceback.
 BENCH_ERRORS = (AssertionError, httpx.HTTPError, OSError, KeyError)
 

@@ -127,7 +127,7 @@ def measure_replicas(queued: int, pg_url: str) -> None:
 
                     wait_for(done, timeout=120, interval=0.05, what=request_id)
                     body = c.get(f"/queue/local/who/requests/{request_id}").json()
-                    served[_owner(replicas, body["pid"], body["ppid"])] += 1
+                    served[_owner(replicas, body["runner"])] += 1
                 elapsed = time.perf_counter() - start
                 for c in clients:
                     c.close()
@@ -184,9 +184,10 @@ def measure_changes(pg: PostgresServer, trials: int) -> None:
     console.print(table)
 
 
-def _owner(replicas: list[PlatformProcess], pid: int, ppid: int) -> str:
+def _owner(replicas: list[PlatformProcess], runner_id: str) -> str:
+    """Which replica runs the runner (its pid file is in that replica's data dir)."""
     for name, replica in zip("ab", replicas, strict=True):
-        if {pid, ppid} & set(replica.runner_pids()):
+        if (replica.data_dir / "runners" / f"{runner_id}.pid").exists():
             return name
     return "?"
 
