@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from urllib.parse import quote
 import typer
 
 from tidal.cli.client import CLIError, client_for
-from tidal.cli.output import out
+from tidal.cli.output import out, print_json
 
 files_app = typer.Typer(
     help="List, upload, download and remove the files in an app's /data.",
@@ -49,7 +48,7 @@ def ls(
     with client_for(ctx) as api:
         view: dict[str, Any] = api.get(_url(app), params={"path": path})
     if as_json:
-        print(json.dumps(view, indent=2, sort_keys=True))
+        print_json(view)
         return
     from rich.table import Table
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated
 from urllib.parse import quote
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidal.cli.client import CLIError, client_for
+from tidal.cli.output import print_json
 
 keys_app = typer.Typer(
     help="Create, list and revoke API keys. Scope `admin` may use the control-plane API "
@@ -40,7 +40,7 @@ def keys_create(
     with client_for(ctx) as api:
         view = api.post("/api/v1/keys", json={"scope": scope, "name": name})
     if as_json:
-        print(json.dumps(view, indent=2, sort_keys=True))
+        print_json(view)
         return
     label = f" ({view['name']})" if view.get("name") else ""
     err_console.print(
@@ -60,7 +60,7 @@ def keys_list(
     with client_for(ctx) as api:
         views = api.get("/api/v1/keys")
     if as_json:
-        print(json.dumps(views, indent=2, sort_keys=True))
+        print_json(views)
         return
     if not views:
         console.print("No API keys. Create one with `tidal keys create`.")

@@ -16,7 +16,7 @@ import typer
 from tidal import __version__
 from tidal.cli.client import CLIError
 from tidal.cli.lazy import LazyCommand, LazyGroup, plain_strings_skip_pydantic
-from tidal.cli.output import err, out
+from tidal.cli.output import err, out, print_json
 from tidal.config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -73,10 +73,6 @@ def client() -> Client:
     from tidal.cli.client import connect
 
     return connect(_state["url"])
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
 
 
 @app.callback()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -24,3 +25,8 @@ def err() -> Console:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    """A command's `--json` answer, for scripts: indented, keys sorted."""
+    print(json.dumps(data, indent=2, sort_keys=True))

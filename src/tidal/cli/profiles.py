@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidal.cli.client import CLIError, load_httpx, mask_key
+from tidal.cli.output import print_json
 
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 API_KEY = re.compile(r"[\x21-\x7e]+")
@@ -233,7 +234,7 @@ def list_(
     profiles = load_profiles()
     rows = profile_rows(profiles)
     if as_json:
-        print(json.dumps(rows, indent=2, sort_keys=True))
+        print_json(rows)
         return
     if not rows:
         console.print("No profiles. Add one with `tidal profile add NAME --url URL [--key KEY]`.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -10,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from tidal.cli.client import client_for
-from tidal.cli.output import out
+from tidal.cli.output import out, print_json
 
 
 class ShowByDefault(TyperGroup):
@@ -48,7 +47,7 @@ def show(
         view: dict[str, Any] = api.get(f"/api/v1/apps/{quote(app, safe='')}/queue",
                                        params={"first": first})  # fmt: skip
     if as_json:
-        print(json.dumps(view, indent=2, sort_keys=True))
+        print_json(view)
         return
     out().print(
         f"[bold]{app}[/]: {view['queued']} queued, {view['running']} running, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidal.cli.client import CLIError, client_for
+from tidal.cli.output import print_json
 
 secrets_app = typer.Typer(
     help="Set, list and remove secrets: environment variables for your runners, stored "
@@ -115,7 +115,7 @@ def secrets_list(
     with client_for(ctx) as api:
         views = api.get("/api/v1/secrets")
     if as_json:
-        print(json.dumps(views, indent=2, sort_keys=True))
+        print_json(views)
         return
     if not views:
         console.print("No secrets. Set one with `tidal secrets set NAME=VALUE`.")
