@@ -259,8 +259,8 @@ class CgroupTree:
             try:
                 folder.mkdir(exist_ok=True)
             except FileNotFoundError:
-                # This platform's folder went while it was empty (taken for a dead
-                # platform's by one that cannot see this process): make it again.
+                # This platform's folder went while it was empty (an operator's
+                # `rmdir` of leftovers, say): make it again.
                 self._prepare()
                 folder.mkdir(exist_ok=True)
             except OSError as exc:

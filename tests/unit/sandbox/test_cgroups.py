@@ -85,3 +85,18 @@ def test_v1_limits_and_oom_count(tmp_path: Path) -> None:
         "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"
     )
     assert group.oom_kills() == 2
+
+
+def test_a_platform_folder_removed_while_empty_is_made_again(tmp_path: Path) -> None:
+    """An operator clearing leftovers may `rmdir` a live platform's empty folder; its
+    next runner still gets its cgroup."""
+    for c in ("cpu", "memory", "pids"):
+        (tmp_path / c).mkdir()
+    tree = CgroupTree(find_hierarchies(HYBRID.format(root=tmp_path)), "p1")
+    tree._prepare()
+    assert tree.platforms() == ["p1"]
+    for c in ("cpu", "memory", "pids"):
+        (tmp_path / c / "tidal" / "p1" / "memory.use_hierarchy").unlink(missing_ok=True)
+        (tmp_path / c / "tidal" / "p1").rmdir()
+    tree.create("r-1", Limits(cpus=1, memory_mb=1024, pids=100))
+    assert (tmp_path / "pids/tidal/p1/r-1/pids.max").read_text() == "100"
