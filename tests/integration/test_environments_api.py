@@ -1,4 +1,5 @@
-"""POST /api/v1/environments: progress as JSON lines, one build for concurrent asks."""
+"""POST /api/v1/environments: progress as JSON lines, one build for concurrent asks;
+POST /api/v1/images: a build that cannot run says why as its one line."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from tidal.testing import platform_in_thread
 pytestmark = pytest.mark.slow
 
 
-def events(url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+def events(url: str, body: dict[str, Any], path: str = "environments") -> list[dict[str, Any]]:
     with (
         httpx.Client(timeout=300) as http,
-        http.stream("POST", f"{url}/api/v1/environments", json=body) as resp,
+        http.stream("POST", f"{url}/api/v1/{path}", json=body) as resp,
     ):
+        assert resp.headers["content-type"] == "application/x-ndjson"
         return [json.loads(line) for line in resp.iter_lines() if line]
 
 
@@ -39,6 +41,15 @@ def test_concurrent_asks_build_once_and_stream_progress(tmp_path: Path) -> None:
     assert len(built) == 1  # built once; the others waited and found it
     assert any("creating a Python" in e.get("log", "") for e in built[0])
     assert len(list((tmp_path / "envs").iterdir())) == 1
+
+
+def test_an_image_build_without_the_docker_backend_streams_its_error(tmp_path: Path) -> None:
+    config = PlatformConfig(data_dir=tmp_path, port=free_port(), auth=False, backends=["local"])
+    body = {"image": {"kind": "registry", "ref": "python:3.11-slim"}}
+    with platform_in_thread(config):
+        lines = events(config.url, body, "images")
+    assert len(lines) == 1 and set(lines[0]) == {"error"}, lines
+    assert "needs the docker backend" in lines[0]["error"]
 
 
 def test_garbage_collection_keeps_what_is_used_or_recent(tmp_path: Path) -> None:

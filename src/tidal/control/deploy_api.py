@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
@@ -26,6 +26,8 @@ from tidal.scaling.controller import Controller
 from tidal.scaling.placement import Inventory
 from tidal.spec import AppSpec, ImageSpec, InvalidOptionError
 from tidal.storage.bundles import BundleError, store_bundle
+
+T = TypeVar("T")
 
 
 class DeployRequest(BaseModel):
@@ -162,40 +164,43 @@ def deploy_router(
     @api.post("/api/v1/environments")
     async def build_environment(body: EnvironmentRequest) -> StreamingResponse:
         """Build (or find) an environment, streaming progress as JSON lines."""
+        started = time.monotonic()
 
-        async def progress() -> AsyncIterator[str]:
-            started = time.monotonic()
-            try:
-                async for item in environments.ensure(body.requirements, body.python_version):
-                    if isinstance(item, Environment):
-                        ready = {"ready": item.digest, "python": item.python_version,
-                                 "seconds": round(time.monotonic() - started, 2)}  # fmt: skip
-                        yield json.dumps(ready) + "\n"
-                    else:
-                        yield json.dumps({"log": item}) + "\n"
-            except EnvironmentBuildError as exc:
-                yield json.dumps({"error": str(exc)}) + "\n"
+        def ready(item: Environment) -> dict[str, Any]:
+            return {"ready": item.digest, "python": item.python_version,
+                    "seconds": round(time.monotonic() - started, 2)}  # fmt: skip
 
-        return StreamingResponse(progress(), media_type="application/x-ndjson")
+        build = environments.ensure(body.requirements, body.python_version)
+        return _progress(build, Environment, ready, EnvironmentBuildError)
 
     @api.post("/api/v1/images")
     async def build_image_stream(body: ImageRequest) -> StreamingResponse:
         """Build (or find) an app's container image, streaming its log as JSON lines."""
 
-        async def progress() -> AsyncIterator[str]:
-            try:
-                async for item in images.build(
-                    owner, body.image, body.requirements, body.runtime_layer
-                ):
-                    if isinstance(item, BuiltImage):
-                        done = {"ready": item.ref, "cached": item.cached,
-                                "seconds": round(item.seconds, 2)}  # fmt: skip
-                        yield json.dumps(done) + "\n"
-                    else:
-                        yield json.dumps({"log": item}) + "\n"
-            except ImageBuildError as exc:
-                yield json.dumps({"error": str(exc)}) + "\n"
+        def ready(item: BuiltImage) -> dict[str, Any]:
+            return {"ready": item.ref, "cached": item.cached, "seconds": round(item.seconds, 2)}
 
-        return StreamingResponse(progress(), media_type="application/x-ndjson")
+        build = images.build(owner, body.image, body.requirements, body.runtime_layer)
+        return _progress(build, BuiltImage, ready, ImageBuildError)
 
     return api
+
+
+def _progress(
+    build: AsyncIterator[Any],
+    result: type[T],
+    ready: Callable[[T], dict[str, Any]],
+    failure: type[Exception],
+) -> StreamingResponse:
+    """A build as JSON lines: `{"log": line}` while it runs, then `ready(result)`, or
+    `{"error": message}` where it fails with `failure`."""
+
+    async def lines() -> AsyncIterator[str]:
+        try:
+            async for item in build:
+                view = ready(item) if isinstance(item, result) else {"log": item}
+                yield json.dumps(view) + "\n"
+        except failure as exc:
+            yield json.dumps({"error": str(exc)}) + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
