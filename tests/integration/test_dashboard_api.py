@@ -84,6 +84,8 @@ def test_sign_in_gives_a_session_cookie_never_the_key(secured: tuple[httpx.Clien
     assert refused.status_code == 403 and "needs an admin key" in refused.text
     forged = sign_in(client, admin, origin="http://evil.example")
     assert forged.status_code == 403 and "set-cookie" not in forged.headers
+    padded = client.post("/dashboard/login", data={"key": admin, "pad": "x" * 5000})
+    assert padded.status_code == 413 and "set-cookie" not in padded.headers
 
     ok = sign_in(client, admin, origin=str(client.base_url).rstrip("/"))
     assert ok.status_code == 303 and ok.headers["location"] == "/dashboard/"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from tidal import __version__
-from tidal.asgi import send_error
+from tidal.asgi import ClientGone, read_body, request_chunks, send_error
 from tidal.control.keys import ADMIN
 from tidal.dashboard.sessions import SessionStore, clear_cookie, cookie_of, set_cookie
 from tidal.sandbox.status import platform_sandbox
@@ -267,19 +267,13 @@ class Dashboard:
         size = 0
         try:
             with partial.open("wb") as out:
-                more = True
-                while more:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise ConnectionError
-                    chunk = message.get("body", b"")
+                async for chunk in request_chunks(receive):
                     size += len(chunk)
                     if size > UPLOAD_LIMIT:
                         raise OverflowError
                     out.write(chunk)
-                    more = message.get("more_body", False)
             os.replace(partial, target)
-        except (ConnectionError, OverflowError) as exc:
+        except (ClientGone, OverflowError) as exc:
             with contextlib.suppress(OSError):
                 partial.unlink()
                 target.parent.rmdir()
@@ -342,17 +336,10 @@ def _same_origin(scope: Scope) -> bool:
 
 
 async def _read(receive: Any, limit: int) -> bytes | None:
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        body += message.get("body", b"")
-        if len(body) > limit:
-            return None
-        more = message.get("more_body", False)
-    return body
+    try:
+        return await read_body(receive, limit)
+    except (ClientGone, OverflowError):
+        return None
 
 
 async def _page(send: Any, status: int, body: bytes) -> None:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from tidal.asgi import send_error
+from tidal.asgi import ClientGone, read_body, request_chunks, send_error
 from tidal.backends.base import Runner
 from tidal.domain.router import AppRouter, RouterError
 from tidal.gateway.affinity import affinity_key
@@ -46,10 +46,6 @@ ERROR_BODY_KEPT = 4096
 class _StartTimeout(Exception):
     def __init__(self, limit: float) -> None:
         self.limit = limit
-
-
-class ClientGone(Exception):
-    """The caller went away while sending its request body."""
 
 
 class Gateway:
@@ -357,11 +353,11 @@ class _Upstream:
         lines += (REQUEST_ID_HEADER, b": ", request_id.encode(), b"\r\n")
         if chunked:
             lines.append(b"transfer-encoding: chunked\r\n")
-            self.stream = _chunked(_stream_body(receive))
+            self.stream = _chunked(request_chunks(receive))
         elif length is not None and length > BUFFER_LIMIT:
-            self.stream = _stream_body(receive)
+            self.stream = request_chunks(receive)
         elif length:
-            self.body = await _read_body(receive)
+            self.body = await read_body(receive)
         self.head = b"".join(lines)
         return self
 
@@ -424,30 +420,6 @@ def _event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
         k.lower() == b"content-type" and v.lower().startswith(b"text/event-stream")
         for k, v in headers
     )
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)
-
-
-async def _stream_body(receive: Any) -> AsyncIterator[bytes]:
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        body = message.get("body", b"")
-        if body:
-            yield body
-        more = message.get("more_body", False)
 
 
 async def _chunked(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
