@@ -186,3 +186,22 @@ def test_the_fast_path_answers_as_the_router_does(api: httpx.Client) -> None:
     assert missing.status_code == 404 and missing.json()["error_type"] == "app_not_found"
     sub = api.post("/queue/local/stuck/sub/path", json={}, params={"a": "1"})
     assert sub.status_code == 200 and sub.headers["x-fal-request-id"] == sub.json()["request_id"]
+
+
+def test_a_status_stream_sends_each_change_and_ends_at_completion(api: httpx.Client) -> None:
+    """`GET .../status/stream` (SSE, as fal's JS client streams it): the status as it is,
+    then each change, ending with COMPLETED."""
+    deploy_stuck(api)
+    rid = submit(api)["request_id"]
+    with api.stream("GET", f"/queue/local/stuck/requests/{rid}/status/stream") as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        events = (json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: "))
+        first = next(events)
+        assert first["status"] == "IN_QUEUE" and first["queue_position"] == 0
+        assert api.put(f"/queue/local/stuck/requests/{rid}/cancel").status_code == 202
+        rest = list(events)  # the stream ends once the request completed
+    assert rest and rest[-1]["status"] == "COMPLETED"
+    assert rest[-1]["error_type"] == "request_cancelled" and rest[-1]["request_id"] == rid
+    missing = api.get(f"/queue/local/stuck/requests/{'0' * 32}/status/stream")
+    assert missing.status_code == 404

@@ -29,9 +29,9 @@ T = TypeVar("T")
 # Operations in one transaction at most: a commit is never held up for long.
 MAX_BATCH = 256
 
-# A caller waiting in a thread (a concurrent Future) or on an event loop (its loop's
-# Future, settled on that loop).
-_Done = Future[Any] | asyncio.Future[Any]
+# A caller waiting in a thread (a concurrent Future), on an event loop (its loop's
+# Future, settled on that loop), or none (later(): a failure is logged).
+_Done = Future[Any] | asyncio.Future[Any] | None
 _Op = tuple[Callable[[Connection], Any], _Done]
 # What an operation came to: (its caller, its result, or the exception it raised).
 _Outcome = tuple[_Done, Any, BaseException | None]
@@ -61,7 +61,7 @@ class GroupCommit:
     def later(self, op: Callable[[Connection], Any]) -> None:
         """Queue `op` without waiting for it; a failure is logged. Operations commit in
         the order they were queued, so a later one never lands before it."""
-        self.submit(op).add_done_callback(_log_failure)
+        self._ops.put((op, None))
 
     def close(self) -> None:
         """Write what is queued, then stop the thread."""
@@ -107,6 +107,8 @@ class GroupCommit:
 
 
 def _still_wanted(done: _Done) -> bool:
+    if done is None:
+        return True
     if isinstance(done, Future):
         return done.set_running_or_notify_cancel()
     # Read from this thread: at worst a caller cancelled this instant has its write
@@ -119,7 +121,10 @@ def _tell(outcomes: list[_Outcome]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
     for outcome in outcomes:
         done, result, exc = outcome
-        if isinstance(done, Future):
+        if done is None:
+            if exc is not None:
+                log.error("queue: a background write failed: %s", exc)
+        elif isinstance(done, Future):
             if exc is None:
                 done.set_result(result)
             else:
@@ -133,14 +138,10 @@ def _tell(outcomes: list[_Outcome]) -> None:
 
 def _settle(outcomes: list[_Outcome]) -> None:
     for done, result, exc in outcomes:
+        assert isinstance(done, asyncio.Future)
         if done.done():  # cancelled while it was written
             continue
         if exc is None:
             done.set_result(result)
         else:
             done.set_exception(exc)
-
-
-def _log_failure(done: Future[Any]) -> None:
-    if (exc := done.exception()) is not None:
-        log.error("queue: a background write failed: %s", exc)

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +69,7 @@ class QueueService:
         self.lines: Lines | None = None if store.shared else Lines()
         self.held = Held()
         self._quiet: OrderedDict[str, None] = OrderedDict()  # completed, logged nothing
+        self._watchers: dict[str, list[asyncio.Event]] = {}  # request id -> its SSE streams
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._dispatchers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._unclaimed: dict[tuple[str, str], int] = {}  # workers not yet holding a request
@@ -99,6 +100,25 @@ class QueueService:
             self.held.hold(item)
         self.kick(key)
         return await self.position(item.id)
+
+    @contextlib.contextmanager
+    def watching(self, request_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever the request's status changes here (claimed, put back,
+        completed): a status stream sends the change at once instead of at its next
+        look. Positions and changes made by another platform are not signalled."""
+        event = asyncio.Event()
+        self._watchers.setdefault(request_id, []).append(event)
+        try:
+            yield event
+        finally:
+            events = self._watchers[request_id]
+            events.remove(event)
+            if not events:
+                del self._watchers[request_id]
+
+    def _changed(self, request_id: str) -> None:
+        for event in self._watchers.get(request_id, ()):
+            event.set()
 
     async def get(self, request_id: str) -> QueuedRequest | None:
         """The request as it is now: from memory where this platform holds it."""
@@ -140,10 +160,24 @@ class QueueService:
         if not found and item.status == COMPLETED:
             # Its runner is done with it: later polls are answered without a scan of the
             # app's request logs (which a status poll per request would repeat).
-            self._quiet[item.id] = None
-            if len(self._quiet) > QUIET_KEPT:
-                self._quiet.popitem(last=False)
+            self._remember_quiet(item.id)
         return found
+
+    def _remember_quiet(self, request_id: str) -> None:
+        self._quiet[request_id] = None
+        if len(self._quiet) > QUIET_KEPT:
+            self._quiet.popitem(last=False)
+
+    def _direct_server(self, item: QueuedRequest, runner: Runner) -> bool:
+        """Whether `runner` serves its own web server (a function with exposed_port, or
+        an image): only an App's or a plain function's runtime writes request logs."""
+        dep = self.controller.deployments.get((item.owner, item.app))
+        if dep is None or dep.record.revision != runner.revision:
+            return False
+        spec = dep.record.spec
+        return spec.kind == "image" or (
+            spec.kind == "function" and dep.record.options.exposed_port is not None
+        )
 
     async def complete(
         self, request_id: str, status: int | None, headers: list[tuple[str, str]],
@@ -164,7 +198,10 @@ class QueueService:
         item.status, item.completed_at = COMPLETED, now
         item.response_status, item.response_headers = status, headers
         item.response_body, item.error, item.error_type = body, error, error_type
+        if runner is None or self._direct_server(item, runner):
+            self._remember_quiet(item.id)  # it cannot have logged: no scan for its polls
         self.held.finished(item)
+        self._changed(item.id)
         if item.webhook_url:
             self.webhooks.send(item)
         if self.recorder is not None:
@@ -188,6 +225,7 @@ class QueueService:
             if self.lines is not None:
                 self.lines.remove(item.id)
             self.held.finished(item)
+            self._changed(item.id)
 
     async def end_app(self, owner: str, app: str) -> int:
         """The app is deleted (and gone from the controller): its waiting requests
@@ -204,6 +242,7 @@ class QueueService:
                                               error=error))  # fmt: skip
         for item in ended:
             self.held.finished(item)
+            self._changed(item.id)
             if item.webhook_url:
                 self.webhooks.send(item)
         return len(ended)
@@ -352,12 +391,14 @@ class QueueService:
         now = time.time()
         self.writes.later(partial(self.store.mark_claimed, request_id=request_id, now=now))
         item.status, item.started_at, item.attempts = IN_PROGRESS, now, item.attempts + 1
+        self._changed(item.id)
         return item
 
     async def _requeue(self, item: QueuedRequest, ran: bool = True) -> None:
         """Back in line at its place (see QueueStore.requeue)."""
         await self.writes.run(partial(self.store.requeue_in, request_id=item.id, ran=ran))
         item.status, item.attempts = IN_QUEUE, item.attempts - (0 if ran else 1)
+        self._changed(item.id)
         if self.lines is not None:
             self.lines.add((item.owner, item.app), item.priority, item.seq, item.id)
         else:
@@ -578,17 +619,22 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
 
         async def events() -> AsyncIterator[bytes]:
             last = None
-            while True:
-                item = await service.get(request_id)
-                if item is None:
-                    return
-                current = await status_of(request, item, bool(logs))
-                if current != last:
-                    yield f"data: {json.dumps(current)}\n\n".encode()
-                    last = current
-                if item.status == COMPLETED:
-                    return
-                await asyncio.sleep(0.1)
+            with service.watching(request_id) as changed:
+                while True:
+                    changed.clear()  # before reading: a change from here on wakes us
+                    item = await service.get(request_id)
+                    if item is None:
+                        return
+                    current = await status_of(request, item, bool(logs))
+                    if current != last:
+                        yield f"data: {json.dumps(current)}\n\n".encode()
+                        last = current
+                    if item.status == COMPLETED:
+                        return
+                    # Woken by a change here; else a look every 0.1 s (positions move,
+                    # another platform may have changed it).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), 0.1)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -138,3 +138,20 @@ def test_group_commit_wakes_the_loop_once_per_batch(tmp_path: Path) -> None:
     finally:
         writes.close()
         engine.dispose()
+
+
+def test_a_later_write_that_fails_is_logged_and_takes_nothing_along(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = open_database(tmp_path / "t.db")
+    store = QueueStore(engine)
+    writes = GroupCommit(engine)
+    item = new_request("local", "a", "POST", "/", "", [], b"{}", 0, False)
+    try:
+        writes.later(lambda c: c.execute(text("SELECT * FROM missing_table")))
+        assert writes.submit(lambda c: store.insert(c, item)).result(10) > 0
+    finally:
+        writes.close()
+        engine.dispose()
+    assert store.waiting("local", "a") == 1
+    assert any("missing_table" in r.getMessage() for r in caplog.records)
