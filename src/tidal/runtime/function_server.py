@@ -16,6 +16,7 @@ import traceback
 from types import CodeType, TracebackType
 from typing import Any
 
+from tidal.asgi import ClientGone, read_body
 from tidal.runtime import request_logs
 from tidal.runtime.request_logs import RequestContext
 from tidal.sdk.function import Function
@@ -50,8 +51,11 @@ class FunctionServer:
             found = scope["path"] != "/openapi.json"
             await _answer(send, 200 if found else 404, b'{"status": "ok"}' if found else b"{}")
             return
-        body = await _read_body(receive)
-        if body is None:
+        try:
+            body = await read_body(receive, MAX_CALL_BYTES)
+        except ClientGone:
+            return  # the caller hung up before its call was whole: nothing to run
+        except OverflowError:
             error = WireError(f"the call is over the {MAX_CALL_BYTES}-byte limit")
             await _answer(send, 413, encode_exception(error))
             return
@@ -92,22 +96,6 @@ def _from_user_code(tb: TracebackType | None, code: CodeType) -> TracebackType |
     while found is not None and found.tb_frame.f_code is not code:
         found = found.tb_next
     return found or tb
-
-
-async def _read_body(receive: Any) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_CALL_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def _answer(send: Any, status: int, body: bytes) -> None:
