@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,7 +12,7 @@ from pydantic import BaseModel
 
 from tidal.control.deploy_api import with_environment
 from tidal.control.registry import LIST_PAGE_MAX, Registry
-from tidal.control.views import AppViews, endpoints, stored_view
+from tidal.control.views import AppViews, endpoints, listing_body
 from tidal.domain.app import AppRecord
 from tidal.environments import Environments
 from tidal.scaling.controller import Controller
@@ -32,11 +31,6 @@ class AppQueue(Protocol):
 
 class RollbackRequest(BaseModel):
     revision: int
-
-
-def _encoded(value: Any) -> bytes:
-    """JSON as FastAPI's JSONResponse writes it."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _after(cursor: str | None) -> tuple[str, str] | None:
@@ -76,9 +70,11 @@ def apps_router(
         after = _after(cursor)
         base = str(request.base_url)
 
-        def page() -> list[tuple[AppRecord, dict[str, Any]]]:
-            return [(r, stored_view(r, base)) for r in registry.page(after, limit)]
+        def page() -> list[tuple[AppRecord, bytes]]:
+            return [(r, views.stored.encoded(r, base)) for r in registry.page(after, limit)]
 
+        # The database, the stored views and the encoding in a thread; only what the
+        # runners and routers say now (memory, a few µs an app) on the event loop.
         found = await asyncio.to_thread(page)
         headers: dict[str, str] = {}
         if len(found) == limit:
@@ -86,9 +82,9 @@ def apps_router(
             nxt = f"{last.owner}/{last.name}"
             url = request.url.include_query_params(cursor=nxt, limit=limit)
             headers = {"x-next-cursor": nxt, "link": f'<{url}>; rel="next"'}
-        listed = [{**view, **views.live(record)} for record, view in found]
-        # A page is tens to hundreds of KB of JSON: encoded off the loop too.
-        body = await asyncio.to_thread(_encoded, listed)
+        platform = views.platform_sandbox()
+        live = [views.live(record, platform) for record, _ in found]
+        body = await asyncio.to_thread(listing_body, [view for _, view in found], live)
         return Response(body, media_type="application/json", headers=headers)
 
     @api.get("/api/v1/apps/{name}/openapi.json")

@@ -24,6 +24,8 @@ from tidal.spec import (
 
 # The most apps one page of the listing holds (`GET /api/v1/apps?limit=`).
 LIST_PAGE_MAX = 1000
+# Records the listing keeps (one per app); past this many it starts again.
+LISTED_MAX = 20_000
 
 
 class NotFound(LookupError):
@@ -33,6 +35,11 @@ class NotFound(LookupError):
 class Registry:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        # The listing's records, by (owner, name), with the row they came from: a page
+        # re-reads rows but builds (parses) only the records whose row changed, and an
+        # unchanged app is the same object page after page (what it computes, such as
+        # its options, is kept). Shared objects: only the listing's read-only use sees them.
+        self._listed: dict[tuple[str, str], tuple[tuple[Any, ...], AppRecord]] = {}
 
     def deploy(
         self, owner: str, spec: AppSpec, public: bool = False, reset_scale: bool = False
@@ -95,15 +102,20 @@ class Registry:
         """Every app, in (owner, name) order."""
         records: list[AppRecord] = []
         after: tuple[str, str] | None = None
-        while page := self.page(after, LIST_PAGE_MAX):
+        while page := self.page(after, LIST_PAGE_MAX, shared=False):
             records += page
             after = (page[-1].owner, page[-1].name)
         return records
 
-    def page(self, after: tuple[str, str] | None, limit: int) -> Sequence[AppRecord]:
+    def page(
+        self, after: tuple[str, str] | None, limit: int, shared: bool = True
+    ) -> Sequence[AppRecord]:
         """Up to `limit` apps after (owner, name), in that order, each with its current
         revision: one statement (an index range on the apps' unique (owner, name), the
-        revision by its unique (app_id, number)), whatever the number of apps."""
+        revision by its unique (app_id, number)), whatever the number of apps.
+
+        `shared`: a record may be the same object as an earlier page's (an unchanged app is
+        not built again); read it, never change it."""
         query = (
             select(
                 AppRow.owner, AppRow.name, AppRow.created_at, AppRow.updated_at,
@@ -122,7 +134,21 @@ class Registry:
         # Plain rows, not ORM objects: a page is read, never changed.
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [_record_of(row, row.number, row.spec_json) for row in rows]
+        if not shared:
+            return [_record_of(row, row.number, row.spec_json) for row in rows]
+        return [self._listed_record(row) for row in rows]
+
+    def _listed_record(self, row: Any) -> AppRecord:
+        key = (row.owner, row.name)
+        signature = tuple(row)
+        cached = self._listed.get(key)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        record = _record_of(row, row.number, row.spec_json)
+        if len(self._listed) >= LISTED_MAX:
+            self._listed.clear()
+        self._listed[key] = (signature, record)
+        return record
 
     def versions(self) -> dict[tuple[str, str], tuple[int, float]]:
         """Each app's current revision and last change, cheaply: what a platform sharing

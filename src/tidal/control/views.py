@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -68,6 +69,44 @@ def stored_view(record: AppRecord, base_url: str) -> dict[str, Any]:
     }
 
 
+def _encoded(value: Any) -> bytes:
+    """JSON as FastAPI's JSONResponse writes it."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def listing_body(stored: list[bytes], live: list[dict[str, Any]]) -> bytes:
+    """A page of the apps listing: each app's stored view (JSON, cached) joined with its
+    live one, as `{**stored, **live}` would encode (the two share no key)."""
+    return (
+        b"["
+        + b",".join(s[:-1] + b"," + _encoded(v)[1:] for s, v in zip(stored, live, strict=True))
+        + b"]"
+    )
+
+
+class StoredViews:
+    """Each app's stored view, encoded, kept while the app's record is the same object
+    (the registry's listing hands the same record while its row is unchanged): building
+    and encoding 100 views was most of a page's cost. Thread-safe enough for its use:
+    lookups and replacements of whole entries."""
+
+    MAX = 20_000
+
+    def __init__(self) -> None:
+        self._views: dict[tuple[str, str], tuple[AppRecord, str, bytes]] = {}
+
+    def encoded(self, record: AppRecord, base_url: str) -> bytes:
+        key = (record.owner, record.name)
+        cached = self._views.get(key)
+        if cached is not None and cached[0] is record and cached[1] == base_url:
+            return cached[2]
+        body = _encoded(stored_view(record, base_url))
+        if len(self._views) >= self.MAX:
+            self._views.clear()
+        self._views[key] = (record, base_url, body)
+        return body
+
+
 class AppViews:
     """An app's view: as stored, plus what this platform's runners and routers say now."""
 
@@ -75,37 +114,70 @@ class AppViews:
         self.controller = controller
         self.config = config
         self.backends = backends
+        self.stored = StoredViews()
+        self._record_parts: dict[
+            tuple[str, str],
+            tuple[AppRecord, dict[str, str], tuple[dict[str, Any], str, list[str]]],
+        ] = {}
 
     def app(self, record: AppRecord, base_url: str) -> dict[str, Any]:
         return {**stored_view(record, base_url), **self.live(record)}
 
-    def live(self, record: AppRecord) -> dict[str, Any]:
-        """What this platform's runners and routers say of the app now (memory only)."""
-        dep = self.controller.deployments.get((record.owner, record.name))
-        live = list(dep.runners.values()) if dep else []
+    def live(self, record: AppRecord, platform: dict[str, str] | None = None) -> dict[str, Any]:
+        """What this platform's runners and routers say of the app now (memory only,
+        cheap: a page of the listing asks it of 100 apps on the event loop). `platform`:
+        the platform's sandbox, when the caller has it already."""
+        controller = self.controller
+        dep = controller.deployments.get((record.owner, record.name))
+        runners = dict.fromkeys(RUNNER_PHASE_NAMES, 0)
         notes = []
-        if dep and (note := self.controller.port_note(dep)):
-            notes.append(note)
+        if dep is not None:
+            for r in dep.runners.values():
+                phase = RUNNER_PHASES.get(r.state)
+                if phase is not None:
+                    runners[phase] += 1
+            if note := controller.port_note(dep):
+                notes.append(note)
+        if platform is None:
+            platform = self.platform_sandbox()
+        limits, sandbox, record_notes = self._of_record(record, platform)
+        return {
+            "max_runners": controller.ceiling(dep) if dep else None,
+            "runners": runners,
+            "waiting": len(dep.router.waits(time.monotonic())) if dep else 0,
+            "limits": limits,
+            "sandbox": sandbox,
+            "notes": notes + record_notes,
+        }
+
+    def _of_record(
+        self, record: AppRecord, platform: dict[str, str]
+    ) -> tuple[dict[str, Any], str, list[str]]:
+        """The live view's parts that follow from the record and the platform's sandbox
+        alone, kept while both stay (the listing's records are kept objects)."""
+        key = (record.owner, record.name)
+        cached = self._record_parts.get(key)
+        if cached is not None and cached[0] is record and cached[1] == platform:
+            return cached[2]
+        options = record.options
+        notes = []
         if record.scaling_overrides:
             changed = ", ".join(f"{k}={v}" for k, v in sorted(record.scaling_overrides.items()))
             notes.append(f"live scaling changes override the code's options: {changed}")
-        if record.options.exposed_port is not None or record.options.affinity:
-            notes.append(connections_note(record.options))
-        return {
-            "max_runners": self.controller.ceiling(dep) if dep else None,
-            "runners": {
-                phase: sum(RUNNER_PHASES.get(r.state) == phase for r in live)
-                for phase in RUNNER_PHASE_NAMES
-            },
-            "waiting": len(dep.router.waits(time.monotonic())) if dep else 0,
-            "limits": self.limits(record),
-            "sandbox": app_sandbox(
-                platform_sandbox(self.backends.usable, self.backends.unusable),
-                record.spec.backend,
-                record.options.egress,
-            ),
-            "notes": notes,
-        }
+        if options.exposed_port is not None or options.affinity:
+            notes.append(connections_note(options))
+        parts = (
+            self.limits(record),
+            app_sandbox(platform, record.spec.backend, options.egress),
+            notes,
+        )
+        if len(self._record_parts) >= StoredViews.MAX:
+            self._record_parts.clear()
+        self._record_parts[key] = (record, platform, parts)
+        return parts
+
+    def platform_sandbox(self) -> dict[str, str]:
+        return platform_sandbox(self.backends.usable, self.backends.unusable)
 
     def limits(self, record: AppRecord) -> dict[str, Any]:
         """What bounds the app's callers: sync waiters (settable per app with `tidal
