@@ -215,8 +215,37 @@ def _v9(conn: Connection) -> None:
     ))  # fmt: skip
 
 
+def _v10(conn: Connection) -> None:
+    # Positions without counting on a shared queue (tidal.control.queue_lines): each
+    # app's line per priority numbers its requests, from a counter row per line.
+    conn.execute(text("ALTER TABLE queue_requests ADD COLUMN line_no BIGINT"))
+    conn.execute(text(
+        "CREATE TABLE queue_lines (owner VARCHAR(64) NOT NULL, app VARCHAR(128) NOT NULL, "
+        "priority INTEGER NOT NULL, next_no BIGINT NOT NULL, PRIMARY KEY (owner, app, priority))"
+    ))  # fmt: skip
+    if conn.dialect.name != "postgresql":
+        return  # SQLite's one platform places requests from memory: no numbers needed
+    # The requests that left their line, by number: what a position subtracts.
+    conn.execute(text(
+        "CREATE INDEX queue_line_left ON queue_requests (owner, app, priority, line_no) "
+        "WHERE status <> 'IN_QUEUE'"
+    ))  # fmt: skip
+    # Requests already stored are numbered in arrival order, and their lines continue.
+    conn.execute(text(
+        "UPDATE queue_requests q SET line_no = r.n FROM (SELECT seq, row_number() OVER "
+        "(PARTITION BY owner, app, priority ORDER BY seq) AS n FROM queue_requests) r "
+        "WHERE q.seq = r.seq"
+    ))  # fmt: skip
+    conn.execute(text(
+        "INSERT INTO queue_lines (owner, app, priority, next_no) SELECT owner, app, priority, "
+        "max(line_no) FROM queue_requests GROUP BY owner, app, priority"
+    ))  # fmt: skip
+
+
 # Append only: a released step never changes.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10,
+]  # fmt: skip
 
 
 def schema_version(conn: Connection) -> int:

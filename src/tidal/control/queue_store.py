@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause, text
 
+from tidal.control import queue_lines
+
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 # A request in progress when the platform died is run again this many times in all.
 MAX_ATTEMPTS = 2
@@ -33,6 +35,13 @@ _INSERT = text(
     "priority, status, no_retry, created_at, webhook_url) VALUES (:id, :owner, :app, "
     ":method, :path, :query, :headers, :body, :priority, :status, :no_retry, :now, "
     ":webhook_url) RETURNING seq"
+)
+# A shared queue's insert also numbers the request in its line (queue_lines).
+_INSERT_NUMBERED = text(
+    "INSERT INTO queue_requests (id, owner, app, method, path, query, headers, body, "
+    "priority, status, no_retry, created_at, webhook_url, line_no) VALUES (:id, :owner, "
+    ":app, :method, :path, :query, :headers, :body, :priority, :status, :no_retry, :now, "
+    ":webhook_url, :line_no) RETURNING seq"
 )
 _MARK_CLAIMED = text(
     "UPDATE queue_requests SET status = :p, started_at = :now, attempts = attempts + 1, "
@@ -170,16 +179,20 @@ class QueueStore:
         return item.id
 
     def insert(self, conn: Connection, item: QueuedRequest) -> int:
-        """Store a new request (in the caller's transaction); its seq, also set on it."""
-        item.seq = int(_hot(
-            conn,
-            _INSERT,
-            {"id": item.id, "owner": item.owner, "app": item.app, "method": item.method,
-             "path": item.path, "query": item.query, "headers": json.dumps(item.headers),
-             "body": item.body, "priority": item.priority, "status": IN_QUEUE,
-             "no_retry": int(item.no_retry), "now": item.created_at,
-             "webhook_url": item.webhook_url},
-        ).fetchall()[0][0])  # fmt: skip
+        """Store a new request (in the caller's transaction); its seq, also set on it.
+        On a shared queue it is numbered in its line first (positions: queue_lines)."""
+        params = {
+            "id": item.id, "owner": item.owner, "app": item.app, "method": item.method,
+            "path": item.path, "query": item.query, "headers": json.dumps(item.headers),
+            "body": item.body, "priority": item.priority, "status": IN_QUEUE,
+            "no_retry": int(item.no_retry), "now": item.created_at,
+            "webhook_url": item.webhook_url,
+        }  # fmt: skip
+        if self.shared:
+            params["line_no"] = queue_lines.next_line_no(conn, item.owner, item.app, item.priority)
+            item.seq = int(conn.execute(_INSERT_NUMBERED, params).scalar_one())
+            return item.seq
+        item.seq = int(_hot(conn, _INSERT, params).fetchall()[0][0])
         return item.seq
 
     def mark_claimed(self, conn: Connection, request_id: str, now: float) -> bool:
@@ -230,14 +243,21 @@ class QueueStore:
         return None if row is None else QueuedRequest.from_row(row)
 
     def position(self, request_id: str) -> int | None:
-        """0-based place among the app's waiting requests (priority, then arrival)."""
+        """0-based place among the app's waiting requests (priority, then arrival). On
+        a shared queue from the lines' numbers, O(log n) (queue_lines); otherwise a count
+        (a platform alone places requests from memory and does not ask this)."""
         with self._engine.connect() as conn:
             me = conn.execute(
-                text("SELECT owner, app, priority, seq, status FROM queue_requests WHERE id = :id"),
+                text(
+                    "SELECT owner, app, priority, seq, status, line_no FROM queue_requests "
+                    "WHERE id = :id"
+                ),
                 {"id": request_id},
             ).first()
             if me is None or me.status != IN_QUEUE:
                 return None
+            if self.shared:
+                return queue_lines.position(conn, me.owner, me.app, me.priority, me.line_no, me.seq)
             ahead = conn.execute(
                 text(
                     "SELECT count(*) FROM queue_requests WHERE owner = :o AND app = :a AND "
@@ -249,6 +269,8 @@ class QueueStore:
 
     def waiting(self, owner: str, app: str) -> int:
         with self._engine.connect() as conn:
+            if self.shared:
+                return queue_lines.waiting(conn, owner, app)
             count = conn.execute(
                 text(
                     "SELECT count(*) FROM queue_requests WHERE owner = :o AND app = :a "

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tidal.control.db import open_database
-from tidal.control.queue_store import COMPLETED, IN_PROGRESS, QueueStore
+from tidal.control.queue_store import COMPLETED, IN_PROGRESS, QueueStore, new_request
 
 
 @pytest.fixture
@@ -152,3 +152,71 @@ def test_a_claim_that_never_reached_a_runner_is_not_an_attempt(store: QueueStore
     store.requeue(request_id)  # lost mid-request: that run counts
     again = store.claim_next("local", "echo")
     assert again is not None and again.attempts == 2
+
+
+def _counted(store: QueueStore, request_id: str) -> int | None:
+    """The position by counting the rows ahead: what the numbered lines must equal."""
+    with store.engine.connect() as conn:
+        me = conn.execute(
+            text("SELECT owner, app, priority, seq, status FROM queue_requests WHERE id = :i"),
+            {"i": request_id},
+        ).first()
+        if me is None or me.status != "IN_QUEUE":
+            return None
+        return int(conn.execute(
+            text("SELECT count(*) FROM queue_requests WHERE owner = :o AND app = :a AND "
+                 "status = 'IN_QUEUE' AND (priority < :p OR (priority = :p AND seq < :q))"),
+            {"o": me.owner, "a": me.app, "p": me.priority, "q": me.seq},
+        ).scalar_one())  # fmt: skip
+
+
+def test_positions_stay_exact_through_cancels_requeues_and_priorities(store: QueueStore) -> None:
+    ids = [submit(store, priority=i % 3 - 1) for i in range(30)]
+    submit(store, app="other")  # another app's line never counts
+    for request_id in ids[4:20:3]:  # cancelled while waiting, out of turn
+        store.complete(request_id, None, [], None, "the request was cancelled", "request_cancelled")
+    claimed = [store.claim_next("local", "echo") for _ in range(6)]
+    assert all(claimed)
+    store.requeue(claimed[2].id)  # type: ignore[union-attr]  # back at its place
+    ids += [submit(store, priority=0) for _ in range(3)]
+    waiting = [i for i in ids if _counted(store, i) is not None]
+    assert sorted(_counted(store, i) for i in waiting) == list(range(len(waiting)))
+    assert {i: store.position(i) for i in ids} == {i: _counted(store, i) for i in ids}
+    assert store.waiting("local", "echo") == len(waiting)
+    while store.claim_next("local", "echo") is not None:
+        assert {i: store.position(i) for i in ids} == {i: _counted(store, i) for i in ids}
+    assert store.waiting("local", "echo") == 0
+
+
+def test_a_shared_queue_places_a_request_without_counting_the_line(engine: Engine) -> None:
+    """On PostgreSQL, a position is a few index look-ups: no statement behind it reads
+    more than a handful of rows, however deep the queue (here 3,000)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a platform alone on SQLite places requests from memory")
+    from sqlalchemy import event
+
+    store = QueueStore(engine)
+    with engine.begin() as conn:
+        for i in range(3000):
+            store.insert(conn, new_request("local", "echo", "POST", "/", "", [], b"", i % 2, False))
+    last = submit(store, priority=1)
+    statements: list[tuple[str, dict[str, object]]] = []
+
+    def seen(_conn, _cursor, statement, params, _context, _many):  # type: ignore[no-untyped-def]
+        statements.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert store.position(last) == 3000
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(statements) >= 4
+    with engine.connect() as conn:
+        for statement, params in statements:
+            plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params)
+            nodes = [plan.scalar_one()[0]["Plan"]]
+            while nodes:
+                node = nodes.pop()
+                assert node["Node Type"] != "Seq Scan", statement
+                assert node["Actual Rows"] <= 2, (statement, node)
+                nodes += node.get("Plans", [])
