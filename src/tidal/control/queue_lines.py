@@ -21,20 +21,26 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-# The status literal is written into the statements (not a parameter): PostgreSQL uses
-# the partial index `queue_line_left` (WHERE status <> 'IN_QUEUE') only when it can see
-# that the query's condition implies the index's, which a parameter hides.
-_HEAD = text(
-    "SELECT line_no FROM queue_requests WHERE owner = :o AND app = :a AND priority = :p "
-    "AND status = 'IN_QUEUE' ORDER BY seq LIMIT 1"
+# One statement per line, so that the head, the end and what left between are read in
+# one snapshot while other platforms claim. The status literal is written into them (not
+# a parameter): PostgreSQL uses the partial index `queue_line_left` (WHERE status <>
+# 'IN_QUEUE') only when it can see that the query's condition implies the index's.
+_WAITING = "owner = :o AND app = :a AND priority = :p AND status = 'IN_QUEUE'"
+_LEFT = (
+    "(SELECT count(*) FROM queue_requests WHERE owner = :o AND app = :a AND priority = :p "
+    "AND status <> 'IN_QUEUE' AND line_no > h.line_no AND line_no < {hi})"
 )
-_TAIL = text(
-    "SELECT line_no FROM queue_requests WHERE owner = :o AND app = :a AND priority = :p "
-    "AND status = 'IN_QUEUE' ORDER BY seq DESC LIMIT 1"
+# (head's number, the end's number, left between) of a line; no row when none waits.
+_WHOLE_LINE = text(
+    f"WITH h AS (SELECT line_no FROM queue_requests WHERE {_WAITING} ORDER BY seq LIMIT 1), "
+    f"t AS (SELECT line_no FROM queue_requests WHERE {_WAITING} ORDER BY seq DESC LIMIT 1) "
+    f"SELECT h.line_no AS lo, t.line_no AS hi, {_LEFT.format(hi='t.line_no')} AS left_ "
+    "FROM h, t"
 )
-_LEFT = text(
-    "SELECT count(*) FROM queue_requests WHERE owner = :o AND app = :a AND priority = :p "
-    "AND status <> 'IN_QUEUE' AND line_no > :lo AND line_no < :hi"
+# (head's number, :me, left between): the line up to the request numbered :me.
+_UP_TO = text(
+    f"WITH h AS (SELECT line_no FROM queue_requests WHERE {_WAITING} ORDER BY seq LIMIT 1) "
+    f"SELECT h.line_no AS lo, :me AS hi, {_LEFT.format(hi=':me')} AS left_ FROM h"
 )
 _COUNT = text(
     "SELECT count(*) FROM queue_requests WHERE owner = :o AND app = :a AND priority = :p "
@@ -62,25 +68,20 @@ def ahead_in_line(
     conn: Connection, owner: str, app: str, priority: int, line_no: int | None, seq: int
 ) -> int:
     """Waiting requests of this line ahead of the one numbered `line_no` (arrived as
-    `seq`); `line_no` None: ahead of the line's end, i.e. all that wait in it."""
+    `seq`); `line_no` None: all that wait in it."""
     key = {"o": owner, "a": app, "p": priority}
-    head = conn.execute(_HEAD, key).first()
-    if head is None:
-        return 0
     if line_no is None:
-        tail = conn.execute(_TAIL, key).first()
-        assert tail is not None  # the line has a head
-        if head.line_no is None or tail.line_no is None:
-            return int(conn.execute(_COUNT, {**key, "before": _END}).scalar_one())
-        lo, hi, extra = head.line_no, tail.line_no, 1
+        row = conn.execute(_WHOLE_LINE, key).first()
+        extra, before = 1, _END
     else:
-        if head.line_no is None:  # rows from before the numbering still wait
-            return int(conn.execute(_COUNT, {**key, "before": seq}).scalar_one())
-        lo, hi, extra = head.line_no, line_no, 0
-    if hi < lo:
-        return 0
-    left = conn.execute(_LEFT, {**key, "lo": lo, "hi": hi}).scalar_one()
-    return int(hi - lo + extra - int(left))
+        row = conn.execute(_UP_TO, {**key, "me": line_no}).first()
+        extra, before = 0, seq
+    if row is None:
+        return 0  # nobody waits
+    if row.lo is None or row.hi is None:  # rows from before the numbering still wait
+        return int(conn.execute(_COUNT, {**key, "before": before}).scalar_one())
+    # Never below 0: the request itself may have been claimed since it was read.
+    return max(0, int(row.hi) - int(row.lo) + extra - int(row.left_))
 
 
 def position(
