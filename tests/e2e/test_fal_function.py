@@ -50,6 +50,9 @@ def test_a_call_runs_on_a_runner_and_returns_its_value(platform: PlatformProcess
     again = run_script(platform, "add")
     assert "Deployed" not in again.stderr and "adding 2 and 3 on a runner" in again.stdout
     assert revisions(platform, "add") == 1
+    # tidal's runtime serves a plain function: it said when it listened, no timer found it.
+    listed = json.loads(platform.cli("runners", "list", "add", "--json").stdout)
+    assert listed and {r["ready_from"] for r in listed} == {"listening signal"}, listed
 
 
 def test_an_exception_is_raised_in_the_script_with_the_runners_traceback(

@@ -10,7 +10,6 @@ import asyncio
 import inspect
 import logging
 import os
-import socket
 import sys
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from tidal.runtime import request_logs
+from tidal.runtime.listening import ListeningServer
 from tidal.runtime.middleware import HttpMiddleware
 from tidal.runtime.request_logs import RequestContext
 from tidal.sdk.app import App, endpoints
@@ -136,18 +136,7 @@ def serve_app(
     if prepared is not None:
         config.configure_logging()  # onto this runner's (request-logged) stderr
     config.host, config.port = host, port
-    _Server(config, on_listening).run()
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None] | None) -> None:
-        super().__init__(config)
-        self._on_listening = on_listening
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self._on_listening is not None:
-            self._on_listening()
+    ListeningServer(config, on_listening).run()
 
 
 def openapi_of(app_cls: type[App]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import traceback
+from collections.abc import Callable
 from types import CodeType, TracebackType
 from typing import Any
 
@@ -109,12 +110,21 @@ async def _answer(send: Any, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def serve_function(fn: Function[..., Any], port: int, host: str = "127.0.0.1") -> None:
-    """Serve calls of `fn` on host:port until SIGTERM."""
+def serve_function(
+    fn: Function[..., Any],
+    port: int,
+    host: str = "127.0.0.1",
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Serve calls of `fn` on host:port until SIGTERM; `on_listening` is called once
+    the port takes connections."""
     import uvicorn
 
+    from tidal.runtime.listening import ListeningServer
+
     request_logs.install()
-    uvicorn.run(
+    config = uvicorn.Config(
         RequestContext(FunctionServer(fn)), host=host, port=port, log_level="warning",
         access_log=False, timeout_graceful_shutdown=30,
     )  # fmt: skip
+    ListeningServer(config, on_listening).run()

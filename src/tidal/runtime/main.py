@@ -1,10 +1,10 @@
 """`python -m tidal.runtime`: what a backend runs for each runner.
 
-An App's runner tells the platform the moment uvicorn listens: over `--control-fd`
-where it has one, and with a line on stdout (tidal.runtime.channel.LISTENING_LINE)
-that a backend without a socket to the runner reads from its output (docker); the
-platform confirms with an HTTP probe, and probes on a timer for the user's own
-servers. With `--template` it imports everything, then waits to be claimed by a
+An App's runner (or a plain function's) tells the platform the moment uvicorn
+listens: over `--control-fd` where it has one, and with a line on stdout
+(tidal.runtime.channel.LISTENING_LINE) that a backend without a socket to the runner
+reads from its output (docker); the platform confirms with an HTTP probe, and probes
+on a timer for the user's own servers. With `--template` it imports everything, then waits to be claimed by a
 runner (tidal.runtime.template). SIGTERM reaches the whole process group, so the
 user's server shuts down on its own; this process then exits.
 """
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
             args.port, args.host = claim.port, claim.host
             if args.data_dir is not None:  # set by mount_data, before the claim's environment
                 os.environ["TIDAL_DATA_DIR"] = str(args.data_dir)
+        where = f"{args.host}:{args.port}"
         if is_app:
-            where = f"{args.host}:{args.port}"
             serve_app(
                 target, args.port, args.host, prepared, lambda: _say_listening(channel, where)
             )
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         if target.is_plain():  # called from the caller's own script, one call per request
             from tidal.runtime.function_server import serve_function
 
-            serve_function(target, args.port, args.host)
+            serve_function(target, args.port, args.host, lambda: _say_listening(channel, where))
             return
         setup = target.raw_options.get("setup_function")
         if setup:

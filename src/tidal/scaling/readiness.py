@@ -14,6 +14,7 @@ from tidal.observe.logs import tail
 if TYPE_CHECKING:
     from tidal.domain.deployment import Deployment
     from tidal.scaling.controller import Controller
+    from tidal.spec import AppSpec
 
 
 # A runner that will say when it listens is probed this often meanwhile, in case its
@@ -32,16 +33,20 @@ def probe_pause(waited: float) -> float:
     return 0.005 if waited < 2 else 0.05 if waited < 10 else 0.25
 
 
-def says_when_listening(kind: str) -> bool:
-    """Whether tidal's runtime serves this kind of app and says when its server
-    listens; a direct server is the user's own and an image runs its own command."""
-    return kind == "app"
+def says_when_listening(spec: AppSpec) -> bool:
+    """Whether tidal's runtime serves the app (an App, or a plain function) and says
+    when its server listens; a direct server (`exposed_port`, `serve`) is the user's
+    own, and an image-only app runs its own command."""
+    if spec.kind == "app":
+        return True
+    options = spec.options
+    return spec.kind == "function" and options.exposed_port is None and not options.serve
 
 
 def listening_signal(ctl: Controller, dep: Deployment, runner: Runner) -> asyncio.Event | None:
     """Set once the runner says its server listens; None: it will not say (the kind
     of app, or a backend without a line to it), so it is probed on a timer."""
-    if not says_when_listening(dep.record.spec.kind):
+    if not says_when_listening(dep.record.spec):
         return None
     listening = getattr(ctl.runner_backend(runner), "listening", None)
     said: asyncio.Event | None = listening(runner) if listening is not None else None

@@ -383,9 +383,9 @@ def test_apps_at_rest_are_not_reconciled_every_tick(tmp_path: Path) -> None:
     run(tmp_path, test)
 
 
-def _deploy_app(p: Platform, name: str, kind: str = "app") -> Deployment:
-    spec = AppSpec(name=name, entry="app.py::A", kind=kind, options=AppOptions(keep_alive=60),
-                   openapi={}, backend="memory")  # fmt: skip
+def _deploy_app(p: Platform, name: str, kind: str = "app", **options: Any) -> Deployment:
+    spec = AppSpec(name=name, entry="app.py::A", kind=kind,
+                   options=AppOptions(keep_alive=60, **options), openapi={}, backend="memory")  # fmt: skip
     return p.controller.apply(AppRecord("local", name, 1, spec, 0.0, 0.0))
 
 
@@ -402,10 +402,11 @@ async def _cold_start(p: Platform, dep: Deployment) -> tuple[Runner, float]:
     return runner, p.clock.monotonic() - 0.2 - started
 
 
-def test_a_runner_that_says_it_listens_is_ready_at_its_word(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["app", "function"])  # an App, a plain function
+def test_a_runner_that_says_it_listens_is_ready_at_its_word(tmp_path: Path, kind: str) -> None:
     async def test(p: Platform) -> None:
         p.backend.says_listening = 0.0
-        runner, ready_after = await _cold_start(p, _deploy_app(p, "said"))
+        runner, ready_after = await _cold_start(p, _deploy_app(p, "said", kind=kind))
         assert runner.ready_from == "listening signal"
         assert ready_after == pytest.approx(COLD_START, abs=0.002)
         # Not probed every 5 ms while it started: at start, once a second, at its word.
@@ -448,7 +449,8 @@ def test_a_runner_that_says_it_too_early_is_probed_on_the_timer(tmp_path: Path) 
 def test_a_direct_server_is_probed_on_the_timer_even_with_a_line(tmp_path: Path) -> None:
     async def test(p: Platform) -> None:
         p.backend.says_listening = float("inf")  # the runtime cannot tell when it listens
-        runner, ready_after = await _cold_start(p, _deploy_app(p, "direct", kind="function"))
+        direct = _deploy_app(p, "direct", kind="function", exposed_port=8000)
+        runner, ready_after = await _cold_start(p, direct)
         assert runner.ready_from == "probe"
         assert ready_after == pytest.approx(COLD_START, abs=0.006)
         assert p.backend.probes > 100  # every 5 ms
