@@ -140,7 +140,7 @@ async def lean_sync_run(url: str, app: str, n: int, c: int) -> dict[str, float]:
     return {"rps": n / elapsed, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99)}
 
 
-async def lean_queue_run(url: str, app: str, n: int, c: int) -> dict[str, float]:
+async def lean_queue_run(url: str, app: str, n: int, c: int) -> dict[str, Any]:
     """As queue_run (all submits, then each polled every 10 ms until COMPLETED)."""
     ids: list[str] = []
     ends: list[float] = []
@@ -163,7 +163,22 @@ async def lean_queue_run(url: str, app: str, n: int, c: int) -> dict[str, float]
     await lean_fan_out(url, n, c, submit)
     submitted = time.perf_counter() - t0
     await lean_fan_out(url, n, c, wait)
-    return {"rps": n / (max(ends) - t0), "submit_rps": n / submitted}
+    return {"rps": n / (max(ends) - t0), "submit_rps": n / submitted, "ids": ids}
+
+
+async def lean_idle_polls(url: str, app: str, ids: list[str], k: int, c: int) -> list[float]:
+    latencies: list[float] = []
+
+    async def one(conn: LeanConnection, i: int) -> None:
+        t = time.perf_counter()
+        status, _ = await conn.request(
+            "GET", f"/queue/local/{app}/requests/{ids[i % len(ids)]}/status"
+        )
+        assert status == 200
+        latencies.append(time.perf_counter() - t)
+
+    await lean_fan_out(url, k, c, one)
+    return latencies
 
 
 async def measure(url: str, app: str, args: argparse.Namespace, pid: int) -> Table:
@@ -179,6 +194,9 @@ async def measure(url: str, app: str, args: argparse.Namespace, pid: int) -> Tab
         alone = await idle_polls(http, app, queued["ids"], args.polls // 4, 1)  # type: ignore[arg-type]
     lean_sync = await lean_sync_run(url, app, args.lean_n, args.concurrency)
     lean_queue = await lean_queue_run(url, app, args.lean_n, args.concurrency)
+    lean_ids: list[str] = lean_queue["ids"]
+    lean_idle = await lean_idle_polls(url, app, lean_ids, args.polls, args.concurrency)
+    lean_alone = await lean_idle_polls(url, app, lean_ids, args.polls // 4, 1)
     loaded: list[float] = queued["polls"]  # type: ignore[assignment]
     table = Table(title=f"tidal queue vs sync: {args.n} requests, {args.concurrency} concurrent "
                         "clients, trivial endpoint, one warm runner")  # fmt: skip
@@ -215,6 +233,10 @@ async def measure(url: str, app: str, args: argparse.Namespace, pid: int) -> Tab
                   f"{lean_queue['rps'] / lean_sync['rps']:.2f}x")  # fmt: skip
     table.add_row("", "queue submits/s", f"{lean_queue['submit_rps']:.0f}",
                   f"{lean_queue['submit_rps'] / lean_sync['rps']:.2f}x")  # fmt: skip
+    table.add_row("", f"status poll idle, {args.concurrency} clients, p50 / p99 ms",
+                  f"{pct(lean_idle, 0.5):.1f} / {pct(lean_idle, 0.99):.1f}", "")  # fmt: skip
+    table.add_row("", "status poll idle, one client, p50 / p99 ms",
+                  f"{pct(lean_alone, 0.5):.2f} / {pct(lean_alone, 0.99):.2f}", "")  # fmt: skip
     return table
 
 
