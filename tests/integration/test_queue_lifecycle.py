@@ -20,6 +20,7 @@ import pytest
 
 from tidal.backends.local import free_port
 from tidal.config import PlatformConfig
+from tidal.gateway import queue_memory
 from tidal.testing import platform_in_thread, wait_for
 
 # Never listens: its runner never gets ready, so what is queued for it only waits.
@@ -146,7 +147,9 @@ def test_finished_results_are_pruned_to_the_per_app_cap(api: httpx.Client) -> No
     assert kept() == ids[3:]
 
 
-def test_the_fast_path_answers_as_the_router_does(api: httpx.Client) -> None:
+def test_the_fast_path_answers_as_the_router_does(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Submits, status polls (fal-client's `?logs=false` too) and results of held
     requests are answered without the API framework (tidal.gateway.queue_fast); what a
     caller sees is the router's answer: same codes, same bodies, same errors."""
@@ -177,6 +180,13 @@ def test_the_fast_path_answers_as_the_router_does(api: httpx.Client) -> None:
     assert result.json() == {"detail": "the request was cancelled",
                              "error_type": "request_cancelled"}  # fmt: skip
     assert status(api, first["request_id"])["queue_position"] == 0
+    # A result no longer in memory (only the newest are kept) reads the same from the
+    # database.
+    monkeypatch.setattr(queue_memory, "FINISHED_KEPT", 1)
+    assert api.put(f"/queue/local/stuck/requests/{first['request_id']}/cancel").status_code == 202
+    again = api.get(f"/queue/local/stuck/requests/{rid}/status?logs=false")
+    assert again.status_code == 200 and again.json() == done.json()
+    assert api.get(f"/queue/local/stuck/requests/{rid}").json() == result.json()
     # Submits: bad webhooks and oversized bodies are refused with the router's words.
     bad = api.post("/queue/local/stuck/", json={}, params={"fal_webhook": "ftp://x"})
     assert bad.status_code == 422 and bad.json()["error_type"] == "invalid_webhook_url"

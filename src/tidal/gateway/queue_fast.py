@@ -1,9 +1,8 @@
-"""The queue's frequent calls on the raw ASGI scope: submits, status polls and results
-of requests this platform holds. Routing and dependency solving in the API framework
-cost more than the rest of any of them (profiled under bench/queue_throughput.py), so
-these are answered here and anything else falls through to the router
-(tidal.gateway.queue.queue_router): a request this platform does not hold, a status
-stream, a cancel, a query it does not know.
+"""The queue's frequent calls on the raw ASGI scope: submits, status polls and results.
+Routing and dependency solving in the API framework cost more than the rest of any of
+them (profiled under bench/queue_throughput.py), so these are answered here and
+anything else falls through to the router (tidal.gateway.queue.queue_router): an
+unknown request (its 404), a status stream, a cancel, a query this does not know.
 """
 
 from __future__ import annotations
@@ -61,7 +60,7 @@ def queue_fast_path(service: QueueService, owner_apps: Any) -> FastPath:
 
 
 async def _get(service: QueueService, scope: dict[str, Any], send: Send) -> bool:
-    """`GET .../requests/{id}/status` and `GET .../requests/{id}` of a request held here."""
+    """`GET .../requests/{id}/status` and `GET .../requests/{id}`."""
     parts = scope["path"].split("/")
     if len(parts) == 7 and parts[4] == "requests" and parts[6] == "status":
         logs = _LOGS.get(scope.get("query_string", b""))
@@ -72,11 +71,11 @@ async def _get(service: QueueService, scope: dict[str, Any], send: Send) -> bool
     else:
         return False
     owner, app, request_id = parts[2], parts[3], parts[5]
-    item = service.held.get(request_id)
+    # From memory where this platform holds it; else (an older result, or a request
+    # another platform sharing the queue holds) from the database, in a thread.
+    item = await service.get(request_id)
     if item is None or (item.owner, item.app) != (owner, app):
-        return False
-    if service.lines is None and item.status == IN_QUEUE:
-        return False  # shared queue: only the database knows where it is
+        return False  # the router's 404
     if logs is None:
         await _result(item, send)
         return True
