@@ -192,6 +192,7 @@ class TemplatePool:
         for old in [k for k, r in self._recipes.items() if (r.owner, r.app) == (owner, app)]:
             if old != but:
                 del self._recipes[old]
+                self._rss.pop(old, None)
 
     async def _fill(self, key: str) -> None:
         recipe = self._recipes.get(key)
