@@ -64,7 +64,10 @@ RAY = "ray"
 
 def live(http: httpx.Client, app: str) -> list[str]:
     views = http.get(f"/api/v1/apps/{app}/runners").json()
-    return [v["id"] for v in views if v["state"] in ("pending", "starting", "ready", "draining")]
+    return [v["id"] for v in views if v["state"] not in ENDED]
+
+
+ENDED = ("terminated", "failed")  # fal's runner states: every other one is alive
 
 
 def trial(platform: PlatformProcess, app: str) -> float:
@@ -77,7 +80,14 @@ def trial(platform: PlatformProcess, app: str) -> float:
         resp = http.post(f"/local/{app}/ping", json={})
         elapsed = time.perf_counter() - started
     resp.raise_for_status()
+    with platform.http() as http:
+        (runner,) = [v for v in http.get(f"/api/v1/apps/{app}/runners").json()
+                     if v["state"] not in ENDED]  # fmt: skip
+    READY_FROM.setdefault(app, set()).add(str(runner.get("ready_from", "?")))
     return elapsed
+
+
+READY_FROM: dict[str, set[str]] = {}  # app -> how its runners' readiness was learned
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -130,6 +140,8 @@ def main() -> None:
             f"{min(ms):.0f}", f"{max(ms):.0f}",
         )  # fmt: skip
     console.print(table)
+    for app, learned in READY_FROM.items():
+        console.print(f"  {app}: runners ready from {', '.join(sorted(learned))}")
 
 
 if __name__ == "__main__":
