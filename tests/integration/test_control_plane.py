@@ -179,3 +179,59 @@ def test_an_apps_limits_are_shown_and_max_waiting_is_settable(api: httpx.Client)
     assert api.get("/api/v1/apps/limited").json()["limits"]["max_waiting"] == 5
     resp = api.patch("/api/v1/apps/limited/scaling", json={"max_waiting": None})
     assert resp.json()["limits"]["max_waiting"] == 1000
+
+
+def test_key_and_session_checks_read_the_database_off_the_event_loop(
+    tmp_path: Path, database_url: str, on_loop: LoopStatements, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With auth on, every check whose key or session is not cached (a first use, one
+    revalidated, an unknown or revoked one, a browser link, a dashboard session) reads
+    the database in a thread, and the writes a check owes (last use, last visit) go to a
+    thread too. Caches expire at once here, so every request takes the reading path."""
+    from tidal.control import keys
+    from tidal.dashboard import sessions
+
+    monkeypatch.setattr(keys, "REVALIDATE_SECONDS", 0.0)
+    monkeypatch.setattr(keys, "LAST_USED_WRITE_SECONDS", 0.0)
+    monkeypatch.setattr(sessions, "REVALIDATE_SECONDS", 0.0)
+    monkeypatch.setattr(sessions, "SEEN_WRITE_SECONDS", 0.0)
+    config = PlatformConfig(
+        auth=True, data_dir=tmp_path, database_url=database_url, port=free_port(),
+        machines={"host": {"cpus": 64, "memory_mb": 65536}},
+    )  # fmt: skip
+    with platform_in_thread(config):
+        admin = (tmp_path / keys.ADMIN_KEY_FILE).read_text().strip()
+        with httpx.Client(base_url=config.url, timeout=60,
+                          headers={"authorization": f"Key {admin}"}) as api:  # fmt: skip
+            digest = upload(api)
+            deploy(api, digest, "private")
+            invoke = api.post("/api/v1/keys", json={"scope": "invoke"}).json()
+            revoked = api.post("/api/v1/keys", json={"scope": "invoke"}).json()
+            api.delete(f"/api/v1/keys/{revoked['id']}").raise_for_status()
+            link = api.post("/api/v1/apps/private/open").json()["url"]
+        on_loop.watching = True
+        with httpx.Client(base_url=config.url, timeout=60) as anyone:
+            for key, status in ((admin, 200), (invoke["key"], 403), (revoked["key"], 401),
+                                ("tk_000000000000:unknown", 401)):  # fmt: skip
+                resp = anyone.get("/api/v1/apps", headers={"authorization": f"Key {key}"})
+                assert resp.status_code == status, resp.text
+            queued = anyone.post("/queue/local/private/", json={},
+                                 headers={"authorization": f"Key {invoke['key']}"})  # fmt: skip
+            assert queued.status_code == 200, queued.text
+            # A browser session for the app, from a one-time link; a made-up one fails.
+            opened = anyone.get(link.replace(config.url, ""))
+            assert opened.status_code == 303, opened.text
+            cookie = opened.headers["set-cookie"].split(";")[0]
+            assert anyone.get("/local/private/", headers={"cookie": cookie}).status_code == 200
+            made_up = anyone.get("/local/private/", headers={"cookie": "tidal_app=made-up"})
+            assert made_up.status_code == 401
+            # A dashboard session: sign in, use its API, sign out.
+            signed = anyone.post("/dashboard/login", data={"key": admin})
+            assert signed.status_code == 303, signed.text
+            session = {"cookie": signed.headers["set-cookie"].split(";")[0],
+                       "x-tidal-dashboard": "1"}  # fmt: skip
+            assert anyone.get("/dashboard/api/v1/apps", headers=session).status_code == 200
+            assert anyone.post("/dashboard/logout", headers=session).status_code == 200
+            assert anyone.get("/dashboard/api/v1/apps", headers=session).status_code == 401
+        on_loop.watching = False
+    assert not on_loop.found, "\n\n".join(on_loop.found)

@@ -27,6 +27,7 @@ from sqlalchemy import Engine, Float, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tidal.control.db import Base
+from tidal.control.off_loop import on_event_loop, write_later
 
 log = logging.getLogger("tidal.keys")
 
@@ -190,13 +191,16 @@ class KeyStore:
         with Session(self._engine) as s:
             return int(s.scalar(query) or 0)
 
-    def verify(self, presented: str) -> KeyInfo | None:
-        """The key's info when `presented` is a key that exists and is not revoked."""
+    def verify(self, presented: str, load: bool | None = None) -> KeyInfo | None:
+        """The key's info when `presented` is a key that exists and is not revoked.
+        `load` False: from what is cached only, which is the default on an event loop's
+        thread (its caller `refresh`es in a thread first where `stale` says so); a write
+        it owes goes to a thread there."""
         parsed = parse_key(presented)
         if parsed is None:
             return None
         key_id, secret = parsed
-        cached = self._current(key_id)
+        cached = self._current(key_id, load)
         if cached is None:
             _digest(b"\x00" * 16, secret)  # about the same time for an unknown id
             return None
@@ -205,18 +209,28 @@ class KeyStore:
         self._touch(cached)
         return cached.info
 
-    def active(self, key_id: str) -> KeyInfo | None:
+    def active(self, key_id: str, load: bool | None = None) -> KeyInfo | None:
         """The info of key `key_id` while it is not revoked (a dashboard session stands for
-        a key by its id, never holding the secret)."""
-        cached = self._current(key_id)
+        a key by its id, never holding the secret). `load`: as for `verify`."""
+        cached = self._current(key_id, load)
         return None if cached is None else cached.info
 
-    # -- inside ----------------------------------------------------------------------
-    def _current(self, key_id: str) -> _Cached | None:
+    def stale(self, key_id: str) -> bool:
+        """Whether checking key `key_id` would read the database (not cached, or cached
+        longer than REVALIDATE_SECONDS ago): then `refresh` it in a thread first."""
         cached = self._cache.get(key_id)
-        if cached is None or time.monotonic() - cached.checked_at > REVALIDATE_SECONDS:
-            cached = self._load(key_id)
-        return cached
+        return cached is None or time.monotonic() - cached.checked_at > REVALIDATE_SECONDS
+
+    def refresh(self, key_id: str) -> None:
+        """Read key `key_id` again (what a check on the event loop needs, done in a
+        thread); an unknown or revoked key leaves nothing cached."""
+        self._load(key_id)
+
+    # -- inside ----------------------------------------------------------------------
+    def _current(self, key_id: str, load: bool | None) -> _Cached | None:
+        if (not on_event_loop() if load is None else load) and self.stale(key_id):
+            return self._load(key_id)
+        return self._cache.get(key_id)
 
     def _info(self, row: ApiKeyRow) -> KeyInfo:
         cached = self._cache.get(row.id)
@@ -251,10 +265,15 @@ class KeyStore:
         if cached.last_written is not None and now - cached.last_written < LAST_USED_WRITE_SECONDS:
             return
         cached.last_written = now
-        with Session(self._engine) as s, s.begin():
-            row = s.get(ApiKeyRow, cached.info.id)
-            if row is not None:
-                row.last_used_at = now
+        key_id = cached.info.id
+
+        def write() -> None:
+            with Session(self._engine) as s, s.begin():
+                row = s.get(ApiKeyRow, key_id)
+                if row is not None:
+                    row.last_used_at = now
+
+        write_later(write, f"API key {key_id}'s last use")
 
     # -- the first admin key -----------------------------------------------------------
     def bootstrap(self, data_dir: Path) -> Path | None:

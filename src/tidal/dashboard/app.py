@@ -19,6 +19,7 @@ stops it being sent at all), so the header is the CSRF guard.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import json
@@ -104,6 +105,8 @@ class Dashboard:
             return
         path = scope["path"][len(PREFIX) :]
         method = scope["method"]
+        if self.auth_on and not path.startswith("/static/"):
+            await self._refresh(scope)
         if path == "":
             await _redirect(send, f"{PREFIX}/")
         elif path.startswith("/static/"):
@@ -145,14 +148,27 @@ class Dashboard:
 
     # -- sessions ------------------------------------------------------------------
 
+    async def _refresh(self, scope: Scope) -> None:
+        """Read in a thread what the session check will need and the caches lack (the
+        session, its key): the check runs on the event loop and reads only the caches."""
+        sid = cookie_of(scope.get("headers") or [])
+        if self.sessions.stale(sid):
+            assert sid is not None
+            await asyncio.to_thread(self.sessions.refresh, sid)
+        session = self.sessions.peek(sid)
+        if session is not None and self.platform.keys.stale(session.key_id):
+            await asyncio.to_thread(self.platform.keys.refresh, session.key_id)
+
     def _session_key(self, scope: Scope) -> str | None:
-        """The key id of a valid session's admin key, else None."""
-        session = self.sessions.get(cookie_of(scope.get("headers") or []))
+        """The key id of a valid session's admin key, else None (from the caches, which
+        `_refresh` filled)."""
+        sid = cookie_of(scope.get("headers") or [])
+        session = self.sessions.get(sid)
         if session is None:
             return None
         key = self.platform.keys.active(session.key_id)
         if key is None or key.scope != ADMIN:
-            self.sessions.drop(cookie_of(scope.get("headers") or []))
+            self.sessions.end_later(sid)
             return None
         return key.id
 
@@ -181,7 +197,7 @@ class Dashboard:
         if not self.auth_on:
             await _redirect(send, f"{PREFIX}/")
             return
-        key = self.platform.keys.verify(presented) if presented else None
+        key = await asyncio.to_thread(self.platform.keys.verify, presented) if presented else None
         if key is None:
             await self._login_page(
                 send, 401, "That key is not valid: it is malformed, unknown or revoked."
@@ -193,7 +209,7 @@ class Dashboard:
                 f"The key {key.id} has scope {key.scope}; the dashboard needs an admin key.",
             )  # fmt: skip
             return
-        sid = self.sessions.create(key.id)
+        sid = await asyncio.to_thread(self.sessions.create, key.id)
         secure = self.platform.config.scheme == "https"
         await _redirect(send, f"{PREFIX}/", [(b"set-cookie", set_cookie(sid, secure))])
 
@@ -210,11 +226,11 @@ class Dashboard:
         key_id = self._session_key(scope) if self.auth_on else None
         browser = self.platform.auth.browser
         extra = [] if key_id is None or browser is None else [
-            (b"set-cookie", browser.start(key_id, owner, app))]  # fmt: skip
+            (b"set-cookie", await asyncio.to_thread(browser.start, key_id, owner, app))]  # fmt: skip
         await _redirect(send, f"/{owner}/{app}/", extra)
 
     async def _sign_out(self, scope: Scope, send: Any) -> None:
-        self.sessions.drop(cookie_of(scope.get("headers") or []))
+        await asyncio.to_thread(self.sessions.drop, cookie_of(scope.get("headers") or []))
         secure = self.platform.config.scheme == "https"
         await _json(send, 200, {"signed_out": True}, [(b"set-cookie", clear_cookie(secure))])
 

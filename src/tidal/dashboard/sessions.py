@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
+from tidal.control.off_loop import on_event_loop, write_later
+
 COOKIE = "tidal_dashboard"
 IDLE_SECONDS = 8 * 3600.0
 MAX_SECONDS = 24 * 3600.0
@@ -80,29 +82,66 @@ class SessionStore:
         self._cache[digest] = Session(key_id, now, now, now, time.monotonic())
         return sid
 
-    def get(self, sid: str | None, bind: str = "") -> Session | None:
-        """The live session behind a cookie's id, else None."""
+    def get(self, sid: str | None, bind: str = "", load: bool | None = None) -> Session | None:
+        """The live session behind a cookie's id, else None. `load` False: from what is
+        cached only, the default on an event loop's thread (its caller `refresh`es in a
+        thread first where `stale` says so); the writes it owes (last visit, an ended
+        session) go to a thread there."""
         if not sid or len(sid) > 128:
             return None
         digest = _hash(bind + sid)
         session = self._cache.get(digest)
-        if session is None or time.monotonic() - session.checked_at > REVALIDATE_SECONDS:
+        if (not on_event_loop() if load is None else load) and self._stale(session):
             session = self._load(digest)
         if session is None:
             return None
         now = time.time()
         if now - session.seen > self.idle_seconds or now - session.created > self.max_seconds:
-            self.drop(sid, bind)
+            self._cache.pop(digest, None)
+            write_later(lambda: self._delete(digest), "an ended session")
             return None
         session.seen = now
         if now - session.seen_written >= SEEN_WRITE_SECONDS:
             session.seen_written = now
-            with self._engine.begin() as conn:
-                conn.execute(
-                    text("UPDATE dashboard_sessions SET seen_at = :now WHERE id_hash = :h"),
-                    {"now": now, "h": digest},
-                )
+
+            def seen() -> None:
+                with self._engine.begin() as conn:
+                    conn.execute(
+                        text("UPDATE dashboard_sessions SET seen_at = :now WHERE id_hash = :h"),
+                        {"now": now, "h": digest},
+                    )
+
+            write_later(seen, "a session's last visit")
         return session
+
+    def stale(self, sid: str | None, bind: str = "") -> bool:
+        """Whether `get` would read the database for this cookie: `refresh` it in a
+        thread first."""
+        if not sid or len(sid) > 128:
+            return False
+        return self._stale(self._cache.get(_hash(bind + sid)))
+
+    def peek(self, sid: str | None, bind: str = "") -> Session | None:
+        """The cached session behind a cookie's id, as it is (no check, no read)."""
+        if not sid or len(sid) > 128:
+            return None
+        return self._cache.get(_hash(bind + sid))
+
+    def end_later(self, sid: str | None, bind: str = "") -> None:
+        """End a session now here, its row deleted in a thread (from the event loop)."""
+        if not sid:
+            return
+        digest = _hash(bind + sid)
+        self._cache.pop(digest, None)
+        write_later(lambda: self._delete(digest), "an ended session")
+
+    def refresh(self, sid: str, bind: str = "") -> Session | None:
+        """Read the session again (in a thread, for a check on the event loop)."""
+        return self._load(_hash(bind + sid))
+
+    @staticmethod
+    def _stale(session: Session | None) -> bool:
+        return session is None or time.monotonic() - session.checked_at > REVALIDATE_SECONDS
 
     def drop(self, sid: str | None, bind: str = "") -> bool:
         """End a session; True when this call ended it (a one-time link is used once)."""
@@ -110,6 +149,9 @@ class SessionStore:
             return False
         digest = _hash(bind + sid)
         self._cache.pop(digest, None)
+        return self._delete(digest)
+
+    def _delete(self, digest: str) -> bool:
         with self._engine.begin() as conn:
             gone = conn.execute(
                 text("DELETE FROM dashboard_sessions WHERE id_hash = :h"), {"h": digest}

@@ -23,12 +23,13 @@ sees a platform key.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tidal.asgi import send_error
-from tidal.control.keys import ADMIN, KeyInfo, KeyStore
+from tidal.control.keys import ADMIN, KeyInfo, KeyStore, parse_key
 from tidal.gateway.affinity import cookie_value
 from tidal.gateway.browser import COOKIE, BrowserSessions, link_in, without_link
 
@@ -69,6 +70,7 @@ class Authenticator:
             if owner and app and _app_path(scope["path"]):
                 await self._open_link(token, owner, app, scope, send)
                 return False
+        await self._refresh(scope)
         refusal = self.check(scope)
         if refusal is None:
             return True
@@ -80,6 +82,23 @@ class Authenticator:
         extra = [(b"www-authenticate", b"Key")] if status == 401 else []
         await send_error(send, status, error_type, detail, extra)
         return False
+
+    async def _refresh(self, scope: Scope) -> None:
+        """Read in a thread what the check will need and the caches lack (a key not seen
+        for REVALIDATE_SECONDS, a browser session): the check itself runs on the event
+        loop, reading only the caches, so no request waits behind a database read."""
+        headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
+        presented = next(
+            (v for k, v in headers if k.lower() == b"authorization" and v[:4].lower() == b"key "),
+            None,
+        )
+        parsed = parse_key(presented[4:].decode("latin-1").strip()) if presented else None
+        if parsed is not None and self.store.stale(parsed[0]):
+            await asyncio.to_thread(self.store.refresh, parsed[0])
+        if self.browser is not None and not presented:
+            owner, app = _owner_app(scope["path"])
+            if owner and app and _app_path(scope["path"]):
+                await self.browser.refresh(scope, owner, app)
 
     def is_admin(self, scope: Scope) -> bool:
         """Whether the request carries a valid admin key (every request does, auth off)."""
@@ -129,7 +148,8 @@ class Authenticator:
 
     async def _open_link(self, token: str, owner: str, app: str, scope: Scope, send: Any) -> None:
         assert self.browser is not None
-        cookie = self.browser.open_link(token, owner, app)
+        # Once per link: its reads and writes (the link used up, a session made) in a thread.
+        cookie = await asyncio.to_thread(self.browser.open_link, token, owner, app)
         if cookie is None:
             await send_error(send, 401, "unauthorized",
                              "this link has expired or was used already; get a new one with "
@@ -161,7 +181,7 @@ class Authenticator:
         if len(ours) > 1:
             return None, (401, "unauthorized", "send one Authorization header, not several")
         presented = ours[0][4:].decode("latin-1").strip()
-        key = self.store.verify(presented)
+        key = self.store.verify(presented)  # on the loop: admit() refreshed it
         if key is None:
             return None, (
                 401,

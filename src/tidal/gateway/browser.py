@@ -21,6 +21,7 @@ must not come from another origin (`Origin`, `Sec-Fetch-Site`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -74,6 +75,19 @@ class BrowserSessions:
         return self.start(link.key_id, owner, app)
 
     # -- checking ------------------------------------------------------------------
+    async def refresh(self, scope: Scope, owner: str, app: str) -> None:
+        """Read in a thread what `admit` will need and the caches lack (the session, its
+        key): `admit` runs on the event loop and reads only the caches."""
+        sid = cookie_value(scope.get("headers") or [], COOKIE)
+        if sid is None:
+            return
+        bind = _session_bind(owner, app)
+        if self.sessions.stale(sid, bind):
+            await asyncio.to_thread(self.sessions.refresh, sid, bind)
+        session = self.sessions.peek(sid, bind)
+        if session is not None and self.keys.stale(session.key_id):
+            await asyncio.to_thread(self.keys.refresh, session.key_id)
+
     def admit(self, scope: Scope, owner: str, app: str) -> Refusal | None:
         """None when the request carries a valid session for this app from this site;
         the session's cookie is then removed from the request."""
@@ -82,7 +96,7 @@ class BrowserSessions:
         if sid is None:
             return 401, "unauthorized", "no session"
         session = self.sessions.get(sid, _session_bind(owner, app))
-        if session is None or self._key_scope(session.key_id) is None:
+        if session is None or self.keys.active(session.key_id) is None:
             return (
                 401,
                 "unauthorized",
