@@ -55,6 +55,14 @@ def test_seed_pattern_deploys_and_answers(platform: PlatformProcess, apps_dir: P
     assert show["runners"]["ready"] == 1
     human = platform.cli("apps", "show", "run-server").stdout
     assert "request_timeout" in human and "600" in human
+    # Its limits, each settable per app, and shown as set.
+    assert "1000 sync callers may wait (max_waiting)" in human
+    assert "at most 10000 for this app (queue_results_per_app)" in human
+    platform.cli("apps", "scale", "run-server", "--max-waiting", "7", "--queue-results", "50")
+    human = " ".join(platform.cli("apps", "show", "run-server").stdout.split())
+    assert "7 sync callers may wait (max_waiting)" in human
+    assert "at most 50 for this app (queue_results_per_app)" in human
+    platform.cli("apps", "scale", "run-server", "--max-waiting", "1000", "--queue-results", "10000")
     listed = json.loads(platform.cli("apps", "list", "--json").stdout)
     assert [a["name"] for a in listed] == ["run-server"]
     logs = platform.cli("logs", "run-server").stdout

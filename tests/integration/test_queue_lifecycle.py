@@ -145,6 +145,13 @@ def test_finished_results_are_pruned_to_the_per_app_cap(api: httpx.Client) -> No
     # Off the hot path, in a later pass: the newest 3 stay, the oldest go.
     wait_for(lambda: len(kept()) == 3, timeout=30, what="the oldest results to be pruned")
     assert kept() == ids[3:]
+    # An app may keep fewer (or more) than the platform's cap, shown in its limits.
+    resp = api.patch("/api/v1/apps/stuck/scaling", json={"queue_results_per_app": 1})
+    assert resp.status_code == 200 and resp.json()["limits"]["queue_results_per_app"] == 1
+    wait_for(lambda: len(kept()) == 1, timeout=30, what="the app's own cap to be applied")
+    assert kept() == ids[5:]
+    bad = api.patch("/api/v1/apps/stuck/scaling", json={"queue_results_per_app": 0})
+    assert bad.status_code == 422 and "queue_results_per_app must be" in bad.json()["detail"]
 
 
 def test_the_fast_path_answers_as_the_router_does(

@@ -403,7 +403,7 @@ def apps_show(name: str, as_json: JsonFlag = False) -> None:
         out().print(f"limits: {limits['max_waiting']} sync callers may wait (max_waiting), "
                     f"requests time out after {limits['request_timeout']}s; queue results "
                     f"kept {limits['queue_result_ttl_seconds']:g}s, at most "
-                    f"{limits['queue_results_per_app']} per app")  # fmt: skip
+                    f"{limits['queue_results_per_app']} for this app (queue_results_per_app)")  # fmt: skip
     if v["endpoints"]:
         out().print("endpoints: " + ", ".join(v["endpoints"]))
     if v.get("sandbox"):
@@ -480,14 +480,18 @@ def apps_scale(
     scaling_delay: Annotated[int | None, typer.Option()] = None,
     request_timeout: Annotated[int | None, typer.Option()] = None,
     max_waiting: Annotated[int | None, typer.Option()] = None,
+    queue_results: Annotated[
+        int | None, typer.Option(help="finished queue results the app keeps, newest first")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Change scaling options of a live app; takes effect at once, no redeploy."""
+    """Change scaling options and limits of a live app; takes effect at once, no redeploy."""
     changes = {k: v for k, v in {
         "keep_alive": keep_alive, "min_concurrency": min_concurrency,
         "max_concurrency": max_concurrency, "concurrency_buffer": concurrency_buffer,
         "concurrency_buffer_perc": concurrency_buffer_perc, "scaling_delay": scaling_delay,
         "request_timeout": request_timeout, "max_waiting": max_waiting,
+        "queue_results_per_app": queue_results,
     }.items() if v is not None}  # fmt: skip
     if not changes:
         raise CLIError("give at least one option to change, e.g. --keep-alive 60")

@@ -180,12 +180,13 @@ class AppViews:
         return platform_sandbox(self.backends.usable, self.backends.unusable)
 
     def limits(self, record: AppRecord) -> dict[str, Any]:
-        """What bounds the app's callers: sync waiters (settable per app with `tidal
-        apps scale NAME max_waiting=N`), and how long and how many queue results stay."""
+        """What bounds the app's callers: sync waiters, and how long and how many queue
+        results stay (the counts settable per app: `tidal apps scale NAME --max-waiting N
+        --queue-results N`)."""
         config = self.config
         return {
             "max_waiting": self.controller.max_waiting(record),
             "request_timeout": record.options.request_timeout or config.default_request_timeout,
             "queue_result_ttl_seconds": config.queue_result_ttl_seconds,
-            "queue_results_per_app": config.queue_results_per_app,
+            "queue_results_per_app": record.queue_results or config.queue_results_per_app,
         }

@@ -47,7 +47,14 @@ class AppRecord:
         value = self.scaling_overrides.get("max_waiting")
         return value if isinstance(value, int) else None
 
+    @property
+    def queue_results(self) -> int | None:
+        """Finished queue results the app keeps, newest first (None: the platform's
+        `queue_results_per_app`)."""
+        value = self.scaling_overrides.get("queue_results_per_app")
+        return value if isinstance(value, int) else None
+
 
 # Live settings of the platform's own (not in fal's option table), set like scaling
-# options (`tidal apps scale NAME --max-waiting N`), with their bounds.
-LIMIT_FIELDS = {"max_waiting": (1, 100_000)}
+# options (`tidal apps scale NAME --max-waiting N --queue-results N`), with their bounds.
+LIMIT_FIELDS = {"max_waiting": (1, 100_000), "queue_results_per_app": (1, 1_000_000)}

@@ -277,8 +277,13 @@ class QueueService:
         while True:
             try:
                 removed = await self._in_batches(lambda: self.store.purge(ttl))
-                for owner, app in await asyncio.to_thread(self.store.over_cap, keep):
-                    removed += await self._in_batches(partial(self.store.trim, owner, app, keep))
+                # Apps may keep fewer or more than the platform's (tidal apps scale).
+                caps = {key: cap for key, dep in self.controller.deployments.items()
+                        if (cap := dep.record.queue_results) is not None}  # fmt: skip
+                floor = min([keep, *caps.values()])
+                for owner, app in await asyncio.to_thread(self.store.over_cap, floor):
+                    cap = caps.get((owner, app), keep)
+                    removed += await self._in_batches(partial(self.store.trim, owner, app, cap))
                 if removed:
                     self.held.forget_finished()
                     log.info("queue: forgot %d old result(s)", removed)
