@@ -237,6 +237,12 @@ class Platform:
         await self.recorder.close()
         self.engine.dispose()  # a PostgreSQL pool's connections closed, not left to the GC
 
+    async def queue_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """fal's queue API: its frequent calls on the fast path, the rest by the router.
+        The one entry for `/queue/...` and the dashboard's `/dashboard/queue/...`."""
+        if not await self.queue_fast(scope, receive, send):
+            await self.queue_api(scope, receive, send)
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         # API keys for every path family (/api/v1/health and /files/ stay open): see
@@ -251,8 +257,7 @@ class Platform:
             if scope["path"].startswith("/api/"):
                 await self.api(scope, receive, send)
             elif scope["path"].startswith("/queue/"):
-                if not await self.queue_fast(scope, receive, send):
-                    await self.queue_api(scope, receive, send)
+                await self.queue_http(scope, receive, send)
             elif scope["path"].startswith("/files/"):
                 await self.files(scope, receive, send)
             elif scope["path"] == "/dashboard" or scope["path"].startswith("/dashboard/"):

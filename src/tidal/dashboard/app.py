@@ -258,7 +258,7 @@ class Dashboard:
                                                                               b"authorization")
         ]  # fmt: skip
         inner = {**scope, "path": path, "raw_path": path.encode(), "headers": headers}
-        target = self.platform.api if path.startswith("/api/") else self.platform.queue_api
+        target = self.platform.api if path.startswith("/api/") else self.platform.queue_http
         await target(inner, receive, send)
 
     async def _upload(self, scope: Scope, receive: Any, send: Any) -> None:
