@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tidal.control.group_commit import GroupCommit
 from tidal.control.queue_store import COMPLETED, QueueStore, new_request
 from tidal.gateway import queue_memory
 from tidal.gateway.queue_memory import Held, Lines
+from tidal.testing import wait_for
 
 A, B = ("local", "a"), ("local", "b")
 
@@ -155,3 +157,35 @@ def test_a_later_write_that_fails_is_logged_and_takes_nothing_along(
         engine.dispose()
     assert store.waiting("local", "a") == 1
     assert any("missing_table" in r.getMessage() for r in caplog.records)
+
+
+def _wal_frames(db: Path) -> tuple[int, int]:
+    """(frames in the WAL, frames of it already copied into the database file), from
+    SQLite's wal-index (the -shm file: mxFrame at byte 16, nBackfill at byte 96)."""
+    shm = Path(f"{db}-shm").read_bytes()
+    return int.from_bytes(shm[16:20], sys.byteorder), int.from_bytes(shm[96:100], sys.byteorder)
+
+
+def test_the_writer_never_checkpoints_and_its_checkpointer_does(tmp_path: Path) -> None:
+    """A WAL checkpoint syncs to disk: the writer's connection never runs one (so no
+    commit waits on it); its own thread folds the WAL back instead."""
+    db = tmp_path / "t.db"
+    engine = open_database(db)
+    store = QueueStore(engine)
+    writes = GroupCommit(engine)
+    try:
+        level = writes.submit(
+            lambda c: c.connection.driver_connection.execute(  # type: ignore[union-attr]
+                "PRAGMA wal_autocheckpoint"
+            ).fetchone()[0]
+        )
+        assert level.result(10) == 0
+        items = [new_request("local", "a", "POST", "/", "", [], b"x" * 2000, 0, False)
+                 for _ in range(300)]  # fmt: skip
+        for f in [writes.submit(lambda c, i=i: store.insert(c, i)) for i in items]:
+            f.result(10)
+        wait_for(lambda: (frames := _wal_frames(db))[0] > 0 and frames[1] == frames[0],
+                 timeout=30, what="the checkpointer to fold the WAL back")  # fmt: skip
+    finally:
+        writes.close()
+        engine.dispose()
