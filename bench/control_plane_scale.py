@@ -2,7 +2,8 @@
 
 - at 0, 200 and 1,000 deployed apps: a page of the apps listing (`?limit=100`), and a
   warm sync call's latency to an unrelated app, alone and while a client polls the
-  listing (as the dashboard's apps page does, here 10 times a second);
+  listing (as the dashboard's apps page does, here 10 times a second), in turns;
+- how soon a sync call hears 429 once its app's waiters are at its max_waiting;
 - one app's queue filled to 20,000 deep (its runner never gets ready, so nothing
   leaves): the submit rate and the back-of-queue status poll, per 1,000.
 
@@ -32,6 +33,7 @@ def stuck():
 PAGE = 100
 POLL_EVERY = 0.1
 LIST_SAMPLES = 200  # so that p99 is not the one slowest
+ROUNDS = 4  # warm calls alone and with the poller, in turns
 
 
 async def timed(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> float:
@@ -95,13 +97,45 @@ async def apps_rows(http: httpx.AsyncClient, counts: list[int], calls: int) -> l
         first = await timed(http, "GET", "/api/v1/apps", params={"limit": PAGE})
         lists = [await timed(http, "GET", "/api/v1/apps", params={"limit": PAGE})
                  for _ in range(LIST_SAMPLES)]  # fmt: skip
-        alone = await warm_calls(http, calls)
-        polled, polls = await with_poller(http, calls)
+        # Alone and with the poller in turns, so that what else the (shared) machine does
+        # meanwhile falls on both alike rather than on one.
+        alone, polled, polls = [], [], []
+        for _ in range(ROUNDS):
+            alone += await warm_calls(http, calls // ROUNDS)
+            more, more_polls = await with_poller(http, calls // ROUNDS)
+            polled += more
+            polls += more_polls
         rows.append([str(n), f"{first * 1000:.1f}", f"{pct(lists, 0.5):.1f} / {pct(lists, 0.99):.1f}",
                      f"{pct(polls, 0.99):.1f}", f"{pct(alone, 0.5):.1f} / {pct(alone, 0.99):.1f}",
                      f"{pct(polled, 0.5):.1f} / {pct(polled, 0.99):.1f}",
                      f"{pct(polled, 0.99) / pct(alone, 0.99):.2f}x"])  # fmt: skip
     return rows
+
+
+async def refusal_row(http: httpx.AsyncClient, url: str, limit: int = 50) -> list[str]:
+    """How soon a sync call hears 429 once `limit` callers wait (the app's own
+    max_waiting): `limit` calls wait on the stuck app, then 50 more are timed."""
+    scaled = await http.patch("/api/v1/apps/stuck/scaling", json={"max_waiting": limit})
+    assert scaled.status_code == 200, scaled.text
+    waiters = httpx.AsyncClient(base_url=url, timeout=600,
+                                limits=httpx.Limits(max_connections=limit + 8))  # fmt: skip
+    hung = [asyncio.create_task(waiters.post("/local/stuck/", json={})) for _ in range(limit)]
+    try:
+        while (await http.get("/api/v1/apps/stuck")).json()["waiting"] < limit:
+            await asyncio.sleep(0.05)
+        refused: list[float] = []
+        for _ in range(50):
+            t = time.perf_counter()
+            resp = await http.post("/local/stuck/", json={})
+            refused.append(time.perf_counter() - t)
+            assert resp.status_code == 429, f"{resp.status_code} {resp.text[:200]}"
+    finally:
+        for task in hung:
+            task.cancel()
+        await asyncio.gather(*hung, return_exceptions=True)
+        await waiters.aclose()
+        await http.patch("/api/v1/apps/stuck/scaling", json={"max_waiting": None})
+    return [str(limit), f"{pct(refused, 0.5):.1f} / {pct(refused, 0.99):.1f}"]
 
 
 async def queue_rows(http: httpx.AsyncClient, depth: int, step: int) -> list[list[str]]:
@@ -138,6 +172,7 @@ async def measure(url: str, args: argparse.Namespace) -> list[Table]:
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
         counts = [int(c) for c in args.apps.split(",")]
         apps = await apps_rows(http, counts, args.calls)
+        refusal = await refusal_row(http, url)
         queue = await queue_rows(http, args.depth, args.step)
     t1 = Table(title=f"apps listing (page of {PAGE}) and a warm sync call, alone and while "
                      f"a client polls the listing every {POLL_EVERY * 1000:.0f} ms")  # fmt: skip
@@ -147,6 +182,10 @@ async def measure(url: str, args: argparse.Namespace) -> list[Table]:
         t1.add_column(col, justify="right")
     for row in apps:
         t1.add_row(*row)
+    t3 = Table(title="a sync call to an app whose waiters are at its max_waiting (50 calls)")
+    for col in ("max_waiting (set per app)", "429 p50 / p99 ms"):
+        t3.add_column(col, justify="right")
+    t3.add_row(*refusal)
     t2 = Table(title=f"one app's queue filled to {args.depth:,} (8 submitters); status of the "
                      "newest request (back of the queue), 50 polls per step")  # fmt: skip
     for col in ("depth", "submits/s", "vs first", "status p50 / p99 ms", "p99 vs first",
@@ -154,13 +193,13 @@ async def measure(url: str, args: argparse.Namespace) -> list[Table]:
         t2.add_column(col, justify="right")
     for row in queue:
         t2.add_row(*row)
-    return [t1, t2]
+    return [t1, t3, t2]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--apps", default="0,200,1000", help="app counts, ascending")
-    parser.add_argument("--calls", type=int, default=400, help="warm calls per measurement")
+    parser.add_argument("--calls", type=int, default=800, help="warm calls per measurement")
     parser.add_argument("--depth", type=int, default=20_000, help="queue depth to fill to")
     parser.add_argument("--step", type=int, default=1_000, help="submits per row")
     args = parser.parse_args(argv)

@@ -83,7 +83,7 @@ def apps_router(
             url = request.url.include_query_params(cursor=nxt, limit=limit)
             headers = {"x-next-cursor": nxt, "link": f'<{url}>; rel="next"'}
         platform = views.platform_sandbox()
-        live = [views.live(record, platform) for record, _ in found]
+        live = [views.listed_live(record, platform) for record, _ in found]
         body = await asyncio.to_thread(listing_body, [view for _, view in found], live)
         return Response(body, media_type="application/json", headers=headers)
 

@@ -182,6 +182,7 @@ class Registry:
             s.execute(delete(RevisionRow).where(RevisionRow.app_id == row.id))
             s.delete(row)
             announce(s.connection())
+        self._listed.pop((owner, name), None)
 
     def scale(self, owner: str, name: str, changes: dict[str, Any]) -> AppRecord:
         unknown = sorted(set(changes) - SCALING_FIELDS - set(LIMIT_FIELDS))

@@ -74,12 +74,16 @@ def _encoded(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
-def listing_body(stored: list[bytes], live: list[dict[str, Any]]) -> bytes:
+def listing_body(stored: list[bytes], live: list[dict[str, Any] | bytes]) -> bytes:
     """A page of the apps listing: each app's stored view (JSON, cached) joined with its
-    live one, as `{**stored, **live}` would encode (the two share no key)."""
+    live one (a dict, or JSON kept for an app at rest), as `{**stored, **live}` would
+    encode (the two share no key)."""
     return (
         b"["
-        + b",".join(s[:-1] + b"," + _encoded(v)[1:] for s, v in zip(stored, live, strict=True))
+        + b",".join(
+            s[:-1] + b"," + (v if isinstance(v, bytes) else _encoded(v))[1:]
+            for s, v in zip(stored, live, strict=True)
+        )
         + b"]"
     )
 
@@ -119,6 +123,9 @@ class AppViews:
             tuple[str, str],
             tuple[AppRecord, dict[str, str], tuple[dict[str, Any], str, list[str]]],
         ] = {}
+        self._at_rest: dict[
+            tuple[str, str], tuple[AppRecord, AppRecord, dict[str, str], bytes]
+        ] = {}
 
     def app(self, record: AppRecord, base_url: str) -> dict[str, Any]:
         return {**stored_view(record, base_url), **self.live(record)}
@@ -149,6 +156,26 @@ class AppViews:
             "sandbox": sandbox,
             "notes": notes + record_notes,
         }
+
+    def listed_live(self, record: AppRecord, platform: dict[str, str]) -> dict[str, Any] | bytes:
+        """`live()` for a page of the listing. An app at rest (no runner, nobody waiting),
+        as most of a thousand are, shows the same until its record or deployment
+        changes: that view is kept, encoded, and costs the event loop a lookup."""
+        key = (record.owner, record.name)
+        dep = self.controller.deployments.get(key)
+        if dep is None or dep.runners or dep.router.waits(0.0):
+            return self.live(record, platform)
+        cached = self._at_rest.get(key)
+        if (
+            cached is not None and cached[0] is record and cached[1] is dep.record
+            and cached[2] == platform
+        ):  # fmt: skip
+            return cached[3]
+        body = _encoded(self.live(record, platform))
+        if len(self._at_rest) >= StoredViews.MAX:
+            self._at_rest.clear()
+        self._at_rest[key] = (record, dep.record, platform, body)
+        return body
 
     def _of_record(
         self, record: AppRecord, platform: dict[str, str]
