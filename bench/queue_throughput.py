@@ -10,6 +10,9 @@ Three ways of driving it, each against its own sync baseline in the same run:
 - the platform's CPU per request over those same runs (/proc), which the client's cost
   does not enter, and a lean keep-alive client (bench/_lean_client.py, ~0.05 ms a
   request) that leaves the platform as the bottleneck;
+- for the httpx and lean queue runs, the rate inside the platform: first request
+  stored to last completed, from the queue's own timestamps (its SQLite file), which
+  says whether the queue keeps up with what is submitted, the client's polls aside;
 - fal-client itself (`fal_client.run` against `fal_client.subscribe`, its default 0.1 s
   poll interval, then the result's GET) on a second platform serving https, which
   fal-client requires.
@@ -25,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -181,7 +185,21 @@ async def lean_idle_polls(url: str, app: str, ids: list[str], k: int, c: int) ->
     return latencies
 
 
-async def measure(url: str, app: str, args: argparse.Namespace, pid: int) -> Table:
+def inside_rate(db: Path, ids: list[str]) -> float:
+    """Requests completed per second inside the platform, from the first submit's
+    storing to the last completion (the queue's own timestamps, read from its SQLite
+    file): whether the queue keeps up with what is submitted, the client's polls aside."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        first, last, count = conn.execute(
+            "SELECT min(created_at), max(completed_at), count(*) FROM queue_requests "
+            f"WHERE id IN ({','.join('?' * len(ids))}) AND status = 'COMPLETED'",
+            ids,
+        ).fetchone()
+    assert count == len(ids), f"{count} of {len(ids)} completed"
+    return float(count / (last - first))
+
+
+async def measure(url: str, app: str, args: argparse.Namespace, pid: int, db: Path) -> Table:
     limits = httpx.Limits(max_connections=args.concurrency * 2)
     meter = CpuMeter(pid)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
@@ -207,6 +225,9 @@ async def measure(url: str, app: str, args: argparse.Namespace, pid: int) -> Tab
     table.add_row("", "latency p50 / p99 ms", f"{sync['p50']:.1f} / {sync['p99']:.1f}", "")
     table.add_row("queue", "submitted→completed req/s", f"{q_rps:.0f}",
                   f"{q_rps / sync['rps']:.2f}x")  # fmt: skip
+    inside = inside_rate(db, queued["ids"])  # type: ignore[arg-type]
+    table.add_row("", "first stored→last completed, inside the platform, req/s",
+                  f"{inside:.0f}", f"{inside / sync['rps']:.2f}x")  # fmt: skip
     table.add_row("", "submits/s", f"{queued['submit_rps']:.0f}",
                   f"{float(queued['submit_rps']) / sync['rps']:.2f}x")  # type: ignore[arg-type]  # fmt: skip
     table.add_row("", "submit p50 / p99 ms",
@@ -231,6 +252,9 @@ async def measure(url: str, app: str, args: argparse.Namespace, pid: int) -> Tab
                   f"{lean_sync['p50']:.1f} / {lean_sync['p99']:.1f}", "")  # fmt: skip
     table.add_row("", "queue submitted→completed req/s", f"{lean_queue['rps']:.0f}",
                   f"{lean_queue['rps'] / lean_sync['rps']:.2f}x")  # fmt: skip
+    lean_inside = inside_rate(db, lean_ids)
+    table.add_row("", "queue first stored→last completed, inside, req/s",
+                  f"{lean_inside:.0f}", f"{lean_inside / lean_sync['rps']:.2f}x")  # fmt: skip
     table.add_row("", "queue submits/s", f"{lean_queue['submit_rps']:.0f}",
                   f"{lean_queue['submit_rps'] / lean_sync['rps']:.2f}x")  # fmt: skip
     table.add_row("", f"status poll idle, {args.concurrency} clients, p50 / p99 ms",
@@ -319,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run(platform: PlatformProcess, views: list[dict[str, Any]]) -> list[Table]:
-        tables = [asyncio.run(measure(platform.url, views[0]["name"], args, platform.process.pid))]
+        db = platform.data_dir / "tidal.db"
+        tables = [
+            asyncio.run(measure(platform.url, views[0]["name"], args, platform.process.pid, db))
+        ]
         if not args.no_fal_client:
             tables.append(fal_client_table(args))
         return tables
