@@ -71,10 +71,13 @@ def apps_router(
         base = str(request.base_url)
 
         def page() -> list[tuple[AppRecord, bytes]]:
-            return [(r, views.stored.encoded(r, base)) for r in registry.page(after, limit)]
+            found = registry.page(after, limit)
+            views.prepare(found, platform)  # the parts of a first sight, here, not on the loop
+            return [(r, views.stored.encoded(r, base)) for r in found]
 
         # The database, the stored views and the encoding in a thread; only what the
         # runners and routers say now (memory, a few µs an app) on the event loop.
+        platform = views.platform_sandbox()
         found = await asyncio.to_thread(page)
         headers: dict[str, str] = {}
         if len(found) == limit:
@@ -82,7 +85,6 @@ def apps_router(
             nxt = f"{last.owner}/{last.name}"
             url = request.url.include_query_params(cursor=nxt, limit=limit)
             headers = {"x-next-cursor": nxt, "link": f'<{url}>; rel="next"'}
-        platform = views.platform_sandbox()
         live = [views.listed_live(record, platform) for record, _ in found]
         body = await asyncio.to_thread(listing_body, [view for _, view in found], live)
         return Response(body, media_type="application/json", headers=headers)

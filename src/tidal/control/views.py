@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from tidal.backends.registry import Backends
@@ -156,6 +157,12 @@ class AppViews:
             "sandbox": sandbox,
             "notes": notes + record_notes,
         }
+
+    def prepare(self, records: Sequence[AppRecord], platform: dict[str, str]) -> None:
+        """Compute (in a thread) what the live views of a page will keep of each record
+        seen for the first time, so that the event loop only looks it up."""
+        for record in records:
+            self._of_record(record, platform)
 
     def listed_live(self, record: AppRecord, platform: dict[str, str]) -> dict[str, Any] | bytes:
         """`live()` for a page of the listing. An app at rest (no runner, nobody waiting),
