@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
+from tidal.asgi import ClientGone, read_body, send_error
 from tidal.control.queue_store import COMPLETED, IN_QUEUE, QueuedRequest, new_request
 from tidal.gateway.webhooks import check_destination, valid_url
 
@@ -33,10 +34,6 @@ _LOGS = {b"": False, b"logs=0": False, b"logs=false": False, b"logs=False": Fals
 _RESULT_HEADERS = {"content-type", "x-fal-error-type"}
 
 
-class _CallerLeft(Exception):
-    """The caller disconnected before its request's body was all sent."""
-
-
 def queue_fast_path(service: QueueService, owner_apps: Any) -> FastPath:
     """Answer a `/queue/...` call here if it is one of the frequent ones; False (nothing
     sent) for what the router answers. `owner_apps` resolves (owner, app) to a
@@ -52,7 +49,7 @@ def queue_fast_path(service: QueueService, owner_apps: Any) -> FastPath:
         if len(parts) < 4 or not parts[2] or not parts[3]:
             return False
         path = parts[4] if len(parts) == 5 else ""
-        with contextlib.suppress(_CallerLeft):  # nothing stored, no one left to answer
+        with contextlib.suppress(ClientGone):  # nothing stored, no one left to answer
             await _submit(service, owner_apps, parts[2], parts[3], path, scope, receive, send)
         return True
 
@@ -111,17 +108,20 @@ async def _submit(
 ) -> None:  # fmt: skip
     """`POST /queue/{owner}/{app}/{path}`: store the request, answer its id and URLs."""
     if owner_apps(owner, app) is None:
-        await _json(send, 404, {"detail": f"no app {app!r} deployed for owner {owner!r}",
-                                "error_type": "app_not_found"})  # fmt: skip
+        await send_error(send, 404, "app_not_found", f"no app {app!r} deployed for owner {owner!r}")
         return
     raw = scope["headers"]
     limit = service.controller.config.queue_body_limit_bytes
-    body = await read_capped(raw, receive, limit)
-    if body is None:
-        await _json(send, 413, {
-            "detail": f"the request body is over the queue's limit of {limit} bytes "
-            "(queue_body_limit_bytes in the platform's tidal.toml); send large inputs as "
-            "files (a URL the app downloads) instead", "error_type": "payload_too_large"})  # fmt: skip
+    declared = next((v for k, v in raw if k == b"content-length"), b"")
+    try:
+        if declared.isdigit() and int(declared) > limit:
+            raise OverflowError
+        body = await read_body(receive, limit)
+    except OverflowError:
+        await send_error(send, 413, "payload_too_large",
+                         f"the request body is over the queue's limit of {limit} bytes "
+                         "(queue_body_limit_bytes in the platform's tidal.toml); send large "
+                         "inputs as files (a URL the app downloads) instead")  # fmt: skip
         return
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
     given: dict[str, str] = {}
@@ -147,7 +147,7 @@ async def _submit(
                 else await check_destination(webhook, service.webhooks.allowed_hosts)
             )
             if problem:
-                await _json(send, 422, {"detail": problem, "error_type": "invalid_webhook_url"})
+                await send_error(send, 422, "invalid_webhook_url", problem)
                 return
             # The webhook parameters are the queue's, not the endpoint's.
             query = urlencode([(k, v) for k, v in params if k not in ("fal_webhook", "webhook")])
@@ -159,27 +159,6 @@ async def _submit(
                 {"status": IN_QUEUE, "request_id": item.id,
                  **urls_of(base, owner, app, item.id), "queue_position": position},
                 [(b"x-fal-request-id", item.id.encode())])  # fmt: skip
-
-
-async def read_capped(
-    headers: list[tuple[bytes, bytes]], receive: Receive, limit: int
-) -> bytes | None:
-    """The request's body, or None when it is over `limit` bytes (read no further)."""
-    declared = next((v for k, v in headers if k == b"content-length"), b"")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise _CallerLeft
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def base_url(scope: dict[str, Any]) -> str | None:
