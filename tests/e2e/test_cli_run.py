@@ -21,12 +21,43 @@ from tidal.testing import wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_run_starts_a_platform_deploys_serves_and_cleans_up() -> None:
+def ignoring_sigint() -> None:
+    """As a shell starts a background job (`tidal run ... &`): SIGINT ignored, which the
+    child inherits. `tidal run` must still stop on it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stopped(proc: subprocess.Popen[str], signum: int) -> int:
+    """Its exit code once `signum` stopped it; killed (and the test failed) if it
+    did not stop within a minute, so no platform outlives the test."""
+    proc.send_signal(signum)
+    try:
+        return proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # its embedded platform dies with it (parent-death signal)
+        proc.wait()
+        raise
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie no one has reaped yet has stopped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_run_starts_a_platform_deploys_serves_and_cleans_up(signum: int) -> None:
     env = {**os.environ, "TIDAL_URL": f"http://127.0.0.1:{free_port()}", "COLUMNS": "200"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tidal", "run", "app.py::run_server"],
         cwd=Path(__file__).parents[2] / "examples" / "direct_server", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
+        text=True, preexec_fn=ignoring_sigint,
     )  # fmt: skip
     lines: list[str] = []
 
@@ -49,8 +80,7 @@ def test_run_starts_a_platform_deploys_serves_and_cleans_up() -> None:
         wait_for(lambda: any("Application startup complete" in line for line in lines), timeout=10)
         platform_url = url.rsplit("/local/", 1)[0]
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(60)
+        code = stopped(proc, signum)
     reader.join(5)
     assert proc.stdout is not None
     proc.stdout.close()
@@ -116,8 +146,7 @@ def test_run_reload_picks_up_an_edit_with_no_failed_call(tmp_path: Path) -> None
         wait_for(lambda: any("revision 2 live in" in line for line in lines), timeout=30)
     finally:
         stop.set()
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(60)
+        code = stopped(proc, signal.SIGINT)
     reader.join(5)
     assert proc.stdout is not None
     proc.stdout.close()
@@ -125,3 +154,36 @@ def test_run_reload_picks_up_an_edit_with_no_failed_call(tmp_path: Path) -> None
     assert code == 0, "".join(lines)
     assert any("app.py changed: redeploying" in line for line in lines), "".join(lines)
     assert any("Removed reloadable" in line for line in lines)
+
+
+def test_a_killed_run_takes_its_embedded_platform_with_it() -> None:
+    """SIGKILL leaves `tidal run` no time to clean up; its embedded platform still
+    stops (it gets SIGTERM when its parent dies) and so do the platform's runners."""
+    env = {**os.environ, "TIDAL_URL": f"http://127.0.0.1:{free_port()}", "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidal", "run", "app.py::run_server"],
+        cwd=Path(__file__).parents[2] / "examples" / "direct_server", env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        url = wait_for(
+            lambda: next((m.group(1) for line in lines if (m := re.search(r"at (http://\S+)", line))), None),
+            timeout=60, what="tidal run to print the app's URL",
+        )  # fmt: skip
+        assert httpx.get(f"{url}/", timeout=60).json() == {"hello": "world"}
+        (platform,) = children(proc.pid)
+        runners = children(platform)
+        assert runners, "the platform's runner (and its template) are its children"
+    finally:
+        proc.kill()
+        proc.wait()
+    reader.join(5)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    wait_for(lambda: not any(alive(pid) for pid in [platform, *runners]), timeout=60,
+             what="the embedded platform and its runners to stop")  # fmt: skip
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url.rsplit('/local/', 1)[0]}/api/v1/health", timeout=2)

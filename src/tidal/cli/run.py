@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -10,8 +11,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -37,6 +39,7 @@ def embedded_platform(api: Client, console: Console) -> Iterator[Client]:
                 [sys.executable, "-m", "tidal", "server", "--port", str(port), "--data-dir", data_dir, "--no-auth"],
                 stdout=subprocess.DEVNULL, stderr=platform_log,
                 start_new_session=True,  # Ctrl-C reaches us; we stop it once
+                preexec_fn=_ends_with(os.getpid()),
             )  # fmt: skip
         local = Client(f"http://{DEFAULT_HOST}:{port}")
         try:
@@ -54,6 +57,39 @@ def embedded_platform(api: Client, console: Console) -> Iterator[Client]:
         yield local
     finally:
         _stop(platform, data_dir)
+
+
+def _ends_with(parent: int) -> Callable[[], None] | None:
+    """For the embedded platform's child, between fork and exec: it gets SIGTERM (a
+    clean stop) when this process dies, even killed with SIGKILL, so it never outlives
+    the session (Linux's parent-death signal; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before prctl took effect
+            os._exit(1)
+
+    return arm
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C, SIGTERM and a closed terminal all end the session the same way: the app
+    removed, the embedded platform stopped. SIGINT's handler is set even where it was
+    inherited ignored (a shell starts background jobs so): Ctrl-C is how this command
+    is stopped, and a `tidal run` that ignored it would orphan its platform."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
 
 
 def _stop(platform: subprocess.Popen[bytes], data_dir: str) -> None:
@@ -157,6 +193,7 @@ def run_app(
 ) -> None:
     """Deploy `target`, stream its logs until Ctrl-C (redeploying on changes with
     `reload`), then delete it."""
+    stop_on_signals()
     with embedded_platform(api, console) as api:
         view: dict[str, Any] | None = None
         try:
