@@ -264,7 +264,30 @@ class LocalBackend:
         )
         return request, self.sandbox.environment(runner_vars)
 
-    def _prepare(
+    async def _prepare(
+        self,
+        launch: RunnerLaunch,
+        request: SandboxRequest,
+        runner_id: str,
+        runner_vars: Mapping[str, str],
+        request_log: str | None,
+    ) -> Prepared:
+        """The runner's sandbox prepared in a thread: its uid, folders, files and cgroup
+        are file-system work (several ms a runner on a quiet machine, tens under load)
+        that would stall every request the loop serves. A start cancelled meanwhile has
+        what the thread made removed once it is done."""
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                self._prepare_now, launch, request, runner_id, runner_vars, request_log
+            )
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(_remove_prepared)
+            raise
+
+    def _prepare_now(
         self,
         launch: RunnerLaunch,
         request: SandboxRequest,
@@ -305,7 +328,9 @@ class LocalBackend:
             template_vars = template_env(runner_vars)
             template_vars["TIDAL_RUNNER_ID"] = "template"
             template_vars["TIDAL_REQUEST_LOG"] = str(request_log)
-            prepared = self._prepare(launch, request, template_id, template_vars, str(request_log))
+            prepared = await self._prepare(
+                launch, request, template_id, template_vars, str(request_log)
+            )
             sandboxed = await self._spawn_sandboxed(prepared, cmd, log_path, fd)
             self._template_sandboxes[sandboxed.process.pid] = (sandboxed, request_log)
             return sandboxed.process
@@ -357,7 +382,9 @@ class LocalBackend:
             line = template.line
             runner.started_from = "template"
         else:
-            prepared = self._prepare(launch, request, launch.runner_id, runner_vars, request_log)
+            prepared = await self._prepare(
+                launch, request, launch.runner_id, runner_vars, request_log
+            )
 
             def fresh(argv: list[str], fd: int) -> Awaitable[SandboxedProcess]:
                 return self._spawn_sandboxed(prepared, argv, launch.log_path, fd)
@@ -500,3 +527,9 @@ async def _once_started(runner: Runner, then: Callable[[], Awaitable[None]]) -> 
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _remove_prepared(work: asyncio.Future[Prepared]) -> None:
+    """A sandbox prepared for a start that was cancelled meanwhile: its cgroup goes."""
+    if not work.cancelled() and work.exception() is None:
+        work.result().cgroup.remove()
