@@ -46,8 +46,11 @@ export async function render(view, [name], query, ctx) {
   view.append(picker);
 
   const formHolder = h("div", { class: "je-form", id: "playground-form" });
-  const runButton = h("button", { type: "button", class: "primary", id: "run" }, "Run");
-  const resetButton = h("button", { type: "button" }, "Reset");
+  // Disabled until the form is ready (json-editor says so on an animation frame, which
+  // a busy or hidden tab delays): a click before then would find no handler and do
+  // nothing at all, though the form is already filled in.
+  const runButton = h("button", { type: "button", class: "primary", id: "run", disabled: true }, "Run");
+  const resetButton = h("button", { type: "button", disabled: true }, "Reset");
   const formErrors = h("div");
   const result = h("div", { id: "playground-result" }, h("div", { class: "empty" }, "Fill the form and press Run: the request goes through the queue API."));
   const snippetBox = h("div");
@@ -109,6 +112,7 @@ export async function render(view, [name], query, ctx) {
       runButton.disabled = false;
     }
   });
+  runButton.disabled = resetButton.disabled = false;
 }
 
 // Drop empty optional strings the form adds (an empty file URL is not a file).
