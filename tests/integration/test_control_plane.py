@@ -118,9 +118,9 @@ class LoopCPU:
     (CPU time, not wall time: a busy machine that preempts the loop does not count).
 
     Less the garbage collector's passes on that thread: the platform runs inside pytest
-    here, and a full collection walks pytest's whole heap (every test module imported
-    so far: ~90 ms on these machines), which a platform process of its own does not
-    have. A pass landing on the loop made this test fail one run in several (52 ms)."""
+    here, so a collection may walk objects pytest made (a full pass over a pytest-sized
+    heap takes ~90 ms on these machines), which a platform process of its own, its
+    start-up heap frozen, does not have."""
 
     # More than this of CPU without a break holds up every request the gateway serves.
     # A coarse bound: the loop's own first calls and runner-template spawns after a

@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -276,27 +277,9 @@ class LocalBackend:
         are file-system work (several ms a runner on a quiet machine, tens under load)
         that would stall every request the loop serves. A start cancelled meanwhile has
         what the thread made removed once it is done."""
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                self._prepare_now, launch, request, runner_id, runner_vars, request_log
-            )
-        )
-        try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            work.add_done_callback(_remove_prepared)
-            raise
-
-    def _prepare_now(
-        self,
-        launch: RunnerLaunch,
-        request: SandboxRequest,
-        runner_id: str,
-        runner_vars: Mapping[str, str],
-        request_log: str | None,
-    ) -> Prepared:
         assert self.sandbox is not None
-        return self.sandbox.prepare(
+        prepare = partial(
+            self.sandbox.prepare,
             app=request.app,
             runner_id=runner_id,
             bundle_dir=launch.bundle_dir,
@@ -310,6 +293,12 @@ class LocalBackend:
             read_only=request.read_only,
             gpu_ids=request.gpu_ids,
         )
+        work = asyncio.ensure_future(asyncio.to_thread(prepare))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(_remove_prepared)
+            raise
 
     def _template_spawn(
         self, launch: RunnerLaunch, request: SandboxRequest, runner_vars: dict[str, str]
