@@ -87,10 +87,28 @@ class CpuMeter:
         return (int(fields[11]) + int(fields[12])) / self._tick
 
 
+class MachineMeter:
+    """CPU seconds the whole machine was busy, all cores and processes (client, platform,
+    runners) together, from /proc/stat (None elsewhere)."""
+
+    def __init__(self) -> None:
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.cores = os.cpu_count() or 1
+
+    def seconds(self) -> float | None:
+        try:
+            with open("/proc/stat") as stat:
+                fields = [int(f) for f in stat.readline().split()[1:]]
+        except OSError:
+            return None
+        # user nice system idle iowait irq softirq steal: all but idle and iowait
+        return (sum(fields[:8]) - fields[3] - fields[4]) / self._tick
+
+
 class Phase:
     """Wall time and a process's CPU time over a `with` block."""
 
-    def __init__(self, meter: CpuMeter | None) -> None:
+    def __init__(self, meter: CpuMeter | MachineMeter | None) -> None:
         self.meter = meter
         self.wall = 0.0
         self.cpu: float | None = None

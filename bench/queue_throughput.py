@@ -38,11 +38,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from _lean_client import CpuMeter, LeanConnection, Phase, lean_fan_out
+from _lean_client import CpuMeter, LeanConnection, MachineMeter, Phase, lean_fan_out
 from _warm_app import WarmServer, app_source, data_dir, pct, run_on_warm_platform, write_app
 from rich.table import Table
 
 from tidal.backends.local import LocalBackend
+from tidal.gateway import queue_memory
 from tidal.testing import PlatformProcess, start_platform
 from tidal.tls import ca_bundle, make_local_certificate
 
@@ -210,11 +211,19 @@ async def measure(url: str, app: str, args: argparse.Namespace, pid: int, db: Pa
             queued = await queue_run(http, app, args.n, args.concurrency)
         idle = await idle_polls(http, app, queued["ids"], args.polls, args.concurrency)  # type: ignore[arg-type]
         alone = await idle_polls(http, app, queued["ids"], args.polls // 4, 1)  # type: ignore[arg-type]
-    lean_sync = await lean_sync_run(url, app, args.lean_n, args.concurrency)
-    lean_queue = await lean_queue_run(url, app, args.lean_n, args.concurrency)
+    machine = MachineMeter()
+    with Phase(meter) as lean_sync_cpu, Phase(machine) as lean_sync_all:
+        lean_sync = await lean_sync_run(url, app, args.lean_n, args.concurrency)
+    with Phase(meter) as lean_queue_cpu, Phase(machine) as lean_queue_all:
+        lean_queue = await lean_queue_run(url, app, args.lean_n, args.concurrency)
     lean_ids: list[str] = lean_queue["ids"]
-    lean_idle = await lean_idle_polls(url, app, lean_ids, args.polls, args.concurrency)
+    with Phase(meter) as poll_cpu, Phase(machine) as poll_all:
+        lean_idle = await lean_idle_polls(url, app, lean_ids, args.polls, args.concurrency)
     lean_alone = await lean_idle_polls(url, app, lean_ids, args.polls // 4, 1)
+    # As many requests again as the platform keeps whole: lean_ids' results are then
+    # older than those (their bodies read from the database), their statuses not.
+    await lean_queue_run(url, app, queue_memory.FINISHED_KEPT, args.concurrency)
+    lean_old = await lean_idle_polls(url, app, lean_ids, args.polls // 4, 1)
     loaded: list[float] = queued["polls"]  # type: ignore[assignment]
     table = Table(title=f"tidal queue vs sync: {args.n} requests, {args.concurrency} concurrent "
                         "clients, trivial endpoint, one warm runner")  # fmt: skip
@@ -261,6 +270,24 @@ async def measure(url: str, app: str, args: argparse.Namespace, pid: int, db: Pa
                   f"{pct(lean_idle, 0.5):.1f} / {pct(lean_idle, 0.99):.1f}", "")  # fmt: skip
     table.add_row("", "status poll idle, one client, p50 / p99 ms",
                   f"{pct(lean_alone, 0.5):.2f} / {pct(lean_alone, 0.99):.2f}", "")  # fmt: skip
+    table.add_row("", f"the same, results older than the newest {queue_memory.FINISHED_KEPT}",
+                  f"{pct(lean_old, 0.5):.2f} / {pct(lean_old, 0.99):.2f}", "")  # fmt: skip
+    # CPU per call over the lean runs, of the platform and of the whole machine (client,
+    # platform, runner). "vs sync" is a sync request's cost over this one's: for the
+    # queued request, the most the queue could reach where the cores are the limit.
+    per = [(lean_sync_cpu, lean_sync_all, args.lean_n, "sync request"),
+           (lean_queue_cpu, lean_queue_all, args.lean_n, "queued request"),
+           (poll_cpu, poll_all, args.polls, f"idle status poll ({args.concurrency} clients)")]  # fmt: skip
+    costs = [(p.cpu / n * 1000, a.cpu / n * 1000, what)
+             for p, a, n, what in per if p.cpu is not None and a.cpu is not None]  # fmt: skip
+    if len(costs) == len(per):
+        base = costs[0][1]
+        for platform_ms, machine_ms, what in costs:
+            table.add_row("", f"CPU per {what}, ms: platform / whole machine",
+                          f"{platform_ms:.2f} / {machine_ms:.2f}", f"{base / machine_ms:.2f}x")  # fmt: skip
+        busy = [f"{a.cpu / a.wall / machine.cores:.0%}" for _, a, _, _ in per[:2] if a.cpu]
+        table.add_row("", f"machine busy in the sync / queue runs ({machine.cores} cores)",
+                      " / ".join(busy), "")  # fmt: skip
     return table
 
 

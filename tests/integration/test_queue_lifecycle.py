@@ -188,12 +188,19 @@ def test_the_fast_path_answers_as_the_router_does(
                              "error_type": "request_cancelled"}  # fmt: skip
     assert status(api, first["request_id"])["queue_position"] == 0
     # A result no longer in memory (only the newest are kept) reads the same from the
-    # database.
+    # database; its status, kept without bodies, from memory still.
     monkeypatch.setattr(queue_memory, "FINISHED_KEPT", 1)
     assert api.put(f"/queue/local/stuck/requests/{first['request_id']}/cancel").status_code == 202
+    for query in ("?logs=false", ""):
+        again = api.get(f"/queue/local/stuck/requests/{rid}/status{query}")
+        assert again.status_code == 200 and again.json() == done.json()
+    assert api.get(f"/queue/local/stuck/requests/{rid}").json() == result.json()
+    # Past the statuses kept too, from the database the same.
+    monkeypatch.setattr(queue_memory, "STATUS_KEPT", 0)
+    third = submit(api)["request_id"]
+    assert api.put(f"/queue/local/stuck/requests/{third}/cancel").status_code == 202
     again = api.get(f"/queue/local/stuck/requests/{rid}/status?logs=false")
     assert again.status_code == 200 and again.json() == done.json()
-    assert api.get(f"/queue/local/stuck/requests/{rid}").json() == result.json()
     # Submits: bad webhooks and oversized bodies are refused with the router's words.
     bad = api.post("/queue/local/stuck/", json={}, params={"fal_webhook": "ftp://x"})
     assert bad.status_code == 422 and bad.json()["error_type"] == "invalid_webhook_url"

@@ -40,7 +40,7 @@ from tidal.domain.router import RouterError
 from tidal.gateway.http1 import UpstreamConnectError
 from tidal.gateway.proxy import Gateway, _Progress, _Upstream
 from tidal.gateway.queue_fast import urls_of
-from tidal.gateway.queue_memory import Held, Lines
+from tidal.gateway.queue_memory import FINISHED_KEPT, STATUS_KEPT, Held, Lines
 from tidal.gateway.webhooks import WebhookSender
 from tidal.observe.records import QUEUE, RequestRecord, cold_start_of
 from tidal.observe.request_logs import logs_for
@@ -51,8 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidal.queue")
 
-# Completed requests remembered as having logged nothing (a few hundred KB at most).
-QUIET_KEPT = 8192
+# Completed requests remembered as having logged nothing (~100 B each): as many as
+# `Held` keeps statuses of, so a poll it answers never scans the request logs.
+QUIET_KEPT = FINISHED_KEPT + STATUS_KEPT
 # A runner's answers that get a queued request run again (fal: 503, 504, 429).
 RETRIED_STATUSES = frozenset({429, 503, 504})
 
@@ -121,8 +122,17 @@ class QueueService:
             event.set()
 
     async def get(self, request_id: str) -> QueuedRequest | None:
-        """The request as it is now: from memory where this platform holds it."""
-        item = self.held.get(request_id)
+        """The request as it is now, bodies included: from memory where this platform
+        holds it."""
+        return await self._read(request_id, self.held.get(request_id))
+
+    async def status_of(self, request_id: str) -> QueuedRequest | None:
+        """As `get`, but its bodies may be left out (a status poll does not read them),
+        so older finished requests are answered from memory too."""
+        return await self._read(request_id, self.held.status(request_id))
+
+    async def _read(self, request_id: str, item: QueuedRequest | None) -> QueuedRequest | None:
+        # A waiting request's memory is the truth only where the lines are the whole queue.
         if item is not None and (self.lines is not None or item.status != IN_QUEUE):
             return item
         return await asyncio.to_thread(self.store.get, request_id)
@@ -601,15 +611,18 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
     async def status_of(request: Request, item: QueuedRequest, logs: bool) -> dict[str, Any]:
         return await service.status_view(str(request.base_url), item, logs)
 
-    async def find(owner: str, app: str, request_id: str) -> QueuedRequest | None:
-        item = await service.get(request_id)
+    async def find(
+        owner: str, app: str, request_id: str, bodies: bool = True
+    ) -> QueuedRequest | None:
+        read = service.get if bodies else service.status_of
+        item = await read(request_id)
         return item if item and (item.owner, item.app) == (owner, app) else None
 
     @router.get("/queue/{owner}/{app}/requests/{request_id}/status")
     async def status(
         owner: str, app: str, request_id: str, request: Request, logs: bool = False
     ) -> Response:
-        item = await find(owner, app, request_id)
+        item = await find(owner, app, request_id, bodies=False)
         if item is None:
             return JSONResponse({"detail": f"no request {request_id!r}"}, status_code=404)
         code = 200 if item.status == COMPLETED else 202
@@ -619,7 +632,7 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
     async def status_stream(
         owner: str, app: str, request_id: str, request: Request, logs: bool = False
     ) -> Response:
-        if await find(owner, app, request_id) is None:
+        if await find(owner, app, request_id, bodies=False) is None:
             return JSONResponse({"detail": f"no request {request_id!r}"}, status_code=404)
 
         async def events() -> AsyncIterator[bytes]:
@@ -627,7 +640,7 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
             with service.watching(request_id) as changed:
                 while True:
                     changed.clear()  # before reading: a change from here on wakes us
-                    item = await service.get(request_id)
+                    item = await service.status_of(request_id)
                     if item is None:
                         return
                     current = await status_of(request, item, bool(logs))
@@ -662,7 +675,7 @@ def queue_router(service: QueueService, owner_apps: Any) -> APIRouter:
 
     @router.put("/queue/{owner}/{app}/requests/{request_id}/cancel")
     async def cancel(owner: str, app: str, request_id: str) -> Response:
-        if await find(owner, app, request_id) is None:
+        if await find(owner, app, request_id, bodies=False) is None:
             return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
         code, word = await service.cancel(request_id)
         return JSONResponse({"status": word}, status_code=code)

@@ -70,7 +70,7 @@ async def _get(service: QueueService, scope: dict[str, Any], send: Send) -> bool
     owner, app, request_id = parts[2], parts[3], parts[5]
     # From memory where this platform holds it; else (an older result, or a request
     # another platform sharing the queue holds) from the database, in a thread.
-    item = await service.get(request_id)
+    item = await (service.get(request_id) if logs is None else service.status_of(request_id))
     if item is None or (item.owner, item.app) != (owner, app):
         return False  # the router's 404
     if logs is None:

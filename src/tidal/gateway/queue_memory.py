@@ -6,7 +6,10 @@
 - `Held`: the requests this platform holds (waiting here, running here, or finished
   here a moment ago), so a status poll is answered without the database. Bounded: past
   its byte budget a waiting request keeps only its place in line (its body is read back
-  when it is claimed), and only the newest finished results are kept.
+  when it is claimed), and only the newest finished results are kept. Older finished
+  requests keep their status without their bodies (a few hundred bytes each), since a
+  completed request's status never changes: a poll of one is a dictionary read, while
+  its result's GET (which needs the body) reads the database.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ HELD_BYTES = 128 * 2**20
 # Finished results held for status polls and the result's GET (most recent first).
 FINISHED_KEPT = 4096
 FINISHED_BYTES = 64 * 2**20
+# Statuses kept (without bodies) of older finished requests: ~450 B each, ~15 MB.
+STATUS_KEPT = 32768
 
 
 class Lines:
@@ -88,10 +93,15 @@ class Held:
         self._live_bytes = 0
         self._finished: OrderedDict[str, tuple[QueuedRequest, int]] = OrderedDict()
         self._finished_bytes = 0
+        self._statuses: OrderedDict[str, QueuedRequest] = OrderedDict()
 
     def get(self, request_id: str) -> QueuedRequest | None:
         found = self._live.get(request_id) or self._finished.get(request_id)
         return found[0] if found else None
+
+    def status(self, request_id: str) -> QueuedRequest | None:
+        """As `get`, or else a finished request's status only: its bodies are not kept."""
+        return self.get(request_id) or self._statuses.get(request_id)
 
     def live(self, request_id: str) -> QueuedRequest | None:
         found = self._live.get(request_id)
@@ -117,11 +127,13 @@ class Held:
         """Results were pruned from the database: read them from there again."""
         self._finished.clear()
         self._finished_bytes = 0
+        self._statuses.clear()
 
     def finished(self, item: QueuedRequest) -> None:
         """It completed (here): kept among the newest results, no longer live."""
         assert item.status == COMPLETED
         self.drop(item.id)
+        self._statuses.pop(item.id, None)
         if (old := self._finished.pop(item.id, None)) is not None:
             self._finished_bytes -= old[1]
         size = item.size
@@ -130,5 +142,15 @@ class Held:
         while self._finished and (
             len(self._finished) > FINISHED_KEPT or self._finished_bytes > FINISHED_BYTES
         ):
-            _, (_, oldest) = self._finished.popitem(last=False)
-            self._finished_bytes -= oldest
+            _, (oldest, size) = self._finished.popitem(last=False)
+            self._finished_bytes -= size
+            self._keep_status(oldest)
+
+    def _keep_status(self, item: QueuedRequest) -> None:
+        # A copy, not the item itself: whoever still holds the item may read its body.
+        status = object.__new__(QueuedRequest)
+        status.__dict__.update(item.__dict__, headers=[], body=b"", response_headers=[],
+                               response_body=None)  # fmt: skip
+        self._statuses[item.id] = status
+        while len(self._statuses) > STATUS_KEPT:
+            self._statuses.popitem(last=False)

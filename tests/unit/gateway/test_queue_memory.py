@@ -54,9 +54,32 @@ def test_held_requests_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         held.finished(item)
     assert held.get(items[0].id) is None  # only the newest two results are kept
     assert held.get(items[2].id) is items[2] and held.live(items[2].id) is None
-    assert held.hold(items[0])  # the live budget was given back
+    assert held.status(items[2].id) is items[2]
+    # An older one keeps its status, without its bodies (a copy: the item is untouched).
+    status = held.status(items[0].id)
+    assert status is not None and status is not items[0]
+    assert (status.id, status.status, status.owner, status.app) == (
+        items[0].id, COMPLETED, "local", "a")  # fmt: skip
+    assert status.body == b"" and status.response_body is None and items[0].body == b"x" * 1000
     held.forget_finished()
-    assert held.get(items[1].id) is None
+    assert held.get(items[1].id) is None and held.status(items[0].id) is None
+    assert held.hold(items[0])  # the live budget was given back
+
+
+def test_statuses_of_older_results_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queue_memory, "FINISHED_KEPT", 1)
+    monkeypatch.setattr(queue_memory, "STATUS_KEPT", 2)
+    held = Held()
+    items = [new_request("local", "a", "GET", "/", "", [], b"", 0, False) for _ in range(4)]
+    for item in items:
+        item.status = COMPLETED
+        held.finished(item)
+    # The newest in full, the two before it as statuses, the oldest forgotten.
+    assert held.get(items[3].id) is items[3]
+    assert [held.status(item.id) is not None for item in items] == [False, True, True, True]
+    held.finished(items[1])  # finished again (a retry elsewhere): in full, once
+    assert held.get(items[1].id) is items[1] and held.get(items[3].id) is None
+    assert held.status(items[3].id) is not None and held.status(items[2].id) is not None
 
 
 def test_group_commit_batches_and_isolates_a_failure(tmp_path: Path) -> None:
