@@ -10,6 +10,11 @@ Three ways of driving it, each against its own sync baseline in the same run:
 - the platform's CPU per request over those same runs (/proc), which the client's cost
   does not enter, and a lean keep-alive client (bench/_lean_client.py, ~0.05 ms a
   request) that leaves the platform as the bottleneck;
+- over the lean runs, the platform's and the whole machine's CPU (/proc/stat: client,
+  platform and runner together) per sync request, queued request and status poll,
+  and from them a bound no queue could pass on this machine: a queued request is at
+  least a sync request plus a second call (fal's submit, then poll), so with its
+  writes free it still costs a sync request plus a poll;
 - for the httpx and lean queue runs, the rate inside the platform: first request
   stored to last completed, from the queue's own timestamps (its SQLite file), which
   says whether the queue keeps up with what is submitted, the client's polls aside;
@@ -285,6 +290,12 @@ async def measure(url: str, app: str, args: argparse.Namespace, pid: int, db: Pa
         for platform_ms, machine_ms, what in costs:
             table.add_row("", f"CPU per {what}, ms: platform / whole machine",
                           f"{platform_ms:.2f} / {machine_ms:.2f}", f"{base / machine_ms:.2f}x")  # fmt: skip
+        # A queued request is at least a sync one plus a second call (fal's protocol:
+        # submit, then poll), the second costing at least a status poll: with its
+        # three durable writes free, the queue could still reach no more than this.
+        bound = base / (base + costs[2][1])
+        table.add_row("", "bound for any queue: a sync request's cost plus a poll's",
+                      f"{base + costs[2][1]:.2f}", f"{bound:.2f}x")  # fmt: skip
         busy = [f"{a.cpu / a.wall / machine.cores:.0%}" for _, a, _, _ in per[:2] if a.cpu]
         table.add_row("", f"machine busy in the sync / queue runs ({machine.cores} cores)",
                       " / ".join(busy), "")  # fmt: skip
