@@ -96,6 +96,14 @@ def page(browser: Any, secured: PlatformProcess) -> Iterator[Any]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+def shown(page: Any, secured: PlatformProcess) -> str:
+    """What the page shows and how the platform's log ends: a failed wait's message."""
+    log = secured.log_path.read_text(errors="replace").splitlines()[-30:]
+    return f"the page shows: {page.inner_text('#view')[:1500]!r}\nthe platform's log ends:\n" + (
+        "\n".join(log)
+    )
+
+
 def shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -206,7 +214,10 @@ def test_analytics_counts_and_charts_the_request(
     page: Any, secured: PlatformProcess, deployed: str
 ) -> None:
     page.goto(f"{secured.url}/dashboard/#/apps/{deployed}/analytics?window=900")
-    page.wait_for_selector("#total-requests")
+    try:
+        page.wait_for_selector("#total-requests")
+    except Exception as exc:
+        raise AssertionError(f"no analytics: {shown(page, secured)}") from exc
     # The page refreshes itself every 5 s; records are written within a second.
     wait_for(
         lambda: int(page.inner_text("#total-requests")) >= 1,
@@ -222,6 +233,34 @@ def test_analytics_counts_and_charts_the_request(
     breakdown = page.evaluate("Chart.getChart('chart-breakdown').data.datasets.map(d => d.data[0])")
     assert sum(breakdown) > 0
     shot(page, "05-analytics")
+
+
+def test_a_load_that_fails_is_shown_until_one_succeeds(
+    page: Any, secured: PlatformProcess, deployed: str
+) -> None:
+    """The platform's first answer to the analytics page is made a 503 on its way to
+    the browser: the page says what failed, keeps refreshing, and once a load succeeds
+    shows the figures and drops the error (it used to stay on the error for good)."""
+    answered: list[str] = []
+
+    def first_fails(route: Any) -> None:
+        if answered:
+            route.continue_()
+            return
+        answered.append(route.request.url)
+        route.fulfill(status=503, content_type="application/json",
+                      body=json.dumps({"detail": "the platform is restarting"}))  # fmt: skip
+
+    pattern = "**/api/v1/apps/*/analytics?*"
+    page.route(pattern, first_fails)
+    try:
+        page.goto(f"{secured.url}/dashboard/#/apps/{deployed}/analytics?window=3600")
+        page.wait_for_selector(".notice.bad:has-text('the platform is restarting')")
+        page.wait_for_selector("#total-requests")  # the next refresh, 5 s on
+        page.wait_for_selector(".notice.bad", state="detached")
+    finally:
+        page.unroute(pattern)
+    assert len(answered) == 1
 
 
 def test_a_failing_request_is_under_errors_with_its_traceback(
@@ -259,7 +298,13 @@ def test_keep_alive_changed_from_the_app_page_takes_effect(
     view = api(secured, admin_key, f"/api/v1/apps/{deployed}")
     assert view["options"]["keep_alive"] == 1 and view["scaling_overrides"] == {"keep_alive": 1}
     # The idle runner now stops after a second, and the page shows why.
-    page.wait_for_selector("td >> text=idle for keep_alive (1s)", timeout=30_000)
+    try:
+        page.wait_for_selector("td >> text=idle for keep_alive (1s)", timeout=30_000)
+    except Exception as exc:  # what the platform says of its runners tells which side failed
+        runners = api(secured, admin_key, f"/api/v1/apps/{deployed}/runners")
+        raise AssertionError(
+            f"no keep_alive reason; runners: {runners}; {shown(page, secured)}"
+        ) from exc
     # The reason is shown from "terminating" on; the runner exits soon after.
     wait_for(
         lambda: all(

@@ -37,6 +37,30 @@ class PageContext {
     const id = setInterval(fn, ms);
     this.cleanups.push(() => clearInterval(id));
   }
+  // Run `load` now and then every `ms`. A load that fails shows its error above
+  // `anchor` until one succeeds: a moment's failure (the first load's included) neither
+  // leaves the page dead nor hides what went wrong. The first load's result, if any.
+  async refreshing(load, ms, anchor) {
+    let shown = null;
+    const attempt = async () => {
+      try {
+        const out = await load();
+        shown?.remove();
+        shown = null;
+        return out;
+      } catch (err) {
+        if (!this.live || err.name === "AbortError") return undefined;
+        const box = errorBox(err);
+        if (shown) shown.replaceWith(box);
+        else anchor.before(box);
+        shown = box;
+        return undefined;
+      }
+    };
+    const first = await attempt();
+    this.every(ms, attempt);
+    return first;
+  }
   onLeave(fn) {
     this.cleanups.push(fn);
   }

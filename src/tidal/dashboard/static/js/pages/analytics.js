@@ -2,7 +2,7 @@
 // time, latency and queue-wait percentiles, error rate, cold starts and their breakdown,
 // runners over time (Chart.js).
 import { get } from "../api.js";
-import { h, clear, panel, stat, table, ms, pct, clock, badge, errorBox, windowSelect } from "../ui.js";
+import { h, clear, panel, stat, table, ms, pct, clock, badge, windowSelect } from "../ui.js";
 import { appHeader } from "./app.js";
 
 /* global Chart */
@@ -167,11 +167,5 @@ export async function render(view, params, query, ctx) {
     document.getElementById("analytics-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   }
 
-  try {
-    await load();
-  } catch (err) {
-    view.append(errorBox(err));
-    return;
-  }
-  ctx.every(5000, () => load().catch(() => {}));
+  await ctx.refreshing(load, 5000, cards);
 }

@@ -76,17 +76,17 @@ export async function render(view, [name], _query, ctx) {
     return app;
   }
 
-  let app;
-  try {
-    app = await refresh();
-  } catch (err) {
-    view.append(errorBox(err));
-    return;
-  }
-  renderEndpoints(endpoints, name);
-  renderScaling(scaling, name, app, refresh);
-  renderRevisions(revisions, name, refresh);
-  ctx.every(2000, () => refresh().catch(() => {}));
+  // The panels that need the app are drawn once its first load succeeds.
+  let drawn = false;
+  await ctx.refreshing(async () => {
+    const app = await refresh();
+    if (!drawn && ctx.live) {
+      drawn = true;
+      renderEndpoints(endpoints, name);
+      renderScaling(scaling, name, app, refresh);
+      renderRevisions(revisions, name, refresh);
+    }
+  }, 2000, summary);
 }
 
 async function renderEndpoints(el, name) {

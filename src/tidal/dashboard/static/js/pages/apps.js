@@ -1,6 +1,6 @@
 // The app list: status, revision, runners up/starting, requests and errors in the last hour.
 import { get } from "../api.js";
-import { h, clear, badge, panel, table, ago, errorBox } from "../ui.js";
+import { h, clear, badge, panel, table, ago } from "../ui.js";
 
 export function appStatus(a) {
   const r = a.runners;
@@ -65,10 +65,5 @@ export async function render(view, _params, query, ctx) {
     return h("div", { class: "pager" }, ...links.flatMap((a, i) => (i ? [" · ", a] : [a])));
   }
 
-  try {
-    await load();
-  } catch (err) {
-    body.append(errorBox(err));
-  }
-  ctx.every(3000, () => load().catch(() => {}));
+  await ctx.refreshing(load, 3000, body);
 }

@@ -1,7 +1,7 @@
 // Recent failed requests grouped by error type and message; each group lists its
 // requests, which open with their logs and traceback.
 import { get } from "../api.js";
-import { h, clear, badge, ago, clock, errorBox, windowSelect } from "../ui.js";
+import { h, clear, badge, ago, clock, windowSelect } from "../ui.js";
 
 export async function render(view, _params, query, ctx) {
   const windowSeconds = Number(query.window || 24 * 3600);
@@ -43,11 +43,5 @@ export async function render(view, _params, query, ctx) {
       ));
     }
   }
-  try {
-    await load();
-  } catch (err) {
-    view.append(errorBox(err));
-    return;
-  }
-  ctx.every(5000, () => load().catch(() => {}));
+  await ctx.refreshing(load, 5000, list);
 }
