@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from tidal.control.db import open_database
 from tidal.testing import PlatformProcess, start_platform
@@ -92,3 +95,36 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = open_database(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def hold_statements(
+    engine: Engine,
+) -> Iterator[Callable[[str], contextlib.AbstractContextManager[threading.Event]]]:
+    """`with hold_statements(thread_name) as held:` the thread of that name stops before
+    each SQL statement it runs on `engine` until the block ends; `held` is set once it
+    has stopped at one. What others see while a slow read is under way."""
+    holding: dict[str, tuple[threading.Event, threading.Event]] = {}
+
+    def stop(*_: Any) -> None:
+        found = holding.get(threading.current_thread().name)
+        if found is not None:
+            held, release = found
+            held.set()
+            release.wait(30)
+
+    @contextlib.contextmanager
+    def hold(thread: str) -> Iterator[threading.Event]:
+        held, release = threading.Event(), threading.Event()
+        holding[thread] = (held, release)
+        try:
+            yield held
+        finally:
+            del holding[thread]
+            release.set()
+
+    # Listening for the whole test: removed while a held thread walks the listeners,
+    # it would break that walk.
+    event.listen(engine, "before_cursor_execute", stop)
+    yield hold
+    event.remove(engine, "before_cursor_execute", stop)

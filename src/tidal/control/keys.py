@@ -240,10 +240,13 @@ class KeyStore:
         return KeyInfo(row.id, row.name, row.scope, row.created_at, last)
 
     def _load(self, key_id: str) -> _Cached | None:
-        earlier = self._cache.pop(key_id, None)
+        # The cached entry stays until the read is done: checks on the event loop read
+        # the cache meanwhile, and a key missing there is a revoked key (its dashboard
+        # sessions end). Dropped first, a slow read signed people out.
         with Session(self._engine) as s:
             row = s.get(ApiKeyRow, key_id)
             if row is None or row.revoked_at is not None:
+                self._cache.pop(key_id, None)
                 return None
             cached = _Cached(
                 info=KeyInfo(row.id, row.name, row.scope, row.created_at, row.last_used_at),
@@ -253,6 +256,7 @@ class KeyStore:
                 last_written=row.last_used_at,
                 checked_at=time.monotonic(),
             )
+        earlier = self._cache.get(key_id)
         if earlier is not None:  # uses not yet written keep counting
             cached.last_used = max(cached.last_used or 0.0, earlier.last_used or 0.0) or None
             cached.last_written = earlier.last_written

@@ -159,7 +159,9 @@ class SessionStore:
         return bool(gone.rowcount)
 
     def _load(self, digest: str) -> Session | None:
-        self._cache.pop(digest, None)
+        # The cached session stays until the read is done: checks on the event loop read
+        # the cache meanwhile, and a session missing there is no session (a 401, the
+        # sign-in page). Dropped first, a slow read signed people out.
         with self._engine.connect() as conn:
             row = conn.execute(
                 text(
@@ -168,6 +170,7 @@ class SessionStore:
                 {"h": digest},
             ).first()
         if row is None:
+            self._cache.pop(digest, None)
             return None
         key_id, created, seen = row
         session = Session(str(key_id), float(created), float(seen), float(seen), time.monotonic())

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import stat
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -79,6 +80,27 @@ def test_a_key_revoked_through_another_platform_stops_within_seconds(engine: Eng
     assert here.verify(key) is not None  # still cached, for at most REVALIDATE_SECONDS
     here._cache[info.id].checked_at -= keys_module.REVALIDATE_SECONDS + 1  # time passes
     assert here.verify(key) is None
+
+
+def test_a_key_read_again_stays_valid_while_it_is_read(
+    store: KeyStore, hold_statements: Any
+) -> None:
+    """Checks on the event loop read the cache while a thread reads the key again: it
+    stays there meanwhile. Dropped first, a key read slowly (under load) was missing,
+    read as revoked, and its dashboard sessions were ended: people were signed out."""
+    info, key = store.create(ADMIN)
+    assert store.active(info.id, load=True) is not None  # cached
+    reader = threading.Thread(target=store.refresh, args=(info.id,), name="key-refresh")
+    with hold_statements("key-refresh") as held:
+        reader.start()
+        assert held.wait(10)
+        assert store.active(info.id, load=False) is not None
+        assert store.verify(key, load=False) is not None
+    reader.join(10)
+    assert store.active(info.id, load=False) is not None
+    store.revoke(info.id)
+    store.refresh(info.id)  # a revoked key read again is gone from the cache
+    assert store.active(info.id, load=False) is None
 
 
 def test_scopes_names_and_list(store: KeyStore) -> None:

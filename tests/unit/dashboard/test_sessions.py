@@ -5,7 +5,9 @@ another store on the same database (a restarted platform, another gateway replic
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -65,3 +67,23 @@ def test_cookie_of_reads_only_the_dashboard_cookie() -> None:
     assert cookie_of(headers) == "abc"
     assert cookie_of([(b"cookie", b"tidal_dashboard=")]) is None
     assert cookie_of([]) is None
+
+
+def test_a_session_read_again_stays_valid_while_it_is_read(
+    engine: Engine, hold_statements: Any
+) -> None:
+    """Checks on the event loop read the cache while a thread reads the session again:
+    it stays there meanwhile. Dropped first, a session read slowly (under load) was
+    missing for that moment: a 401, and the page went to the sign-in form."""
+    store = SessionStore(engine)
+    sid = store.create("tk_0123456789ab")
+    reader = threading.Thread(target=store.refresh, args=(sid,), name="session-refresh")
+    with hold_statements("session-refresh") as held:
+        reader.start()
+        assert held.wait(10)
+        assert store.get(sid, load=False) is not None
+    reader.join(10)
+    assert store.get(sid, load=False) is not None
+    store.drop(sid)
+    store.refresh(sid)  # a session gone from the database is gone from the cache
+    assert store.get(sid, load=False) is None
